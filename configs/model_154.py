@@ -1,0 +1,8 @@
+"""model_154: SENet-154 encoder, slim bottleneck hypercolumn decoder (SPEC 3.5); the original schedule."""
+from salt_jax import configlib
+
+
+def get_config():
+  config = configlib.base_config()
+  config.model = "model_154"
+  return config

@@ -1,0 +1,90 @@
+"""Pure, jit-compiled steps: training (augment -> forward -> loss -> SGD) and flip-TTA inference.
+
+Batches arrive as raw uint8 tiles, {"image": (B,101,101) uint8, "mask": (B,101,101) uint8}; padding,
+flipping and normalisation happen on device inside the step (SPEC 2.1), so the host only gathers rows.
+"""
+import functools
+from typing import Any, Callable, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from salt_jax import losses
+from salt_jax.data import augment
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimiser state and BatchNorm running statistics."""
+  batch_stats: Any
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       image_size: int = 128) -> TrainState:
+  """Initialises the model on a (1,size,size,3) dummy input (train mode, so BN stats exist)."""
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = model.init({"params": rng, "dropout": rng}, x, train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                           batch_stats=variables.get("batch_stats", {}))
+
+
+def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *, seg_loss: str,
+               loss_weights: Dict[str, float], dtype=jnp.float32) -> Tuple[TrainState, Dict[str, jax.Array]]:
+  """One SGD step on a global batch. rng is the run's base key; the step's key is fold_in(rng, step).
+
+  seg_loss: "bce_dice" (warm-up epochs) or "lovasz" (cycles), SPEC 4.5. Returns the new state and
+  scalar metrics (loss and its terms).
+  """
+  step_key = jax.random.fold_in(rng, state.step)
+  aug_key, drop_key = jax.random.split(step_key)
+  x, y = augment.train_augment(aug_key, batch["image"], batch["mask"])
+  x = x.astype(dtype)
+  is_empty = (jnp.max(batch["mask"], axis=(1, 2)) == 0).astype(jnp.int32)
+
+  def loss_fn(params):
+    (class_logits, no_empty_logits, final_logits), updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+        mutable=["batch_stats"], rngs={"dropout": drop_key})
+    loss, terms = losses.total_loss(class_logits, no_empty_logits, final_logits, y, is_empty,
+                                    seg_loss=seg_loss, **loss_weights)
+    return loss, (terms, updates["batch_stats"])
+
+  (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return state, {"loss": loss, **terms}
+
+
+def tta_logits(apply_fn: Callable, variables, images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """Flip-TTA final logits on the 101x101 crop (SPEC 6.3): (B,101,101) uint8 -> (B,101,101) float32.
+
+  The batch and its left-right mirror go through one eval-mode forward pass; the mirrored half's
+  logits are flipped back and the two are averaged (logits, not probabilities), then cropped.
+  """
+  x = augment.eval_pad(images).astype(dtype)
+  both = jnp.concatenate([x, augment.hflip(x)], axis=0)
+  _, _, final_logits = apply_fn(variables, both, train=False)
+  final_logits = final_logits[..., 0].astype(jnp.float32)
+  b = images.shape[0]
+  mean = 0.5 * (final_logits[:b] + augment.hflip(final_logits[b:]))
+  return augment.crop(mean)
+
+
+def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], dtype=jnp.float32):
+  """Validation: TTA logits (B,101,101) and the per-image Lovasz loss on the crop (B,) (SPEC 4.6)."""
+  logits = tta_logits(apply_fn, variables, batch["image"], dtype)
+  loss = losses.lovasz_hinge_per_image(logits, batch["mask"].astype(jnp.float32))
+  return logits, loss
+
+
+def compile_train_step(state, batch_spec, rng, *, mesh_shardings, seg_loss, loss_weights, dtype):
+  """AOT-compiles train_step for one loss variant with the state replicated and the batch sharded.
+
+  The state is donated: its buffers are reused for the new state.
+  """
+  state_sharding, batch_sharding = mesh_shardings
+  fn = jax.jit(functools.partial(train_step, seg_loss=seg_loss, loss_weights=loss_weights, dtype=dtype),
+               in_shardings=(state_sharding, batch_sharding, state_sharding),
+               out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
+  return fn.lower(state, batch_spec, rng).compile()

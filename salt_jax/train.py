@@ -1,0 +1,290 @@
+"""Train one model on one fold: BCE+Dice warm-up, then cosine-restart cycles with the Lovasz hinge.
+
+    python -m salt_jax.train --config=configs/model_50.py --workdir=runs/model_50 --config.fold=3
+
+Validation (flip TTA, 101x101 crop, Lovasz loss, 80-threshold sweep) runs at the configured epochs of
+each cycle; the best-mAP and lowest-loss snapshot of every cycle is kept (SPEC 5). The latest state is
+saved after every epoch, so re-running the same command after a crash resumes where it stopped and
+gives the same result as an uninterrupted run.
+"""
+import json
+import math
+import pathlib
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+from jax.experimental import multihost_utils
+from ml_collections import config_flags
+
+from salt_jax import checkpoints, metrics, models, parallel, schedules, steps
+from salt_jax.data import folds as folds_lib
+from salt_jax.data import kaggle
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+def build_model(config: ml_collections.ConfigDict):
+  """The registered variant with the config's switches."""
+  return models.get_model(config.model, dtype=compute_dtype(config.dtype),
+                          align_corners=config.align_corners, decoder_dropout=config.decoder_dropout,
+                          head_dropout=config.head_dropout)
+
+
+def loss_weights(config) -> Dict[str, float]:
+  return dict(class_weight=config.class_weight, no_empty_weight=config.no_empty_weight,
+              dice_weight=config.dice_weight, bce_weight=config.bce_weight)
+
+
+def schedule_kwargs(config) -> Dict[str, Any]:
+  return dict(lr=config.lr, eta_min=config.eta_min, warmup_epochs=config.warmup_epochs,
+              cycle_len=config.cycle_len)
+
+
+def load_pretrained(state, model, path: str):
+  """Puts ImageNet encoder weights from a downloaded PyTorch file into the state."""
+  from salt_jax.models import convert  # torch is only needed for .pth files
+  encoder_vars = convert.torch_to_flax(model.encoder, convert.load_torch_state_dict(path))
+  variables = convert.merge_encoder_weights({"params": state.params, "batch_stats": state.batch_stats},
+                                            encoder_vars)
+  logging.info("loaded ImageNet encoder weights from %s", path)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
+def fold_data(config, workdir):
+  """(train images, train masks, valid images, valid masks, valid ids) of the configured fold."""
+  samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
+  assignment = folds_lib.load_or_make_folds(pathlib.Path(workdir) / "folds.csv", samples.ids,
+                                            samples.masks, config.num_folds, config.fold_seed)
+  train_idx, valid_idx = folds_lib.fold_split(assignment, config.fold)
+  if config.train_subset:
+    train_idx = np.random.default_rng(config.seed).permutation(train_idx)[:config.train_subset]
+  if config.valid_subset:
+    valid_idx = valid_idx[:config.valid_subset]
+  return (samples.images[train_idx], samples.masks[train_idx], samples.images[valid_idx],
+          samples.masks[valid_idx], samples.ids[valid_idx])
+
+
+class Validator:
+  """Flip-TTA logits, Lovasz loss and the threshold sweep over a fixed validation set."""
+
+  def __init__(self, apply_fn, mesh, batch_size: int, dtype):
+    parallel.check_batch_size(batch_size, mesh)
+    self._batch_size = batch_size
+    self._sharding = parallel.batch_sharded(mesh)
+    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b, dtype),
+                       in_shardings=(parallel.replicated(mesh), self._sharding),
+                       out_shardings=(self._sharding, self._sharding))
+
+  def logits_and_losses(self, variables, images: np.ndarray, masks: np.ndarray):
+    """(N,101,101) float32 logits and (N,) losses; the last batch is padded by repeating rows."""
+    n, bs = len(images), self._batch_size
+    out_logits, out_losses = [], []
+    for start in range(0, n, bs):
+      rows = np.arange(start, start + bs).clip(max=n - 1)[parallel.host_slice(bs)]
+      batch = parallel.to_global({"image": images[rows], "mask": masks[rows]}, self._sharding)
+      logits, losses = self._fn(variables, batch)
+      if jax.process_count() > 1:
+        logits, losses = multihost_utils.process_allgather((logits, losses), tiled=True)
+      out_logits.append(np.asarray(logits))
+      out_losses.append(np.asarray(losses))
+    return np.concatenate(out_logits)[:n], np.concatenate(out_losses)[:n]
+
+  def __call__(self, variables, images, masks) -> Dict[str, float]:
+    logits, losses = self.logits_and_losses(variables, images, masks)
+    best_map, best_thr = metrics.best_threshold(logits, masks)
+    return {"val_loss": float(np.mean(losses)), "val_map": float(best_map), "val_threshold": float(best_thr)}
+
+
+def _mean_metrics(per_step, fold, epoch, first_step):
+  """Averages per-step device metrics; stops the run at the first non-finite loss."""
+  stacked = jax.device_get({k: jnp.stack([m[k] for m in per_step]) for k in per_step[0]})
+  bad = np.flatnonzero(~np.isfinite(stacked["loss"]))
+  if bad.size:
+    raise FloatingPointError(
+        f"non-finite training loss ({stacked['loss'][bad[0]]}) at step {first_step + int(bad[0])} "
+        f"(fold {fold}, epoch {epoch}, batch {int(bad[0])}); the last saved checkpoint precedes it")
+  return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def _update_bests(loop, cycle, result, epoch):
+  """Which snapshot kinds this evaluation improves (strictly; the first of a cycle always does)."""
+  key = str(cycle)
+  bests = loop["bests"].setdefault(key, {"max_map": -math.inf, "min_loss": math.inf})
+  kinds = []
+  if result["val_map"] > bests["max_map"]:
+    bests["max_map"] = result["val_map"]
+    kinds.append("max_map")
+  if result["val_loss"] < bests["min_loss"]:
+    bests["min_loss"] = result["val_loss"]
+    kinds.append("min_loss")
+  return kinds
+
+
+def _write_history(path: pathlib.Path, records) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+  tmp.replace(path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Runs (or resumes) one fold; returns the per-cycle snapshot metadata and the epoch history."""
+  parallel.maybe_initialize_distributed(config.distributed)
+  dtype = compute_dtype(config.dtype)
+  if not 0 <= config.fold < config.num_folds:
+    raise ValueError(f"config.fold={config.fold} is outside 0..{config.num_folds - 1}")
+  checkpoints.claim_workdir(workdir, config.model)
+  fdir = checkpoints.fold_dir(workdir, config.fold)
+  fdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    checkpoints.write_json_atomic(fdir / "config.json", json.loads(config.to_json_best_effort()))
+
+  mesh = parallel.make_mesh()
+  local_batch = parallel.check_batch_size(config.batch_size, mesh)
+  repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  train_images, train_masks, valid_images, valid_masks, _ = fold_data(config, workdir)
+  steps_per_epoch = len(train_images) // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"fold {config.fold} has {len(train_images)} training images, fewer than one batch")
+  logging.info("fold %d: %d train images (%d steps of %d), %d validation images, %d devices",
+               config.fold, len(train_images), steps_per_epoch, config.batch_size, len(valid_images),
+               mesh.devices.size)
+
+  model = build_model(config)
+  tx = schedules.make_optimizer(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  state = steps.create_train_state(model, tx, init_key)
+  if config.pretrained:
+    state = load_pretrained(state, model, config.pretrained)
+  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
+  state = jax.device_put(state, repl)
+  step_key = jax.device_put(step_key, repl)
+
+  latest = checkpoints.LatestCheckpoint(fdir / "checkpoints")
+  loop = {"bests": {}}
+  history_path = fdir / "history.jsonl"
+  history = []
+  start_epoch = 0
+  if latest.latest_epoch() is not None:
+    done = latest.latest_epoch()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+    state, loop = latest.restore(done, abstract)
+    start_epoch = done + 1
+    if history_path.exists():
+      history = [r for r in map(json.loads, history_path.read_text().splitlines()) if r["epoch"] <= done]
+    logging.info("resuming fold %d after epoch %d", config.fold, done)
+
+  total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
+  batch_spec = {k: jax.ShapeDtypeStruct((config.batch_size, 101, 101), jnp.uint8, sharding=batch_sharding)
+                for k in ("image", "mask")}
+  compiled = {}
+
+  def step_fn(seg_loss):
+    if seg_loss not in compiled:
+      t0 = time.perf_counter()
+      compiled[seg_loss] = steps.compile_train_step(
+          state, batch_spec, step_key, mesh_shardings=(repl, batch_sharding), seg_loss=seg_loss,
+          loss_weights=loss_weights(config), dtype=dtype)
+      logging.info("compiled the %s train step in %.1f s", seg_loss, time.perf_counter() - t0)
+    return compiled[seg_loss]
+
+  validator = Validator(model.apply, mesh, config.eval_batch_size, dtype)
+  writer = _summary_writer(fdir / "tb")
+  host_rows = parallel.host_slice(config.batch_size)
+  for epoch in range(start_epoch, total):
+    cycle = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len)
+    seg_loss = "bce_dice" if cycle is None else "lovasz"
+    lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
+    state = state.replace(opt_state=jax.device_put(schedules.set_learning_rate(state.opt_state, lr), repl))
+    fn = step_fn(seg_loss)
+    order = np.random.default_rng([config.seed, config.fold, epoch]).permutation(len(train_images))
+    first_step = int(state.step)
+    per_step = []
+    t0 = time.perf_counter()
+    bar = tqdm.tqdm(range(steps_per_epoch), desc=f"fold {config.fold} epoch {epoch + 1}/{total}",
+                    leave=False, disable=None, unit="step")
+    for i in bar:
+      rows = order[i * config.batch_size:(i + 1) * config.batch_size][host_rows]
+      batch = parallel.to_global({"image": train_images[rows], "mask": train_masks[rows]}, batch_sharding)
+      state, m = fn(state, batch, step_key)
+      per_step.append(m)
+      if config.log_every and (i + 1) % config.log_every == 0:
+        bar.set_postfix(loss=f"{float(m['loss']):.4f}")
+    record = _mean_metrics(per_step, config.fold, epoch, first_step)
+    seconds = time.perf_counter() - t0
+    record.update(epoch=epoch, cycle=cycle, lr=lr, seg_loss=seg_loss, seconds=seconds,
+                  images_per_s=steps_per_epoch * config.batch_size / seconds)
+
+    if cycle is not None and schedules.is_eval_epoch(
+        epoch, warmup_epochs=config.warmup_epochs, cycle_len=config.cycle_len,
+        eval_start=config.eval_start, eval_every=config.eval_every):
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      result = validator(variables, valid_images, valid_masks)
+      if not np.isfinite(result["val_loss"]):
+        raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {config.fold})")
+      record.update(result)
+      for kind in _update_bests(loop, cycle, result, epoch):
+        if kind == "min_loss" and not config.keep_min_loss:
+          continue
+        meta = dict(result, epoch=epoch, cycle=cycle, fold=config.fold, model=config.model, kind=kind)
+        checkpoints.save_snapshot(checkpoints.snapshot_path(workdir, config.fold, cycle, kind),
+                                  variables, meta)
+    history.append(record)
+    _log_epoch(record, total, writer)
+    if jax.process_index() == 0:
+      _write_history(history_path, history)
+    latest.save(epoch, state, loop)
+    latest.wait()
+
+  latest.close()
+  if writer is not None:
+    writer.close()
+  return {"history": history, "bests": loop["bests"]}
+
+
+def _summary_writer(path):
+  if jax.process_index() != 0:
+    return None
+  from tensorboardX import SummaryWriter
+  return SummaryWriter(str(path))
+
+
+def _log_epoch(record, total, writer) -> None:
+  msg = (f"epoch {record['epoch'] + 1}/{total} "
+         f"{'warm-up' if record['cycle'] is None else 'cycle ' + str(record['cycle'])} "
+         f"loss {record['loss']:.4f} lr {record['lr']:.6f} {record['images_per_s']:.1f} img/s")
+  if "val_map" in record:
+    msg += (f" | val loss {record['val_loss']:.4f} mAP {record['val_map']:.4f} "
+            f"@ {record['val_threshold']:+.4f}")
+  logging.info(msg)
+  if writer is not None:
+    for k, v in record.items():
+      if isinstance(v, float):
+        writer.add_scalar(k, v, record["epoch"])
+    writer.flush()
+
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory of this model's runs (one subfolder per fold).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
