@@ -1,0 +1,1 @@
+"""Encoders, decoder blocks and the U-Net variants (SPEC 3)."""
