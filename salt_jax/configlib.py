@@ -56,3 +56,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.distributed = False           # call jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
   return c
+
+
+def load_config_file(path) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file given by path (what `--config=<path>` does, for scripts/tests)."""
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"_salt_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

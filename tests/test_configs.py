@@ -1,0 +1,54 @@
+"""Every config file loads, names a registered model and keeps the contract keys."""
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from salt_jax import configlib, models
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONTRACT_KEYS = ("model", "data_dir", "fold", "num_folds", "batch_size", "lr", "eta_min", "momentum",
+                 "weight_decay", "warmup_epochs", "cycle_num", "cycle_len", "eval_every", "seed", "dtype",
+                 "pretrained")
+FAITHFUL = ("model_34", "model_50A", "model_50A_slim", "model_101A", "model_101B", "model_152", "model_154")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.py")), ids=lambda p: p.stem)
+def test_config_loads_with_contract_keys(path):
+  config = configlib.load_config_file(path)
+  for key in CONTRACT_KEYS:
+    assert key in config, f"{path.name} lacks {key}"
+  assert config.model in models.MODELS
+
+
+@pytest.mark.parametrize("name", FAITHFUL)
+def test_faithful_configs_keep_the_original_schedule(name):
+  config = configlib.load_config_file(REPO / "configs" / f"{name}.py")
+  assert config.model == name
+  assert (config.batch_size, config.lr, config.eta_min, config.momentum, config.weight_decay) == (
+      16, 0.01, 0.001, 0.9, 2e-4)
+  assert (config.warmup_epochs, config.cycle_num, config.cycle_len, config.eval_start, config.eval_every) == (
+      10, 7, 50, 20, 5)
+  assert config.head_dropout == (0.5 if name in ("model_101A", "model_101B") else 0.0)
+  assert config.decoder_dropout == 0.0 and config.align_corners
+
+
+def test_model_50_is_model_50A():
+  assert configlib.load_config_file(REPO / "configs" / "model_50.py") == configlib.load_config_file(
+      REPO / "configs" / "model_50A.py")
+
+
+def test_flag_overrides_reach_the_config():
+  code = ("from absl import flags; from ml_collections import config_flags; import sys;"
+          "config_flags.DEFINE_config_file('config');"
+          "flags.FLAGS(sys.argv); c = flags.FLAGS.config; print(c.model, c.fold, c.batch_size, c.data_dir)")
+  out = subprocess.run([sys.executable, "-c", code, "--config=configs/model_50.py", "--config.fold=3",
+                        "--config.batch_size=32", "--config.data_dir=/x/tgs"],
+                       cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+  assert out == ["model_50A", "3", "32", "/x/tgs"]
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    configlib.load_config_file(tmp_path / "nope.py")

@@ -1,0 +1,129 @@
+"""End-to-end training on a few real images: snapshots, history, resume after kill -9, clear errors."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from salt_jax import checkpoints, configlib, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data_dir, **overrides):
+  """cpu_small on 48 training / 16 validation images: 1 warm-up epoch + one 2-epoch cycle."""
+  config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+  config.data_dir = str(data_dir)
+  config.update(dict(batch_size=8, train_subset=48, valid_subset=16, eval_batch_size=8,
+                     warmup_epochs=1, cycle_num=1, cycle_len=2, eval_start=1, eval_every=1))
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp("run")
+  config = tiny_config(data_dir)
+  return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.slow
+def test_run_writes_history_snapshots_and_config(finished_run):
+  config, workdir, summary = finished_run
+  fdir = workdir / "fold_0"
+  history = [json.loads(l) for l in (fdir / "history.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in history] == [0, 1, 2]
+  assert [r["seg_loss"] for r in history] == ["bce_dice", "lovasz", "lovasz"]
+  assert history[0]["lr"] == pytest.approx(0.01)
+  assert history[2]["lr"] == pytest.approx(config.eta_min)
+  assert "val_map" not in history[0] and "val_map" in history[1] and "val_map" in history[2]
+  assert all(np.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in history)
+  assert json.loads((fdir / "config.json").read_text())["model"] == "model_tiny"
+  assert json.loads((workdir / "run.json").read_text())["model"] == "model_tiny"
+  assert list((fdir / "tb").iterdir()), "no TensorBoard event file"
+  # The max_map snapshot holds the best-mAP evaluation of the cycle, with its threshold.
+  best = max((r for r in history if "val_map" in r), key=lambda r: (r["val_map"], -r["epoch"]))
+  meta = checkpoints.load_snapshot_meta(checkpoints.snapshot_path(workdir, 0, 0, "max_map"))
+  assert meta["epoch"] == best["epoch"] and meta["val_map"] == pytest.approx(best["val_map"])
+  assert -0.5 <= meta["val_threshold"] < 0.5
+  assert [(f, c) for f, c, _ in checkpoints.list_snapshots(workdir)] == [(0, 0)]
+  assert checkpoints.snapshot_path(workdir, 0, 0, "min_loss").is_dir()
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_fold_does_no_work(finished_run):
+  config, workdir, _ = finished_run
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]
+
+
+def test_workdir_of_another_model_is_refused(tmp_path):
+  checkpoints.claim_workdir(tmp_path, "model_50A")
+  with pytest.raises(checkpoints.WorkdirError, match="holds checkpoints of model 'model_50A'"):
+    checkpoints.claim_workdir(tmp_path, "model_34")
+
+
+def test_bad_fold_is_refused(tmp_path, data_dir):
+  with pytest.raises(ValueError, match="config.fold=10 is outside 0..9"):
+    train.train_and_evaluate(tiny_config(data_dir, fold=10), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_the_step(tmp_path, data_dir):
+  config = tiny_config(data_dir, lr=1e12, warmup_epochs=2)
+  with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step \d+ \(fold 0, epoch"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "fold_0" / "snapshots").exists()
+
+
+def _final_params(workdir, config):
+  ckpt = checkpoints.LatestCheckpoint(pathlib.Path(workdir) / "fold_0" / "checkpoints")
+  epoch = ckpt.latest_epoch()
+  assert epoch is not None
+  model = train.build_model(config)
+  from salt_jax import schedules, steps
+  state = steps.create_train_state(model, schedules.make_optimizer(lr=config.lr), jax.random.key(0))
+  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  restored, _ = ckpt.restore(epoch, abstract)
+  ckpt.close()
+  return epoch, restored.params
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path, data_dir):
+  """A run killed with SIGKILL after its first epoch and started again ends with identical weights."""
+  config, ref_workdir, ref_summary = finished_run
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py", f"--workdir={workdir}",
+         f"--config.data_dir={data_dir}"] + [f"--config.{k}={config[k]}" for k in (
+             "batch_size", "train_subset", "valid_subset", "eval_batch_size", "warmup_epochs",
+             "cycle_num", "cycle_len", "eval_start", "eval_every")]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  ckpt_dir = workdir / "fold_0" / "checkpoints"
+  deadline = time.time() + 600
+  while not (ckpt_dir / "0").is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "resuming fold 0 after epoch" in done.stderr
+  epoch_a, params_a = _final_params(ref_workdir, config)
+  epoch_b, params_b = _final_params(workdir, config)
+  assert epoch_a == epoch_b == 2
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  history = [json.loads(l) for l in (workdir / "fold_0" / "history.jsonl").read_text().splitlines()]
+  ref = ref_summary["history"]
+  assert [r["epoch"] for r in history] == [0, 1, 2]
+  for r, s in zip(history, ref):
+    assert r["loss"] == s["loss"] and r.get("val_map") == s.get("val_map")
