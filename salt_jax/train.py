@@ -19,10 +19,9 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import app, flags, logging
-from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from salt_jax import checkpoints, metrics, models, parallel, schedules, steps
+from salt_jax import checkpoints, inference, models, parallel, schedules, steps
 from salt_jax.data import folds as folds_lib
 from salt_jax.data import kaggle
 
@@ -74,37 +73,6 @@ def fold_data(config, workdir):
     valid_idx = valid_idx[:config.valid_subset]
   return (samples.images[train_idx], samples.masks[train_idx], samples.images[valid_idx],
           samples.masks[valid_idx], samples.ids[valid_idx])
-
-
-class Validator:
-  """Flip-TTA logits, Lovasz loss and the threshold sweep over a fixed validation set."""
-
-  def __init__(self, apply_fn, mesh, batch_size: int, dtype):
-    parallel.check_batch_size(batch_size, mesh)
-    self._batch_size = batch_size
-    self._sharding = parallel.batch_sharded(mesh)
-    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b, dtype),
-                       in_shardings=(parallel.replicated(mesh), self._sharding),
-                       out_shardings=(self._sharding, self._sharding))
-
-  def logits_and_losses(self, variables, images: np.ndarray, masks: np.ndarray):
-    """(N,101,101) float32 logits and (N,) losses; the last batch is padded by repeating rows."""
-    n, bs = len(images), self._batch_size
-    out_logits, out_losses = [], []
-    for start in range(0, n, bs):
-      rows = np.arange(start, start + bs).clip(max=n - 1)[parallel.host_slice(bs)]
-      batch = parallel.to_global({"image": images[rows], "mask": masks[rows]}, self._sharding)
-      logits, losses = self._fn(variables, batch)
-      if jax.process_count() > 1:
-        logits, losses = multihost_utils.process_allgather((logits, losses), tiled=True)
-      out_logits.append(np.asarray(logits))
-      out_losses.append(np.asarray(losses))
-    return np.concatenate(out_logits)[:n], np.concatenate(out_losses)[:n]
-
-  def __call__(self, variables, images, masks) -> Dict[str, float]:
-    logits, losses = self.logits_and_losses(variables, images, masks)
-    best_map, best_thr = metrics.best_threshold(logits, masks)
-    return {"val_loss": float(np.mean(losses)), "val_map": float(best_map), "val_threshold": float(best_thr)}
 
 
 def _mean_metrics(per_step, fold, epoch, first_step):
@@ -199,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       logging.info("compiled the %s train step in %.1f s", seg_loss, time.perf_counter() - t0)
     return compiled[seg_loss]
 
-  validator = Validator(model.apply, mesh, config.eval_batch_size, dtype)
+  predictor = inference.Predictor(model.apply, mesh, config.eval_batch_size, dtype)
   writer = _summary_writer(fdir / "tb")
   host_rows = parallel.host_slice(config.batch_size)
   for epoch in range(start_epoch, total):
@@ -230,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         epoch, warmup_epochs=config.warmup_epochs, cycle_len=config.cycle_len,
         eval_start=config.eval_start, eval_every=config.eval_every):
       variables = {"params": state.params, "batch_stats": state.batch_stats}
-      result = validator(variables, valid_images, valid_masks)
+      result = predictor.validate(variables, valid_images, valid_masks)
       if not np.isfinite(result["val_loss"]):
         raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {config.fold})")
       record.update(result)

@@ -1,0 +1,186 @@
+"""Cycle-voting ensembles, out-of-fold evaluation and Kaggle submissions (SPEC 7.2, 7.4).
+
+    python -m salt_jax.ensemble --workdirs=runs/model_50,runs/model_101A --out=submission.csv
+
+Per model, every snapshot's binary test mask votes (the mean over all its folds and cycles); the models'
+vote fractions are averaged with equal weight and binarised at >= 0.5. `--mode=prob` averages
+sigmoid(logit - threshold) instead (needs `predict --save_logits`). The same voting over each fold's
+validation predictions gives the out-of-fold mAP of every model and of the ensemble.
+"""
+import os
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+from absl import app, flags, logging
+
+from salt_jax import checkpoints, metrics, predict, viz
+from salt_jax.data import kaggle, rle
+
+MODES = ("vote", "prob")
+
+
+def prediction_files(workdir, kind: str = "max_map") -> List[pathlib.Path]:
+  """Every snapshot prediction of a workdir; an unreadable or absent set is an error."""
+  files = sorted((pathlib.Path(workdir) / "predictions" / kind).glob("fold_*_cycle_*.npz"))
+  if not files:
+    raise checkpoints.WorkdirError(f"no predictions in {workdir}/predictions/{kind}; "
+                                   f"run python -m salt_jax.predict --workdir={workdir} first")
+  return files
+
+
+def snapshot_scores(pred: Dict, mode: str) -> np.ndarray:
+  """One snapshot's test votes: binary masks (vote) or sigmoid(logit - thr) (prob), float32 (N,101,101)."""
+  if mode == "vote":
+    return pred["test_masks"].astype(np.float32)
+  if "test_logits" not in pred:
+    raise ValueError("probability averaging needs logits: run predict with --save_logits")
+  z = pred["test_logits"].astype(np.float32) - pred["meta"]["threshold"]
+  return 1.0 / (1.0 + np.exp(-z))
+
+
+def model_vote(files: Sequence[pathlib.Path], mode: str = "vote") -> Tuple[np.ndarray, np.ndarray]:
+  """(test ids (N,), mean vote of all snapshots (N,101,101) float32) for one model."""
+  ids, total = None, None
+  for path in files:
+    pred = predict.load_prediction(path)
+    if ids is None:
+      ids, total = pred["test_ids"], np.zeros(pred["test_masks"].shape, np.float32)
+    elif not np.array_equal(ids, pred["test_ids"]):
+      raise ValueError(f"{path} predicts other test ids than {files[0]}")
+    total += snapshot_scores(pred, mode)
+  return ids, total / len(files)
+
+
+def combine_models(votes: Sequence[np.ndarray]) -> np.ndarray:
+  """Equal-weight mean of per-model vote fractions, binarised at >= 0.5 (ties are salt): (N,101,101) uint8."""
+  return (np.mean(np.stack(votes), axis=0) >= 0.5).astype(np.uint8)
+
+
+def check_submission_ids(ids: Sequence[str], sample_ids: Sequence[str]) -> None:
+  """The submission must hold exactly the ids of sample_submission.csv."""
+  ids, sample = set(ids), set(sample_ids)
+  missing, extra = sorted(sample - ids), sorted(ids - sample)
+  if missing or extra:
+    raise ValueError(f"submission ids differ from sample_submission.csv: {len(missing)} missing "
+                     f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})")
+  if len(ids) != len(list(sample_ids)):
+    raise ValueError("duplicate ids in the submission or in sample_submission.csv")
+
+
+def write_submission(path, ids: Sequence[str], masks: np.ndarray, sample_ids: Sequence[str]) -> None:
+  """Writes `id,rle_mask` in sample_submission order, atomically (temporary file + rename)."""
+  check_submission_ids(ids, sample_ids)
+  order = pd.Series(np.arange(len(ids)), index=list(ids))[list(sample_ids)].to_numpy()
+  frame = pd.DataFrame({"id": list(sample_ids), "rle_mask": rle.rle_encode_many(masks[order])})
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+  frame.to_csv(tmp, index=False)
+  os.replace(tmp, path)
+
+
+def read_submission(path, shape=(101, 101)) -> Tuple[np.ndarray, np.ndarray]:
+  """(ids, masks (N,101,101)) from a submission CSV."""
+  frame = pd.read_csv(path, dtype={"id": str, "rle_mask": str}, keep_default_na=False)
+  if list(frame.columns) != ["id", "rle_mask"]:
+    raise ValueError(f"{path}: expected columns id,rle_mask, got {list(frame.columns)}")
+  return frame["id"].to_numpy(), rle.rle_decode_many(list(frame["rle_mask"]), shape)
+
+
+def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
+  """Per fold: validation ids, vote fraction over that fold's cycles, and per-snapshot mAPs."""
+  by_fold: Dict[int, Dict] = {}
+  for path in files:
+    pred = predict.load_prediction(path)
+    fold = int(pred["meta"]["fold"])
+    entry = by_fold.setdefault(fold, {"ids": pred["valid_ids"], "sum": np.zeros(pred["valid_masks"].shape,
+                                                                              np.float32), "maps": []})
+    if not np.array_equal(entry["ids"], pred["valid_ids"]):
+      raise ValueError(f"{path}: validation ids differ between cycles of fold {fold}")
+    entry["sum"] += pred["valid_masks"]
+    entry["maps"].append(pred["meta"]["val_map"])
+  for entry in by_fold.values():
+    entry["vote"] = entry.pop("sum") / len(entry["maps"])
+  return by_fold
+
+
+def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map") -> pd.DataFrame:
+  """Out-of-fold mAP of each model's cycle vote per fold and pooled, and of the equal-weight ensemble."""
+  rows, model_votes = [], []
+  for wd in workdirs:
+    folds = oof_votes(prediction_files(wd, kind))
+    ids = np.concatenate([folds[f]["ids"] for f in sorted(folds)])
+    vote = np.concatenate([folds[f]["vote"] for f in sorted(folds)])
+    model_votes.append(dict(zip(ids, vote)))
+    row = {"model": pathlib.Path(wd).name, "snapshots": sum(len(v["maps"]) for v in folds.values()),
+           "mean snapshot mAP": float(np.mean([m for v in folds.values() for m in v["maps"]]))}
+    for f in sorted(folds):
+      truth = np.stack([truth_by_id[i] for i in folds[f]["ids"]])
+      row[f"fold {f}"] = metrics.kaggle_map(folds[f]["vote"] >= 0.5, truth)
+    row["OOF mAP"] = metrics.kaggle_map(vote >= 0.5, np.stack([truth_by_id[i] for i in ids]))
+    row["images"] = len(ids)
+    rows.append(row)
+  if len(workdirs) > 1:
+    common = sorted(set.intersection(*(set(v) for v in model_votes)))
+    if common:
+      mean = np.mean([np.stack([v[i] for i in common]) for v in model_votes], axis=0)
+      rows.append({"model": "ensemble", "snapshots": sum(r["snapshots"] for r in rows),
+                   "OOF mAP": metrics.kaggle_map(mean >= 0.5, np.stack([truth_by_id[i] for i in common])),
+                   "images": len(common)})
+  return pd.DataFrame(rows)
+
+
+def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "vote", kind: str = "max_map",
+             save_png: Optional[str] = None, oof: bool = True) -> Optional[pd.DataFrame]:
+  """Votes the models' test predictions into a submission and returns the out-of-fold table."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  ids, votes = None, []
+  for wd in workdirs:
+    files = prediction_files(wd, kind)
+    wd_ids, vote = model_vote(files, mode)
+    if ids is not None and not np.array_equal(ids, wd_ids):
+      raise ValueError(f"{wd} predicts other test ids than {workdirs[0]}")
+    ids = wd_ids
+    votes.append(vote)
+    logging.info("%s: %d snapshots vote", wd, len(files))
+  masks = combine_models(votes)
+  sample = pd.read_csv(pathlib.Path(data_dir) / "sample_submission.csv", dtype=str)["id"].to_numpy()
+  write_submission(out, ids, masks, sample)
+  logging.info("wrote %s (%d ids, %d with salt)", out, len(ids), int((masks.reshape(len(ids), -1).max(1)).sum()))
+  table = None
+  if oof:
+    train = kaggle.load_train(data_dir)
+    table = oof_table(workdirs, dict(zip(train.ids, train.masks)), kind)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+  if save_png:
+    test = kaggle.load_test(data_dir)
+    pick = np.random.default_rng(0).choice(len(ids), size=min(32, len(ids)), replace=False)
+    lookup = dict(zip(test.ids, test.images))
+    viz.save_png(save_png, viz.mask_grid(np.stack([lookup[i] for i in ids[pick]]), pred_masks=masks[pick],
+                                         labels=ids[pick]))
+    logging.info("wrote %s", save_png)
+  return table
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("workdirs", None, "One workdir per model; all its folds and cycles vote.")
+flags.DEFINE_string("out", None, "Submission CSV to write.")
+flags.DEFINE_string("data_dir", "../shared/tgs", "Kaggle data folder (sample_submission.csv, train masks).")
+flags.DEFINE_enum("mode", "vote", list(MODES), "vote: cycle voting of binary masks; prob: mean probability.")
+flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which snapshots' predictions.")
+flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
+flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
+flags.mark_flags_as_required(["workdirs", "out"])
+
+
+def main(argv):
+  del argv
+  ensemble(FLAGS.workdirs, FLAGS.out, FLAGS.data_dir, mode=FLAGS.mode, kind=FLAGS.kind,
+           save_png=FLAGS.save_png, oof=FLAGS.oof)
+
+
+if __name__ == "__main__":
+  app.run(main)
