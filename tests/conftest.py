@@ -19,3 +19,49 @@ def data_dir() -> pathlib.Path:
   if not (path / "train.csv").exists():
     pytest.skip(f"real TGS data not found at {path} (set SALT_DATA_DIR)")
   return path
+
+
+@pytest.fixture(scope="session")
+def mini_data_dir(data_dir, tmp_path_factory) -> pathlib.Path:
+  """A small Kaggle-layout folder of real tiles: 96 train (with masks) and 24 test images."""
+  import shutil
+  import pandas as pd
+  out = tmp_path_factory.mktemp("mini_tgs")
+  train = pd.read_csv(data_dir / "train.csv", dtype=str, keep_default_na=False).iloc[:96]
+  sample = pd.read_csv(data_dir / "sample_submission.csv", dtype=str, keep_default_na=False).iloc[:24]
+  for sub in ("train/images", "train/masks", "test/images"):
+    (out / sub).mkdir(parents=True)
+  for i in train["id"]:
+    shutil.copy(data_dir / "train/images" / f"{i}.png", out / "train/images")
+    shutil.copy(data_dir / "train/masks" / f"{i}.png", out / "train/masks")
+  for i in sample["id"]:
+    shutil.copy(data_dir / "test/images" / f"{i}.png", out / "test/images")
+  train.to_csv(out / "train.csv", index=False)
+  sample.to_csv(out / "sample_submission.csv", index=False)
+  depths = pd.read_csv(data_dir / "depths.csv", dtype={"id": str})
+  depths[depths["id"].isin(set(train["id"]) | set(sample["id"]))].to_csv(out / "depths.csv", index=False)
+  return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config(mini_data_dir):
+  """Factory: cpu_small on the mini data, 1 warm-up epoch + one 2-epoch cycle, batch 8."""
+  from salt_jax import configlib
+
+  def make(**overrides):
+    config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+    config.data_dir = str(mini_data_dir)
+    config.update(dict(batch_size=8, train_subset=48, valid_subset=0, eval_batch_size=8, num_folds=4,
+                       warmup_epochs=1, cycle_num=1, cycle_len=2, eval_start=1, eval_every=1))
+    config.update(overrides)
+    return config
+  return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_config, tmp_path_factory):
+  """(config, workdir, summary) of one finished tiny training run of fold 0 (shared by several tests)."""
+  from salt_jax import train
+  workdir = tmp_path_factory.mktemp("tiny_run") / "model_tiny"
+  config = tiny_config()
+  return config, workdir, train.train_and_evaluate(config, str(workdir))

@@ -11,26 +11,14 @@ import jax
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, configlib, train
+from salt_jax import checkpoints, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tiny_config(data_dir, **overrides):
-  """cpu_small on 48 training / 16 validation images: 1 warm-up epoch + one 2-epoch cycle."""
-  config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
-  config.data_dir = str(data_dir)
-  config.update(dict(batch_size=8, train_subset=48, valid_subset=16, eval_batch_size=8,
-                     warmup_epochs=1, cycle_num=1, cycle_len=2, eval_start=1, eval_every=1))
-  config.update(overrides)
-  return config
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, data_dir):
-  workdir = tmp_path_factory.mktemp("run")
-  config = tiny_config(data_dir)
-  return config, workdir, train.train_and_evaluate(config, str(workdir))
+def finished_run(tiny_run):
+  return tiny_run
 
 
 @pytest.mark.slow
@@ -69,14 +57,14 @@ def test_workdir_of_another_model_is_refused(tmp_path):
     checkpoints.claim_workdir(tmp_path, "model_34")
 
 
-def test_bad_fold_is_refused(tmp_path, data_dir):
-  with pytest.raises(ValueError, match="config.fold=10 is outside 0..9"):
-    train.train_and_evaluate(tiny_config(data_dir, fold=10), str(tmp_path))
+def test_bad_fold_is_refused(tmp_path, tiny_config):
+  with pytest.raises(ValueError, match="config.fold=4 is outside 0..3"):
+    train.train_and_evaluate(tiny_config(fold=4), str(tmp_path))
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_with_the_step(tmp_path, data_dir):
-  config = tiny_config(data_dir, lr=1e12, warmup_epochs=2)
+def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_config):
+  config = tiny_config(lr=1e12, warmup_epochs=2)
   with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step \d+ \(fold 0, epoch"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "fold_0" / "snapshots").exists()
@@ -97,13 +85,13 @@ def _final_params(workdir, config):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path, data_dir):
+def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
   """A run killed with SIGKILL after its first epoch and started again ends with identical weights."""
   config, ref_workdir, ref_summary = finished_run
   workdir = tmp_path / "killed"
   cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py", f"--workdir={workdir}",
-         f"--config.data_dir={data_dir}"] + [f"--config.{k}={config[k]}" for k in (
-             "batch_size", "train_subset", "valid_subset", "eval_batch_size", "warmup_epochs",
+         f"--config.data_dir={config.data_dir}"] + [f"--config.{k}={config[k]}" for k in (
+             "batch_size", "train_subset", "valid_subset", "eval_batch_size", "num_folds", "warmup_epochs",
              "cycle_num", "cycle_len", "eval_start", "eval_every")]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

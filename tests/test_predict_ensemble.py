@@ -1,0 +1,100 @@
+"""Prediction files, cycle voting, submissions and the out-of-fold table."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from salt_jax import checkpoints, ensemble, predict
+
+
+def test_pack_unpack_round_trip():
+  masks = (np.random.default_rng(0).random((5, 101, 101)) > 0.5).astype(np.uint8)
+  assert predict.pack_masks(masks).shape == (5, 1276)
+  np.testing.assert_array_equal(predict.unpack_masks(predict.pack_masks(masks)), masks)
+
+
+def test_voting_arithmetic_on_hand_made_masks():
+  a = np.zeros((1, 101, 101), np.float32)
+  # Model 1: 3 snapshots vote pixel (0,0) in 2 of 3, pixel (0,1) in 1 of 3.
+  m1 = np.stack([a[0].copy() for _ in range(3)])
+  m1[0, 0, 0] = m1[1, 0, 0] = 1
+  m1[2, 0, 1] = 1
+  v1 = m1.mean(0)[None]
+  # Model 2: 1 snapshot votes (0,1) only: equal model weight despite fewer snapshots.
+  v2 = a.copy()
+  v2[0, 0, 1] = 1
+  out = ensemble.combine_models([v1, v2])
+  assert out[0, 0, 0] == 0       # (2/3 + 0) / 2 = 1/3
+  assert out[0, 0, 1] == 1       # (1/3 + 1) / 2 = 2/3
+  half = ensemble.combine_models([np.full((1, 101, 101), 0.5, np.float32)])
+  assert half.all()              # ties count as salt (>= 0.5)
+
+
+def test_submission_ids_must_match_sample():
+  with pytest.raises(ValueError, match="1 missing .*'c'.*0 extra"):
+    ensemble.check_submission_ids(["a", "b"], ["a", "b", "c"])
+  with pytest.raises(ValueError, match="0 missing .*1 extra .*'z'"):
+    ensemble.check_submission_ids(["a", "z"], ["a"])
+
+
+def test_submission_round_trips_through_rle(tmp_path):
+  rng = np.random.default_rng(1)
+  masks = (rng.random((4, 101, 101)) > 0.7).astype(np.uint8)
+  masks[2] = 0
+  ids = np.array(["d", "a", "c", "b"])
+  path = tmp_path / "sub.csv"
+  ensemble.write_submission(path, ids, masks, ["a", "b", "c", "d"])
+  read_ids, read_masks = ensemble.read_submission(path)
+  assert list(read_ids) == ["a", "b", "c", "d"]
+  order = [1, 3, 2, 0]
+  np.testing.assert_array_equal(read_masks, masks[order])
+  assert pd.read_csv(path, keep_default_na=False)["rle_mask"][2] == ""
+  assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_failed_write_leaves_no_csv(tmp_path):
+  path = tmp_path / "sub.csv"
+  with pytest.raises(ValueError):
+    ensemble.write_submission(path, ["a"], np.zeros((1, 101, 101), np.uint8), ["b"])
+  assert not path.exists()
+
+
+def test_missing_predictions_and_snapshots_are_errors(tmp_path):
+  with pytest.raises(checkpoints.WorkdirError, match="run python -m salt_jax.predict"):
+    ensemble.prediction_files(tmp_path)
+  with pytest.raises(checkpoints.WorkdirError, match="no max_map snapshots"):
+    predict.predict_workdir(tmp_path)
+  with pytest.raises(checkpoints.WorkdirError, match="does not exist"):
+    checkpoints.load_snapshot(tmp_path / "fold_0" / "snapshots" / "cycle_0_max_map")
+
+
+@pytest.mark.slow
+def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
+  config, workdir, summary = tiny_run
+  metas = predict.predict_workdir(workdir, save_logits=True)
+  assert [(m["fold"], m["cycle"]) for m in metas] == [(0, 0)]
+  pred = predict.load_prediction(predict.prediction_path(workdir, "max_map", 0, 0))
+  # Same threshold rule as training: the re-derived validation mAP equals the snapshot's.
+  assert pred["meta"]["val_map"] == pytest.approx(pred["meta"]["snapshot_val_map"], abs=1e-6)
+  assert pred["test_masks"].shape == (24, 101, 101) and pred["test_logits"].dtype == np.float16
+  z = pred["test_logits"].astype(np.float32) - pred["meta"]["threshold"]
+  clear = np.abs(z) > 1e-2  # away from float16 rounding of the stored logits
+  np.testing.assert_array_equal(pred["test_masks"][clear], (z > 0)[clear])
+  # A second call skips the finished snapshot.
+  again = predict.predict_workdir(workdir)
+  assert again[0]["seconds"] == metas[0]["seconds"]
+
+  out = tmp_path / "submission.csv"
+  png = tmp_path / "grid.png"
+  table = ensemble.ensemble([str(workdir)], str(out), config.data_dir, save_png=str(png))
+  ids, masks = ensemble.read_submission(out)
+  sample = pd.read_csv(f"{config.data_dir}/sample_submission.csv", dtype=str)["id"]
+  assert list(ids) == list(sample)
+  lookup = dict(zip(pred["test_ids"], pred["test_masks"]))
+  np.testing.assert_array_equal(masks, np.stack([lookup[i] for i in ids]))  # one snapshot: vote = mask
+  assert table["OOF mAP"][0] == pytest.approx(pred["meta"]["val_map"], abs=1e-6)
+  assert "OOF mAP" in capsys.readouterr().out
+  assert png.stat().st_size > 0
+  prob = tmp_path / "prob.csv"
+  ensemble.ensemble([str(workdir)], str(prob), config.data_dir, mode="prob", oof=False)
+  np.testing.assert_array_equal(ensemble.read_submission(prob)[1], np.stack([dict(zip(
+      pred["test_ids"], z >= 0))[i] for i in ids]))
