@@ -30,6 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.pseudo_csv = ""               # submission CSV whose masks label the test images
   c.pseudo_split = 0              # which half of the test set (0 or 1)
   c.pseudo_prob = 0.5             # probability a sample is replaced by a pseudo-labelled one
+  c.pseudo_split_file = ""        # CSV id,half of the test split ("" = <workdir>/pseudo_split.csv)
+  c.pseudo_seed = 0
+  c.pseudo_predict_other_half = False  # README protocol: predict only the other half (original: all)
 
   # Optimiser and schedule (SPEC 5).
   c.batch_size = 16               # global batch over all devices and hosts

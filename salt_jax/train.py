@@ -21,7 +21,7 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from salt_jax import checkpoints, inference, models, parallel, schedules, steps
+from salt_jax import checkpoints, inference, models, parallel, pseudo, schedules, steps
 from salt_jax.data import folds as folds_lib
 from salt_jax.data import kaggle
 
@@ -59,6 +59,22 @@ def load_pretrained(state, model, path: str):
                                             encoder_vars)
   logging.info("loaded ImageNet encoder weights from %s", path)
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
+def pseudo_data(config, workdir):
+  """(images, masks) of the pseudo-labelled test half, or empty arrays without a pseudo CSV."""
+  if not config.pseudo_csv:
+    return np.zeros((0, 101, 101), np.uint8), np.zeros((0, 101, 101), np.uint8)
+  test = kaggle.load_test(config.data_dir, cache_dir=config.cache_dir or None)
+  split_file = config.pseudo_split_file or pathlib.Path(workdir) / "pseudo_split.csv"
+  half = pseudo.load_or_make_split(split_file, test.ids, config.pseudo_seed)
+  if config.pseudo_split not in (0, 1):
+    raise ValueError(f"config.pseudo_split must be 0 or 1, got {config.pseudo_split}")
+  chosen = np.flatnonzero(half == config.pseudo_split)
+  masks = pseudo.read_pseudo_masks(config.pseudo_csv, test.ids[chosen])
+  logging.info("pseudo labels: %d test tiles of half %d from %s, p=%.2f", len(chosen), config.pseudo_split,
+               config.pseudo_csv, config.pseudo_prob)
+  return test.images[chosen], masks
 
 
 def fold_data(config, workdir):
@@ -122,11 +138,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   local_batch = parallel.check_batch_size(config.batch_size, mesh)
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   train_images, train_masks, valid_images, valid_masks, _ = fold_data(config, workdir)
-  steps_per_epoch = len(train_images) // config.batch_size
+  n_real = len(train_images)
+  pseudo_images, pseudo_masks = pseudo_data(config, workdir)
+  if len(pseudo_images):
+    train_images = np.concatenate([train_images, pseudo_images])
+    train_masks = np.concatenate([train_masks, pseudo_masks])
+  steps_per_epoch = n_real // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"fold {config.fold} has {len(train_images)} training images, fewer than one batch")
   logging.info("fold %d: %d train images (%d steps of %d), %d validation images, %d devices",
-               config.fold, len(train_images), steps_per_epoch, config.batch_size, len(valid_images),
+               config.fold, n_real, steps_per_epoch, config.batch_size, len(valid_images),
                mesh.devices.size)
 
   model = build_model(config)
@@ -176,7 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
     state = state.replace(opt_state=jax.device_put(schedules.set_learning_rate(state.opt_state, lr), repl))
     fn = step_fn(seg_loss)
-    order = np.random.default_rng([config.seed, config.fold, epoch]).permutation(len(train_images))
+    epoch_rng = np.random.default_rng([config.seed, config.fold, epoch])
+    order = epoch_rng.permutation(n_real)
+    if len(train_images) > n_real:
+      order = pseudo.mix_epoch(epoch_rng, order, n_real, len(train_images) - n_real, config.pseudo_prob)
     first_step = int(state.step)
     per_step = []
     t0 = time.perf_counter()

@@ -1,0 +1,61 @@
+"""Pseudo-labelling (SPEC 9): test tiles labelled by an earlier ensemble join the training samples.
+
+The test set is split once into two seeded halves (saved as CSV `id,half` and reused). During training
+each sample of an epoch is, with probability `pseudo_prob`, replaced by a tile drawn uniformly with
+replacement from the chosen half, labelled with its pseudo mask; validation stays on real labels.
+"""
+import pathlib
+from typing import Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from salt_jax.data import rle
+
+
+def split_halves(ids: Sequence[str], seed: int) -> np.ndarray:
+  """(N,) int {0,1}: a seeded random 50/50 split of the test ids (sizes differ by at most one)."""
+  n = len(ids)
+  half = np.zeros(n, np.int64)
+  half[np.random.default_rng(seed).permutation(n)[n // 2:]] = 1
+  return half
+
+
+def load_or_make_split(path, ids: Sequence[str], seed: int) -> np.ndarray:
+  """The saved split of `ids` at `path` (written on first use); a split of other ids is an error."""
+  path = pathlib.Path(path)
+  ids = np.asarray(ids)
+  if path.exists():
+    frame = pd.read_csv(path, dtype={"id": str})
+    if list(frame.columns) != ["id", "half"] or set(frame["id"]) != set(ids) or len(frame) != len(ids):
+      raise ValueError(f"{path} is not a split of these {len(ids)} test ids; delete it to make a new one")
+    return frame.set_index("id").loc[ids, "half"].to_numpy()
+  half = split_halves(ids, seed)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  pd.DataFrame({"id": ids, "half": half}).to_csv(tmp, index=False)
+  tmp.replace(path)
+  return half
+
+
+def read_pseudo_masks(csv_path, ids: Sequence[str]) -> np.ndarray:
+  """(N,101,101) uint8 pseudo masks for `ids` from a submission CSV; an id it lacks is an error."""
+  frame = pd.read_csv(csv_path, dtype={"id": str, "rle_mask": str}, keep_default_na=False)
+  if list(frame.columns) != ["id", "rle_mask"]:
+    raise ValueError(f"{csv_path}: expected columns id,rle_mask, got {list(frame.columns)}")
+  lookup = dict(zip(frame["id"], frame["rle_mask"]))
+  missing = [i for i in ids if i not in lookup]
+  if missing:
+    raise ValueError(f"{csv_path} has no pseudo label for {len(missing)} test ids (e.g. {missing[:3]})")
+  return rle.rle_decode_many([lookup[i] for i in ids], (101, 101))
+
+
+def mix_epoch(rng: np.random.Generator, real_order: np.ndarray, n_real: int, n_pseudo: int,
+              prob: float) -> np.ndarray:
+  """Indices into concat(real, pseudo): each slot of the real order becomes, with probability `prob`,
+  a uniformly drawn pseudo sample (index >= n_real). Epoch length is unchanged (SPEC 9)."""
+  if not 0.0 <= prob <= 1.0:
+    raise ValueError(f"pseudo_prob must be in [0, 1], got {prob}")
+  coin = rng.random(len(real_order)) < prob
+  draws = n_real + rng.integers(0, n_pseudo, size=len(real_order))
+  return np.where(coin, draws, real_order)
