@@ -1,0 +1,261 @@
+"""Loads the Kaggle TGS Salt folder into NumPy arrays (SPEC 1.1), strictly and fast.
+
+Layout: `train/images/<id>.png`, `train/masks/<id>.png`, `test/images/<id>.png`, `train.csv` (id,rle_mask),
+`sample_submission.csv` (id,rle_mask) and, optionally, `depths.csv` (id,z; depth is not used by the model).
+
+Order: train samples follow the rows of `train.csv`, test samples the rows of `sample_submission.csv`.
+Every CSV id must have its PNG(s) and every PNG must have its CSV row; nothing is skipped silently, any
+inconsistency raises `DataError` naming the path or id. PNGs are decoded by OpenCV in a thread pool
+(cv2 releases the GIL). Images are read as 8-bit grayscale (the RGB PNGs have three equal channels);
+masks must hold only 0 and the dtype's maximum (255 or 65535) and are binarised to {0,1}.
+"""
+import concurrent.futures
+import dataclasses
+import json
+import os
+import pathlib
+import zipfile
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from salt_jax.data import rle as rle_lib
+from salt_jax.data.errors import DataError
+
+SIZE = 101
+SPLITS = ("train", "test")
+_CACHE_VERSION = 1
+_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Samples:
+  """One split: ids (N,) str, images (N,101,101) uint8, masks (N,101,101) uint8 {0,1} or None (test),
+  depths (N,) float32 (NaN where depths.csv has no row)."""
+  ids: np.ndarray
+  images: np.ndarray
+  masks: Optional[np.ndarray]
+  depths: np.ndarray
+
+  def __post_init__(self):
+    n = len(self.ids)
+    if self.images.shape != (n, SIZE, SIZE) or self.images.dtype != np.uint8:
+      raise ValueError(f"images must be ({n},{SIZE},{SIZE}) uint8, got {self.images.shape} "
+                       f"{self.images.dtype}")
+    if self.masks is not None and (self.masks.shape != self.images.shape or self.masks.dtype != np.uint8):
+      raise ValueError(f"masks must be ({n},{SIZE},{SIZE}) uint8, got {self.masks.shape} {self.masks.dtype}")
+    if self.depths.shape != (n,):
+      raise ValueError(f"depths must be ({n},), got {self.depths.shape}")
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+
+def _require(path: pathlib.Path, kind: str = "file") -> pathlib.Path:
+  ok = path.is_dir() if kind == "folder" else path.is_file()
+  if not ok:
+    raise DataError(f"missing {kind}: {path}")
+  return path
+
+
+def _read_csv(path: pathlib.Path, columns: Sequence[str]) -> pd.DataFrame:
+  """A CSV with exactly `columns` (all read as str, empty cells as ""), unique non-empty ids."""
+  _require(path)
+  try:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+  except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    raise DataError(f"cannot parse {path}: {e}") from e
+  if list(frame.columns) != list(columns):
+    raise DataError(f"{path}: expected columns {','.join(columns)}, got {','.join(map(str, frame.columns))}")
+  ids = frame["id"]
+  if (ids == "").any():
+    raise DataError(f"{path}: empty id in row {int(np.argmax((ids == '').to_numpy())) + 2}")
+  dup = ids[ids.duplicated()]
+  if len(dup):
+    raise DataError(f"{path}: duplicate id {dup.iloc[0]!r}")
+  return frame
+
+
+def _png_ids(folder: pathlib.Path) -> set:
+  """Ids (file names without .png) of the PNGs in a folder; other files are ignored."""
+  _require(folder, "folder")
+  return {name[:-4] for name in os.listdir(folder) if name.endswith(".png")}
+
+
+def _check_ids(ids: np.ndarray, folder: pathlib.Path, csv: pathlib.Path, what: str) -> None:
+  """Every CSV id has `<folder>/<id>.png` and every PNG there has a CSV row."""
+  found = _png_ids(folder)
+  missing = [i for i in ids if i not in found]
+  if missing:
+    raise DataError(f"{len(missing)} id(s) of {csv} have no {what}, e.g. id '{missing[0]}': missing "
+                    f"{folder / (missing[0] + '.png')}")
+  extra = sorted(found - set(ids))
+  if extra:
+    raise DataError(f"{len(extra)} PNG(s) in {folder} have no row in {csv}, e.g. {extra[0]}.png")
+
+
+def _parallel(n: int, work: Callable[[int], None], num_threads: Optional[int]) -> None:
+  """Runs work(i) for i in range(n) in chunks on a thread pool; re-raises the first error."""
+  threads = num_threads or min(16, 2 * (os.cpu_count() or 1))
+  chunks = [range(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    for _ in pool.map(lambda chunk: [work(i) for i in chunk], chunks):
+      pass
+
+
+def read_images(paths: Sequence[pathlib.Path], num_threads: Optional[int] = None) -> np.ndarray:
+  """PNG paths -> (N,101,101) uint8 grayscale."""
+  out = np.empty((len(paths), SIZE, SIZE), np.uint8)
+
+  def work(i):
+    image = cv2.imread(str(paths[i]), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+      raise DataError(f"unreadable image PNG: {paths[i]}")
+    if image.shape != (SIZE, SIZE):
+      raise DataError(f"image {paths[i]} is {image.shape[1]}x{image.shape[0]}, expected {SIZE}x{SIZE}")
+    out[i] = image
+
+  _parallel(len(paths), work, num_threads)
+  return out
+
+
+def read_masks(paths: Sequence[pathlib.Path], num_threads: Optional[int] = None) -> np.ndarray:
+  """Mask PNG paths (values 0 and 255, or 0 and 65535) -> (N,101,101) uint8 {0,1}."""
+  out = np.empty((len(paths), SIZE, SIZE), np.uint8)
+
+  def work(i):
+    mask = cv2.imread(str(paths[i]), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+      raise DataError(f"unreadable mask PNG: {paths[i]}")
+    if mask.ndim != 2:
+      raise DataError(f"mask {paths[i]} has {mask.shape[2]} channels, expected a single-channel PNG")
+    if mask.shape != (SIZE, SIZE):
+      raise DataError(f"mask {paths[i]} is {mask.shape[1]}x{mask.shape[0]}, expected {SIZE}x{SIZE}")
+    top = np.iinfo(mask.dtype).max
+    bad = (mask != 0) & (mask != top)
+    if bad.any():
+      raise DataError(f"mask {paths[i]} ({mask.dtype}) has value {int(mask[bad][0])}; "
+                      f"only 0 and {top} allowed")
+    out[i] = mask != 0
+
+  _parallel(len(paths), work, num_threads)
+  return out
+
+
+def _depths(data_dir: pathlib.Path, ids: np.ndarray) -> np.ndarray:
+  """(N,) float32 depths from the optional depths.csv; NaN where unknown."""
+  path = data_dir / "depths.csv"
+  if not path.exists():
+    return np.full(len(ids), np.nan, np.float32)
+  frame = _read_csv(path, ["id", "z"])
+  z = pd.to_numeric(frame["z"], errors="coerce")
+  if z.isna().any():
+    raise DataError(f"{path}: non-numeric depth for id {frame['id'][z.isna()].iloc[0]!r}")
+  return pd.Series(z.to_numpy(np.float32), index=frame["id"]).reindex(ids).to_numpy(np.float32)
+
+
+def verify_rles(ids: np.ndarray, rles: Sequence[str], masks: np.ndarray, source: str = "train.csv") -> None:
+  """Raises DataError unless every RLE decodes to its mask (N,101,101); errors name the id."""
+  decoded = rle_lib.rle_decode_many(list(rles), (SIZE, SIZE), names=[f"{source} id '{i}'" for i in ids])
+  wrong = np.flatnonzero(np.any((decoded != masks).reshape(len(ids), -1), axis=1))
+  if len(wrong):
+    i = wrong[0]
+    raise DataError(f"{len(wrong)} RLEs in {source} disagree with their mask PNGs, e.g. id '{ids[i]}' "
+                    f"({int(decoded[i].sum())} px in the RLE, {int(masks[i].sum())} px in the PNG)")
+
+
+def _split_files(data_dir: pathlib.Path, split: str) -> Tuple[pathlib.Path, np.ndarray, Dict]:
+  """(CSV path, ids in CSV order, frame columns) of a split, with every PNG cross-checked."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  _require(data_dir, "folder")
+  csv = data_dir / ("train.csv" if split == "train" else "sample_submission.csv")
+  frame = _read_csv(csv, ["id", "rle_mask"])
+  ids = frame["id"].to_numpy(str)
+  _check_ids(ids, data_dir / split / "images", csv, f"{split} image")
+  if split == "train":
+    _check_ids(ids, data_dir / "train" / "masks", csv, "mask")
+  return csv, ids, {"rle_mask": frame["rle_mask"].to_numpy()}
+
+
+def _fingerprint(data_dir: pathlib.Path, split: str, csv: pathlib.Path) -> str:
+  """What a cached split depends on besides its ids: the folder, the CSVs and the PNG folders' mtimes."""
+  paths = [csv, data_dir / "depths.csv", data_dir / split / "images"]
+  if split == "train":
+    paths.append(data_dir / "train" / "masks")
+  stats = {str(p.name if p.is_file() else p.relative_to(data_dir)):
+           [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None for p in paths}
+  return json.dumps({"version": _CACHE_VERSION, "data_dir": str(data_dir.resolve()), "split": split,
+                     "stats": stats}, sort_keys=True)
+
+
+def cache_path(cache_dir, split: str) -> pathlib.Path:
+  """Where `load_split` caches a split (an uncompressed npz; masks bit-packed)."""
+  return pathlib.Path(cache_dir) / f"tgs_{split}.npz"
+
+
+def _load_cache(path: pathlib.Path, fingerprint: str, ids: np.ndarray) -> Optional[Samples]:
+  """The cached split if it is valid for these ids and fingerprint, else None."""
+  if not path.exists():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      if str(z["fingerprint"]) != fingerprint or not np.array_equal(z["ids"], ids):
+        return None
+      masks = None
+      if "masks_packed" in z.files:
+        masks = np.unpackbits(z["masks_packed"], axis=1, count=SIZE * SIZE).reshape(-1, SIZE, SIZE)
+      return Samples(ids=z["ids"], images=z["images"], masks=masks, depths=z["depths"])
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):   # unreadable cache: rebuild
+    return None
+
+
+def _save_cache(path: pathlib.Path, fingerprint: str, samples: Samples) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  arrays = dict(fingerprint=np.array(fingerprint), ids=samples.ids, images=samples.images,
+                depths=samples.depths)
+  if samples.masks is not None:
+    arrays["masks_packed"] = np.packbits(samples.masks.reshape(len(samples), -1), axis=1)
+  tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def load_split(data_dir, split: str, cache_dir=None, verify_rle: bool = True,
+               num_threads: Optional[int] = None) -> Samples:
+  """Loads 'train' (with masks) or 'test' (masks None); see the module docstring for order and checks.
+
+  With `cache_dir`, the decoded arrays are kept in `<cache_dir>/tgs_<split>.npz` and reused while the ids,
+  the CSVs and the PNG folders are unchanged. `verify_rle` (train only) checks that every train.csv RLE
+  decodes to its mask PNG, also when the arrays come from the cache.
+  """
+  data_dir = pathlib.Path(data_dir)
+  csv, ids, columns = _split_files(data_dir, split)
+  samples, fingerprint = None, None
+  if cache_dir:
+    fingerprint = _fingerprint(data_dir, split, csv)
+    samples = _load_cache(cache_path(cache_dir, split), fingerprint, ids)
+  if samples is None:
+    images = read_images([data_dir / split / "images" / f"{i}.png" for i in ids], num_threads)
+    masks = None
+    if split == "train":
+      masks = read_masks([data_dir / "train" / "masks" / f"{i}.png" for i in ids], num_threads)
+    samples = Samples(ids=ids, images=images, masks=masks, depths=_depths(data_dir, ids))
+    if cache_dir:
+      _save_cache(cache_path(cache_dir, split), fingerprint, samples)
+  if split == "train" and verify_rle:
+    verify_rles(samples.ids, columns["rle_mask"], samples.masks, csv.name)
+  return samples
+
+
+def load_train(data_dir, cache_dir=None, verify_rle: bool = True,
+               num_threads: Optional[int] = None) -> Samples:
+  """The 3,601 labelled tiles in train.csv order: images, masks {0,1}, depths."""
+  return load_split(data_dir, "train", cache_dir=cache_dir, verify_rle=verify_rle, num_threads=num_threads)
+
+
+def load_test(data_dir, cache_dir=None, num_threads: Optional[int] = None) -> Samples:
+  """The 18,399 unlabelled tiles in sample_submission.csv order: images, depths (masks None)."""
+  return load_split(data_dir, "test", cache_dir=cache_dir, num_threads=num_threads)
