@@ -1,0 +1,112 @@
+"""Training and validation losses (SPEC 4): per-image Lovasz hinge, BCE+Dice, class CE, total loss.
+
+All functions are jittable, take logits of any float dtype and compute in float32. Segmentation logits and
+labels are (B,H,W) or (B,H,W,1) (anything with B leading and the same element count per image).
+"""
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+DICE_EPS = 1e-7
+
+
+def _flat(x: jax.Array) -> jax.Array:
+  """(B,...) -> (B,P) float32."""
+  return jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+
+
+def lovasz_grad(sorted_labels: jax.Array) -> jax.Array:
+  """Lovasz extension gradient of the Jaccard loss (SPEC 4.1 step 3): (...,P) {0,1} -> (...,P) float32.
+
+  sorted_labels are the labels permuted by descending error, along the last axis. Sums to 1 along P
+  (to 0 when P == 0); an all-zero row gives (1, 0, ..., 0).
+  """
+  g = sorted_labels.astype(jnp.float32)
+  total = jnp.sum(g, axis=-1, keepdims=True)
+  intersection = total - jnp.cumsum(g, axis=-1)
+  union = total + jnp.cumsum(1.0 - g, axis=-1)  # >= 1 at every position
+  jaccard = 1.0 - intersection / union
+  return jnp.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
+
+
+def lovasz_hinge_per_image(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-image binary Lovasz hinge, ELU+1 variant (SPEC 4.1): (B,H,W[,1]) logits, {0,1} labels -> (B,).
+
+  One batched sort of (-errors, labels) pairs along the pixel axis orders the errors descending and carries
+  the labels along (no argsort + gather). The Lovasz gradient is a constant (stop_gradient).
+  """
+  z = _flat(logits)
+  y = _flat(labels)
+  errors = 1.0 - z * (2.0 * y - 1.0)
+  neg_sorted, labels_sorted = jax.lax.sort((-errors, y), dimension=-1, num_keys=1)
+  errors_sorted = -neg_sorted
+  grad = jax.lax.stop_gradient(lovasz_grad(labels_sorted))
+  return jnp.sum((jax.nn.elu(errors_sorted) + 1.0) * grad, axis=-1)
+
+
+def _weighted_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array:
+  """sum(w*v)/sum(w) over (B,), 0 (with zero, finite gradients) when sum(w) == 0; plain mean if w is None."""
+  if weights is None:
+    return jnp.mean(values)
+  w = weights.astype(jnp.float32)
+  total = jnp.sum(w)
+  safe = jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, jnp.sum(w * values) / safe, 0.0)
+
+
+def lovasz_hinge(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
+  """Scalar Lovasz hinge: mean over images, or the weights-(B,) weighted mean (0 if all weights are 0)."""
+  return _weighted_mean(lovasz_hinge_per_image(logits, labels), weights)
+
+
+def bce_dice(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None,
+             dice_weight: float = 0.5, bce_weight: float = 0.9) -> jax.Array:
+  """dice_weight * Dice(sigmoid(z), y) + bce_weight * BCE(z, y) over the selected images (SPEC 4.3).
+
+  logits, labels: (B,H,W[,1]); weights: (B,) in {0,1} selects a sub-batch (None = all images). The Dice is
+  one global Dice over all pixels of the selected images (smooth 0, eps 1e-7); the BCE is the mean over
+  their pixels. Returns 0 when no image is selected.
+  """
+  z = _flat(logits)
+  y = _flat(labels)
+  w = jnp.ones((z.shape[0],), jnp.float32) if weights is None else weights.astype(jnp.float32)
+  wp = w[:, None]
+  p = jax.nn.sigmoid(z)
+  dice = 1.0 - 2.0 * jnp.sum(wp * p * y) / (jnp.sum(wp * p) + jnp.sum(wp * y) + DICE_EPS)
+  n_images = jnp.sum(w)
+  safe = jnp.where(n_images > 0, n_images, 1.0)
+  bce = jnp.sum(wp * optax.sigmoid_binary_cross_entropy(z, y)) / (safe * z.shape[1])
+  return jnp.where(n_images > 0, dice_weight * dice + bce_weight * bce, 0.0)
+
+
+def class_cross_entropy(class_logits: jax.Array, is_empty: jax.Array) -> jax.Array:
+  """Empty/non-empty softmax CE (SPEC 4.4): (B,2) logits, (B,) labels (1 = empty) -> batch mean."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      class_logits.astype(jnp.float32), is_empty.astype(jnp.int32)))
+
+
+def total_loss(class_logits: jax.Array, no_empty_logits: jax.Array, final_logits: jax.Array,
+               masks: jax.Array, is_empty: jax.Array, seg_loss: str, class_weight: float = 0.05,
+               no_empty_weight: float = 0.5, dice_weight: float = 0.5,
+               bce_weight: float = 0.9) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """The training loss (SPEC 4.5) and its terms.
+
+  class_logits (B,2); no_empty_logits, final_logits (B,H,W[,1]); masks (B,H,W) {0,1}; is_empty (B,).
+  seg_loss is a static string: "lovasz" (cycles) or "bce_dice" (warm-up). The no-empty head is scored only
+  on the images with salt, by masking with weights 1 - is_empty (term 0 when there are none).
+  Returns (loss, {"final_loss", "class_loss", "no_empty_loss"}), the terms unweighted.
+  """
+  if seg_loss == "lovasz":
+    seg = lambda z, w=None: lovasz_hinge(z, masks, w)
+  elif seg_loss == "bce_dice":
+    seg = lambda z, w=None: bce_dice(z, masks, w, dice_weight=dice_weight, bce_weight=bce_weight)
+  else:
+    raise ValueError(f"seg_loss must be 'lovasz' or 'bce_dice', got {seg_loss!r}")
+  non_empty = 1.0 - is_empty.astype(jnp.float32)
+  final = seg(final_logits)
+  cls = class_cross_entropy(class_logits, is_empty)
+  no_empty = seg(no_empty_logits, non_empty)
+  loss = final + class_weight * cls + no_empty_weight * no_empty
+  return loss, {"final_loss": final, "class_loss": cls, "no_empty_loss": no_empty}

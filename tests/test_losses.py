@@ -1,0 +1,333 @@
+"""Losses (SPEC 4) against plain NumPy formulas, the PyTorch reference, and the edge cases training hits."""
+import importlib.util
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from salt_jax import losses
+
+TORCH_REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_reference.py"
+
+
+def np_elu1(x):
+  """ELU(x) + 1 and its derivative."""
+  exp = np.exp(np.minimum(x, 0.0))
+  return np.where(x > 0, x + 1.0, exp), np.where(x > 0, 1.0, exp)
+
+
+def np_lovasz_image(z, y):
+  """SPEC 4.1 for one image with explicit loops, float64: (loss, d loss / d z), both from the formula."""
+  z = np.asarray(z, np.float64).ravel()
+  y = np.asarray(y, np.float64).ravel()
+  s = 2.0 * y - 1.0
+  e = 1.0 - z * s
+  perm = np.argsort(-e, kind="stable")
+  g = y[perm]
+  total = g.sum()
+  delta = np.empty_like(g)
+  cum_g = cum_not_g = 0.0
+  prev_j = 0.0
+  for i in range(g.size):
+    cum_g += g[i]
+    cum_not_g += 1.0 - g[i]
+    j = 1.0 - (total - cum_g) / (total + cum_not_g)
+    delta[i] = j - prev_j
+    prev_j = j
+  f, df = np_elu1(e[perm])
+  loss = float(np.dot(f, delta))
+  grad = np.zeros_like(z)
+  grad[perm] = delta * df * (-s[perm])
+  return loss, grad
+
+
+def np_lovasz(z, y, weights=None):
+  """Batch loss and gradient wrt z (B,...) from the per-image reference (weighted mean if weights)."""
+  per = [np_lovasz_image(zi, yi) for zi, yi in zip(z, y)]
+  w = np.ones(len(per)) if weights is None else np.asarray(weights, np.float64)
+  if w.sum() == 0:
+    return 0.0, np.zeros(np.shape(z))
+  loss = sum(wi * l for wi, (l, _) in zip(w, per)) / w.sum()
+  grad = np.stack([wi * gr.reshape(np.shape(z)[1:]) for wi, (_, gr) in zip(w, per)]) / w.sum()
+  return loss, grad
+
+
+def np_bce_dice(z, y, dice_weight=0.5, bce_weight=0.9):
+  z = np.asarray(z, np.float64)
+  y = np.asarray(y, np.float64)
+  p = 1.0 / (1.0 + np.exp(-z))
+  dice = 1.0 - 2.0 * np.sum(p * y) / (np.sum(p) + np.sum(y) + 1e-7)
+  bce = np.mean(-(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+  return dice_weight * dice + bce_weight * bce
+
+
+def np_ce(q, labels):
+  q = np.asarray(q, np.float64)
+  logp = q - np.log(np.exp(q).sum(-1, keepdims=True))
+  return float(-np.mean(logp[np.arange(len(labels)), labels]))
+
+
+def random_batch(seed, b=4, h=13, w=11, p_salt=0.4, n_empty=1):
+  rng = np.random.default_rng(seed)
+  z = rng.normal(0.0, 2.0, (b, h, w)).astype(np.float32)
+  y = (rng.random((b, h, w)) < p_salt).astype(np.float32)
+  y[:n_empty] = 0
+  return z, y
+
+
+@pytest.fixture(scope="module")
+def real_masks(data_dir):
+  """8 real 101x101 masks, half empty and half with salt, as float32 {0,1}."""
+  import cv2
+  import pandas as pd
+  df = pd.read_csv(data_dir / "train.csv", dtype=str, keep_default_na=False)
+  empty = df[df["rle_mask"] == ""]["id"].iloc[:3].tolist()
+  salt = df[df["rle_mask"] != ""]["id"].iloc[:5].tolist()
+  masks = [cv2.imread(str(data_dir / "train" / "masks" / f"{i}.png"), cv2.IMREAD_UNCHANGED) > 0
+           for i in empty + salt]
+  masks = np.stack([m if m.ndim == 2 else m[..., 0] for m in masks]).astype(np.float32)
+  assert masks.shape == (8, 101, 101) and masks[:3].sum() == 0 and (masks[3:].sum((1, 2)) > 0).all()
+  return masks
+
+
+@pytest.fixture(scope="module")
+def torch_ref():
+  torch = pytest.importorskip("torch")
+  if not TORCH_REFERENCE.exists():
+    pytest.skip(f"{TORCH_REFERENCE} not found")
+  spec = importlib.util.spec_from_file_location("salt_torch_reference", TORCH_REFERENCE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return torch, module
+
+
+def jax_value_and_grad(z, y, weights=None):
+  fn = jax.jit(jax.value_and_grad(lambda z: losses.lovasz_hinge(z, jnp.asarray(y), weights)))
+  loss, grad = fn(jnp.asarray(z))
+  return float(loss), np.asarray(grad)
+
+
+def test_lovasz_grad_formula():
+  labels = np.array([1, 0, 1, 1, 0, 0, 1], np.float32)
+  total = labels.sum()
+  j = 1.0 - (total - np.cumsum(labels)) / (total + np.cumsum(1 - labels))
+  expected = np.diff(j, prepend=0.0)
+  got = np.asarray(jax.jit(losses.lovasz_grad)(jnp.asarray(labels)))
+  assert got.dtype == np.float32 and got.shape == (7,)
+  np.testing.assert_allclose(got, expected, atol=1e-7)
+  assert got.sum() == pytest.approx(1.0, abs=1e-6)
+  np.testing.assert_array_equal(np.asarray(losses.lovasz_grad(jnp.zeros(5))), [1, 0, 0, 0, 0])
+  np.testing.assert_allclose(np.asarray(losses.lovasz_grad(jnp.asarray(np.stack([labels, labels[::-1]])))),
+                             np.stack([expected, np.asarray(losses.lovasz_grad(jnp.asarray(labels[::-1])))]),
+                             atol=1e-7)
+
+
+def test_reference_gradient_is_the_finite_difference():
+  """The analytic NumPy gradient used below is the derivative of the NumPy loss (away from ties)."""
+  z, y = random_batch(0, b=1, h=4, w=5)
+  z64 = z[0].astype(np.float64)
+  _, grad = np_lovasz_image(z64, y[0])
+  eps = 1e-6
+  fd = np.zeros(z64.size)
+  for i in range(z64.size):
+    dz = np.zeros(z64.size)
+    dz[i] = eps
+    plus, minus = np_lovasz_image(z64.ravel() + dz, y[0])[0], np_lovasz_image(z64.ravel() - dz, y[0])[0]
+    fd[i] = (plus - minus) / (2 * eps)
+  np.testing.assert_allclose(grad, fd, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lovasz_matches_numpy_random(seed):
+  z, y = random_batch(seed, b=5, n_empty=1 + seed % 2)
+  loss, grad = jax_value_and_grad(z, y)
+  ref_loss, ref_grad = np_lovasz(z, y)
+  assert loss == pytest.approx(ref_loss, rel=1e-5)
+  np.testing.assert_allclose(grad, ref_grad, atol=1e-6)
+  per = np.asarray(losses.lovasz_hinge_per_image(jnp.asarray(z)[..., None], jnp.asarray(y)[..., None]))
+  assert per.shape == (5,)
+  np.testing.assert_allclose(per, [np_lovasz_image(a, b)[0] for a, b in zip(z, y)], rtol=1e-5)
+
+
+def test_lovasz_matches_numpy_real_masks(real_masks):
+  rng = np.random.default_rng(3)
+  z = (rng.normal(0, 1.5, real_masks.shape) + 2.0 * (real_masks - 0.5)).astype(np.float32)
+  loss, grad = jax_value_and_grad(z, real_masks)
+  ref_loss, ref_grad = np_lovasz(z, real_masks)
+  assert loss == pytest.approx(ref_loss, rel=1e-5)
+  np.testing.assert_allclose(grad, ref_grad, atol=1e-6)
+  w = np.array([0, 0, 0, 1, 1, 0, 1, 1], np.float32)
+  loss_w, grad_w = jax_value_and_grad(z, real_masks, jnp.asarray(w))
+  ref_loss_w, ref_grad_w = np_lovasz(z, real_masks, w)
+  assert loss_w == pytest.approx(ref_loss_w, rel=1e-5)
+  np.testing.assert_allclose(grad_w, ref_grad_w, atol=1e-6)
+  sub_loss, _ = jax_value_and_grad(z[w > 0], real_masks[w > 0])
+  assert loss_w == pytest.approx(sub_loss, rel=1e-6)
+
+
+@pytest.mark.torch
+def test_torch_reference_semantics(torch_ref):
+  """The bench's lovasz_hinge is per image, ELU+1 on the descending-sorted errors, mean over images."""
+  torch, ref = torch_ref
+  doc = ref.lovasz_hinge.__doc__.lower()
+  assert "per-image" in doc and "elu+1" in doc and "mean over images" in doc
+  z, y = random_batch(4, b=3)
+  got = float(ref.lovasz_hinge(torch.from_numpy(z), torch.from_numpy(y)))
+  assert got == pytest.approx(np.mean([np_lovasz_image(a, b)[0] for a, b in zip(z, y)]), rel=1e-5)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("which", ["random", "real"])
+def test_lovasz_matches_torch_reference(torch_ref, which, request):
+  torch, ref = torch_ref
+  if which == "real":
+    y = request.getfixturevalue("real_masks")
+    z = np.random.default_rng(5).normal(0, 2.0, y.shape).astype(np.float32)
+  else:
+    z, y = random_batch(6, b=6, h=32, w=32, n_empty=2)
+  zt = torch.from_numpy(z.copy()).requires_grad_(True)
+  loss_t = ref.lovasz_hinge(zt, torch.from_numpy(y))
+  loss_t.backward()
+  loss, grad = jax_value_and_grad(z, y)
+  assert loss == pytest.approx(float(loss_t.detach()), rel=1e-5)
+  np.testing.assert_allclose(grad, zt.grad.numpy(), atol=1e-6)
+
+
+def test_lovasz_empty_mask_is_elu_of_max_logit():
+  z, _ = random_batch(7, b=3)
+  y = np.zeros_like(z)
+  per = np.asarray(jax.jit(losses.lovasz_hinge_per_image)(jnp.asarray(z), jnp.asarray(y)))
+  m = z.reshape(3, -1).max(1).astype(np.float64)
+  np.testing.assert_allclose(per, np_elu1(1.0 + m)[0], rtol=1e-6)
+  grad = np.asarray(jax.jit(jax.grad(lambda z: losses.lovasz_hinge(z, jnp.asarray(y))))(jnp.asarray(z)))
+  assert (np.count_nonzero(grad.reshape(3, -1), axis=1) == 1).all()  # only the most positive logit
+
+
+def test_all_empty_batch_weights_give_zero_and_finite_grads():
+  z, _ = random_batch(8, b=4)
+  y = jnp.zeros(z.shape)
+  w = jnp.zeros(4)
+  for fn in (losses.lovasz_hinge, losses.bce_dice):
+    value, grad = jax.jit(jax.value_and_grad(lambda z: fn(z, y, w)))(jnp.asarray(z))
+    assert float(value) == 0.0
+    assert np.isfinite(np.asarray(grad)).all() and not np.asarray(grad).any()
+
+
+@pytest.mark.parametrize("dice_weight,bce_weight", [(0.5, 0.9), (0.2, 0.9)])
+def test_bce_dice_matches_numpy(dice_weight, bce_weight):
+  z, y = random_batch(9, b=5, n_empty=2)
+  got = float(losses.bce_dice(jnp.asarray(z), jnp.asarray(y), dice_weight=dice_weight, bce_weight=bce_weight))
+  assert got == pytest.approx(np_bce_dice(z, y, dice_weight, bce_weight), rel=1e-5)
+  w = np.array([0, 1, 0, 1, 1], np.float32)
+  got_w = float(jax.jit(losses.bce_dice)(jnp.asarray(z)[..., None], jnp.asarray(y)[..., None],
+                                         jnp.asarray(w)))
+  assert got_w == pytest.approx(np_bce_dice(z[w > 0], y[w > 0]), rel=1e-5)
+  big = np.array([[[80.0, -80.0]]], np.float32)  # saturated logits: stable BCE, no inf/NaN
+  assert np.isfinite(float(losses.bce_dice(jnp.asarray(big), jnp.asarray([[[0.0, 1.0]]]))))
+
+
+def test_class_cross_entropy():
+  q = np.random.default_rng(10).normal(size=(6, 2)).astype(np.float32)
+  e = np.array([1, 0, 0, 1, 1, 0])
+  got = float(losses.class_cross_entropy(jnp.asarray(q), jnp.asarray(e)))
+  assert got == pytest.approx(np_ce(q, e), rel=1e-6)
+
+
+@pytest.mark.parametrize("seg_loss", ["lovasz", "bce_dice"])
+def test_total_loss_terms(seg_loss):
+  rng = np.random.default_rng(11)
+  _, y = random_batch(11, b=6, n_empty=2)
+  is_empty = (y.reshape(6, -1).max(1) == 0).astype(np.int32)
+  q = rng.normal(size=(6, 2)).astype(np.float32)
+  zn = rng.normal(0, 2, y.shape + (1,)).astype(np.float32)
+  zf = rng.normal(0, 2, y.shape + (1,)).astype(np.float32)
+  fn = jax.jit(losses.total_loss, static_argnames="seg_loss")
+  loss, terms = fn(jnp.asarray(q), jnp.asarray(zn), jnp.asarray(zf), jnp.asarray(y), jnp.asarray(is_empty),
+                   seg_loss=seg_loss)
+  keep = is_empty == 0
+  if seg_loss == "lovasz":
+    final, no_empty = np_lovasz(zf[..., 0], y)[0], np_lovasz(zn[keep][..., 0], y[keep])[0]
+  else:
+    final, no_empty = np_bce_dice(zf[..., 0], y), np_bce_dice(zn[keep][..., 0], y[keep])
+  cls = np_ce(q, is_empty)
+  assert set(terms) == {"final_loss", "class_loss", "no_empty_loss"}
+  assert float(terms["final_loss"]) == pytest.approx(final, rel=1e-5)
+  assert float(terms["no_empty_loss"]) == pytest.approx(no_empty, rel=1e-5)
+  assert float(terms["class_loss"]) == pytest.approx(cls, rel=1e-5)
+  assert float(loss) == pytest.approx(final + 0.05 * cls + 0.5 * no_empty, rel=1e-5)
+  with pytest.raises(ValueError):
+    losses.total_loss(q, zn, zf, y, is_empty, seg_loss="dice")
+
+
+@pytest.mark.parametrize("seg_loss", ["lovasz", "bce_dice"])
+def test_total_loss_all_empty_batch(seg_loss):
+  rng = np.random.default_rng(12)
+  y = jnp.zeros((4, 16, 16))
+  is_empty = jnp.ones(4, jnp.int32)
+  q = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)
+  zn = jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32)
+  zf = jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32)
+
+  def f(args):
+    return losses.total_loss(*args, y, is_empty, seg_loss=seg_loss)
+
+  (loss, terms), grads = jax.jit(jax.value_and_grad(f, has_aux=True))((q, zn, zf))
+  assert float(terms["no_empty_loss"]) == 0.0 and np.isfinite(float(loss))
+  expected = float(terms["final_loss"]) + 0.05 * float(terms["class_loss"])
+  assert float(loss) == pytest.approx(expected, rel=1e-6)
+  assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+  assert not np.asarray(grads[1]).any()
+
+
+def test_bfloat16_logits_give_float32_loss():
+  z, y = random_batch(13, b=3, h=16, w=16)
+  zb = jnp.asarray(z, jnp.bfloat16)
+  q = jnp.zeros((3, 2), jnp.bfloat16)
+  is_empty = jnp.asarray((y.reshape(3, -1).max(1) == 0).astype(np.int32))
+  loss = jax.jit(losses.lovasz_hinge)(zb, jnp.asarray(y))
+  assert loss.dtype == jnp.float32
+  assert float(loss) == pytest.approx(np_lovasz(np.asarray(zb.astype(jnp.float32)), y)[0], rel=1e-5)
+  for seg_loss in ("lovasz", "bce_dice"):
+    total, terms = jax.jit(losses.total_loss, static_argnames="seg_loss")(q, zb, zb, jnp.asarray(y), is_empty,
+                                                                          seg_loss=seg_loss)
+    assert total.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in terms.values())
+  grad = jax.jit(jax.grad(lambda z: losses.lovasz_hinge(z, jnp.asarray(y))))(zb)
+  assert grad.dtype == jnp.bfloat16 and np.isfinite(np.asarray(grad, np.float32)).all()
+
+
+def test_lovasz_benchmark_print():
+  """Not a check: ms per jitted forward+backward, batch 32 of 101x101, and the torch reference on the same."""
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(32, 101, 101)).astype(np.float32)
+  y = (rng.random((32, 101, 101)) > 0.6).astype(np.float32)
+  y[:8] = 0
+  fn = jax.jit(jax.value_and_grad(losses.lovasz_hinge))
+  zj, yj = jnp.asarray(z), jnp.asarray(y)
+  jax.block_until_ready(fn(zj, yj))
+  n = 5
+  t = time.perf_counter()
+  for _ in range(n):
+    out = fn(zj, yj)
+  jax.block_until_ready(out)
+  jax_ms = (time.perf_counter() - t) / n * 1e3
+  msg = f"lovasz fwd+bwd B=32 101x101 ({jax.default_backend()}): jax {jax_ms:.2f} ms/call"
+  try:
+    import torch
+    spec = importlib.util.spec_from_file_location("salt_torch_reference", TORCH_REFERENCE)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    zt, yt = torch.from_numpy(z).requires_grad_(True), torch.from_numpy(y)
+    for _ in range(2):
+      ref.lovasz_hinge(zt, yt).backward()
+    t = time.perf_counter()
+    for _ in range(n):
+      zt.grad = None
+      ref.lovasz_hinge(zt, yt).backward()
+    torch_ms = (time.perf_counter() - t) / n * 1e3
+    msg += f", torch reference {torch_ms:.2f} ms/call ({torch.get_num_threads()} threads)"
+  except (ImportError, FileNotFoundError):
+    msg += ", torch reference unavailable"
+  print(msg)
