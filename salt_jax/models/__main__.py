@@ -1,0 +1,31 @@
+"""`python -m salt_jax.models`: one JSON line per variant with its parameter count and output shapes.
+
+Shapes come from `jax.eval_shape` on a (2,128,128,3) input, so nothing is allocated or compiled.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+
+from salt_jax.models import MODELS, get_model
+
+
+def describe(name: str, batch: int = 2, size: int = 128) -> dict:
+  """{'name', 'params', 'encoder_params', 'class_logits', 'no_empty_logits', 'final_logits'}."""
+  model = get_model(name)
+  x = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+  outs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  count = lambda tree: int(sum(leaf.size for leaf in jax.tree.leaves(tree)))
+  return dict(name=name, params=count(variables["params"]),
+              encoder_params=count(variables["params"]["encoder"]),
+              **{k: list(o.shape) for k, o in zip(("class_logits", "no_empty_logits", "final_logits"), outs)})
+
+
+def main():
+  for name in MODELS:
+    print(json.dumps(describe(name)), flush=True)
+
+
+if __name__ == "__main__":
+  main()

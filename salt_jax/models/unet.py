@@ -1,0 +1,143 @@
+"""The three U-Net families (SPEC 3.4-3.6) built from `blocks` on an encoder from `encoders`.
+
+All map (B,H,W,3) -> (class_logits (B,2), no_empty_logits (B,H,W,1), final_logits (B,H,W,1)), float32
+raw logits. The encoder submodule is named `encoder`, so ImageNet weights live at params['encoder'].
+H = W = 128 in the original; any multiple of 32 works here (the center broadcast follows the feature size).
+
+Dropout knobs: `decoder_dropout` is the rate of the dropout calls that never ran in the original
+(post-concat in `Decoder` and on the hypercolumn, SPEC 10.1; default 0.0 = faithful); `head_dropout` is the
+channel dropout inside the two segmentation heads (0.5 for 101A/101B, where it was real, SPEC 3.6).
+"""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from salt_jax.models import encoders as encoders_lib
+from salt_jax.models.blocks import (ClassHead, Center, Decoder, DecoderBottleneckStage,
+                                    IBNaDecoderBlock, Lateral, SegHead, SELayer, broadcast_center,
+                                    channel_dropout, hypercolumn)
+
+Dtype = Any
+
+
+def _make_encoder(module: nn.Module):
+  """The encoder named `module.encoder`, as the submodule 'encoder'."""
+  if module.encoder not in encoders_lib.ENCODERS:
+    raise ValueError(f"unknown encoder {module.encoder!r}; valid: {sorted(encoders_lib.ENCODERS)}")
+  cls = encoders_lib.ENCODERS[module.encoder]
+  return cls(dtype=module.dtype, bn_axis_name=module.bn_axis_name, name="encoder")
+
+
+def _heads(module: nn.Module, features, center_64, hidden: int, train: bool):
+  """no_empty head on the features, final head on concat([features, broadcast(center_64)])."""
+  kw = dict(hidden=hidden, dropout_rate=module.head_dropout, dtype=module.dtype)
+  no_empty = SegHead(**kw, name="head_no_empty")(features, train)
+  fused = jnp.concatenate([features, broadcast_center(center_64.astype(features.dtype),
+                                                      features.shape[1:3])], axis=-1)
+  final = SegHead(**kw, name="head_final")(fused, train)
+  return no_empty, final
+
+
+def _outputs(class_logits, no_empty, final):
+  return tuple(t.astype(jnp.float32) for t in (class_logits, no_empty, final))
+
+
+class HypercolumnUNet(nn.Module):
+  """model_34 / model_50A (SPEC 3.4): center, five plain `Decoder`s, 320-channel hypercolumn, two heads."""
+  encoder: str
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+  align_corners: bool = True
+  decoder_dropout: float = 0.0
+  head_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    c2, c3, c4, c5 = _make_encoder(self)(x, train)
+    class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
+    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name, align_corners=self.align_corners,
+              dropout_rate=self.decoder_dropout)
+    center = Center(dtype=self.dtype, bn_axis_name=self.bn_axis_name, name="center")(c5, train)
+    d5 = Decoder(512, 64, **kw, name="decoder5")(center, c5, train)
+    d4 = Decoder(256, 64, **kw, name="decoder4")(d5, c4, train)
+    d3 = Decoder(128, 64, **kw, name="decoder3")(d4, c3, train)
+    d2 = Decoder(64, 64, **kw, name="decoder2")(d3, c2, train)
+    d1 = Decoder(32, 64, **kw, name="decoder1")(d2, None, train)
+    h = hypercolumn(d1, d2, d3, d4, d5, self.align_corners)
+    h = channel_dropout(self.decoder_dropout, train)(h)
+    return _outputs(class_logits, *_heads(self, h, center_64, 64, train))
+
+
+SLIM_LATERALS = (64, 128, 256, 512)  # layer1..layer4 reduced widths (SPEC 3.5)
+
+
+class SlimHypercolumnUNet(nn.Module):
+  """model_50A_slim / model_152 / model_154 (SPEC 3.5): lateral 1x1 reductions, `Decoder_bottleneck`s."""
+  encoder: str
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+  align_corners: bool = True
+  decoder_dropout: float = 0.0
+  head_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    feats = _make_encoder(self)(x, train)
+    c5 = feats[3]
+    class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
+    center = Center(dtype=self.dtype, bn_axis_name=self.bn_axis_name, name="center")(c5, train)
+    bkw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+    l2, l3, l4, l5 = (Lateral(w, **bkw, name=f"lateral{i + 2}")(f, train)
+                      for i, (w, f) in enumerate(zip(SLIM_LATERALS, feats)))
+    kw = dict(bkw, align_corners=self.align_corners)
+    d5 = DecoderBottleneckStage(512, 64, **kw, name="decoder5")(center, l5, train)
+    d4 = DecoderBottleneckStage(256, 64, **kw, name="decoder4")(d5, l4, train)
+    d3 = DecoderBottleneckStage(128, 64, **kw, name="decoder3")(d4, l3, train)
+    d2 = DecoderBottleneckStage(64, 64, **kw, name="decoder2")(d3, l2, train)
+    d1 = DecoderBottleneckStage(32, 64, **kw, name="decoder1")(d2, None, train)
+    h = hypercolumn(d1, d2, d3, d4, d5, self.align_corners)
+    h = channel_dropout(self.decoder_dropout, train)(h)
+    return _outputs(class_logits, *_heads(self, h, center_64, 64, train))
+
+
+class IBNDecoderUNet(nn.Module):
+  """model_101A / model_101B (SPEC 3.6): SE gate + IBN-a transposed-conv decoder blocks, no hypercolumn.
+
+  The original has no never-run dropout calls here, so `decoder_dropout` must stay 0.0 (kept for a
+  uniform interface); its real Dropout2d(0.5) sits in the heads (`head_dropout`).
+  """
+  encoder: str
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+  align_corners: bool = True  # unused: this family has no bilinear upsampling
+  decoder_dropout: float = 0.0
+  head_dropout: float = 0.5
+  num_filters: int = 32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.decoder_dropout:
+      raise ValueError("IBNDecoderUNet has no decoder dropout (SPEC 3.6); use head_dropout")
+    x = x.astype(self.dtype)
+    c2, c3, c4, c5 = _make_encoder(self)(x, train)
+    class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
+    nf = self.num_filters
+    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+
+    def stage(i, inp, out):
+      inp = SELayer(dtype=self.dtype, name=f"se{i}")(inp)
+      return IBNaDecoderBlock(out, **kw, name=f"decoder{i}")(inp, train)
+
+    cat = lambda a, b: jnp.concatenate([a, b], axis=-1)
+    center = stage("_center", nn.max_pool(c5, (2, 2), strides=(2, 2)), nf * 8)
+    d5 = stage(5, cat(center, c5), nf * 8)
+    d4 = stage(4, cat(d5, c4), nf * 8)
+    d3 = stage(3, cat(d4, c3), nf * 4)
+    d2 = stage(2, cat(d3, c2), nf * 4)
+    return _outputs(class_logits, *_heads(self, d2, center_64, nf, train))
+
+
+FAMILIES = {cls.__name__: cls for cls in (HypercolumnUNet, SlimHypercolumnUNet, IBNDecoderUNet)}
