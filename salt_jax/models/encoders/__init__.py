@@ -26,8 +26,8 @@ ENCODER_CHANNELS: Dict[str, Tuple[int, int, int, int]] = {
     name: (64, 128, 256, 512) if name == "resnet34" else (256, 512, 1024, 2048) for name in ENCODERS}
 
 
-def get_encoder(name: str, **kw) -> nn.Module:
-  """Instantiates ENCODERS[name](**kw), e.g. get_encoder('resnet34', dtype=jnp.bfloat16)."""
+def get_encoder(name: str, /, **kw) -> nn.Module:
+  """Instantiates ENCODERS[name](**kw), e.g. get_encoder('resnet34', dtype=jnp.bfloat16, name='encoder')."""
   if name not in ENCODERS:
     raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
   return ENCODERS[name](**kw)
