@@ -166,14 +166,18 @@ def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "v
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("workdirs", None, "One workdir per model; all its folds and cycles vote.")
-flags.DEFINE_string("out", None, "Submission CSV to write.")
-flags.DEFINE_string("data_dir", "../shared/tgs", "Kaggle data folder (sample_submission.csv, train masks).")
-flags.DEFINE_enum("mode", "vote", list(MODES), "vote: cycle voting of binary masks; prob: mean probability.")
-flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which snapshots' predictions.")
-flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
-flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
-flags.mark_flags_as_required(["workdirs", "out"])
+
+
+def define_flags() -> None:
+  """Command-line flags (defined only when run as a program, so the module stays importable)."""
+  flags.DEFINE_list("workdirs", None, "One workdir per model; all its folds and cycles vote.")
+  flags.DEFINE_string("out", None, "Submission CSV to write.")
+  flags.DEFINE_string("data_dir", "../shared/tgs", "Kaggle data folder (sample_submission.csv, train masks).")
+  flags.DEFINE_enum("mode", "vote", list(MODES), "vote: cycle voting of binary masks; prob: mean probability.")
+  flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which snapshots' predictions.")
+  flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
+  flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
+  flags.mark_flags_as_required(["workdirs", "out"])
 
 
 def main(argv):
@@ -183,4 +187,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -147,14 +147,18 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A model's workdir (as given to salt_jax.train).")
-flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which per-cycle snapshots to use.")
-flags.DEFINE_list("folds", None, "Folds to predict (default: every trained fold).")
-flags.DEFINE_string("data_dir", None, "Kaggle data folder (default: the one the fold was trained on).")
-flags.DEFINE_integer("batch_size", None, "Inference batch (default: the config's eval_batch_size).")
-flags.DEFINE_bool("save_logits", False, "Also keep float16 logits (needed for probability averaging).")
-flags.DEFINE_bool("overwrite", False, "Predict again even if a snapshot's predictions exist.")
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags() -> None:
+  """Command-line flags (defined only when run as a program, so the module stays importable)."""
+  flags.DEFINE_string("workdir", None, "A model's workdir (as given to salt_jax.train).")
+  flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which per-cycle snapshots to use.")
+  flags.DEFINE_list("folds", None, "Folds to predict (default: every trained fold).")
+  flags.DEFINE_string("data_dir", None, "Kaggle data folder (default: the one the fold was trained on).")
+  flags.DEFINE_integer("batch_size", None, "Inference batch (default: the config's eval_batch_size).")
+  flags.DEFINE_bool("save_logits", False, "Also keep float16 logits (needed for probability averaging).")
+  flags.DEFINE_bool("overwrite", False, "Predict again even if a snapshot's predictions exist.")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -168,4 +172,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

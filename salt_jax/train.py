@@ -268,9 +268,13 @@ def _log_epoch(record, total, writer) -> None:
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory of this model's runs (one subfolder per fold).")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags() -> None:
+  """Command-line flags (defined only when run as a program, so the module stays importable)."""
+  config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory of this model's runs (one subfolder per fold).")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -279,4 +283,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,0 +1,158 @@
+"""The whole two-stage solution in one command, resumable (SPEC 0, 9; the seed README's pipeline).
+
+    python -m salt_jax.pipeline --config=configs/pipeline_cpu.py --outdir=runs/pipeline
+
+Stage 1: train every listed model on every listed fold, predict, cycle-vote ensemble, jigsaw
+post-process. Stage 2: train the pseudo-label models (part k uses test half k and fold `part_folds[k]`)
+with the stage-1 post-processed submission as labels, predict, ensemble, post-process -> final
+submission. Every finished step leaves a marker under <outdir>/done/, so re-running after a crash
+continues where it stopped (training itself also resumes mid-fold). Ends with a table of every stage's
+out-of-fold mAP and wall time.
+"""
+import json
+import pathlib
+import shutil
+import time
+from typing import Any, Callable, Dict, List
+
+import ml_collections
+import pandas as pd
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from salt_jax import checkpoints, configlib, ensemble, predict, train
+from salt_jax.data import kaggle
+from salt_jax.jigsaw import __main__ as jigsaw_cli
+
+
+class Pipeline:
+  """Runs named steps once: a step whose marker exists is skipped and its recorded result reused."""
+
+  def __init__(self, outdir):
+    self.outdir = pathlib.Path(outdir)
+    self.done_dir = self.outdir / "done"
+    self.done_dir.mkdir(parents=True, exist_ok=True)
+    self.records: List[Dict[str, Any]] = []
+
+  def step(self, name: str, fn: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    marker = self.done_dir / (name.replace("/", "__") + ".json")
+    if marker.exists():
+      record = json.loads(marker.read_text())
+      logging.info("[skip] %s (done in %.0f s)", name, record["seconds"])
+    else:
+      logging.info("[run ] %s", name)
+      t0 = time.perf_counter()
+      result = fn() or {}
+      record = {"step": name, "seconds": time.perf_counter() - t0, "result": result}
+      checkpoints.write_json_atomic(marker, record)
+    self.records.append(record)
+    return record["result"]
+
+
+def model_config(entry, data_dir: str, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """A model entry {name, config (path), overrides} -> its training config."""
+  path = pathlib.Path(entry["config"])
+  if not path.exists() and not path.is_absolute():
+    path = pathlib.Path(__file__).resolve().parents[1] / path  # relative to the repository
+  config = configlib.load_config_file(path)
+  config.data_dir = data_dir
+  config.update(dict(overrides))
+  config.update(dict(entry.get("overrides", {})))
+  return config
+
+
+def _oof(table: pd.DataFrame) -> Dict[str, Any]:
+  return {"oof": table.to_dict(orient="records")}
+
+
+def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], data_dir: str, mosaics: str) -> str:
+  """Trains, predicts, ensembles and post-processes one stage; returns its post-processed CSV."""
+  sdir = pipe.outdir / stage
+  workdirs = []
+  for run in runs:
+    workdir = sdir / run["name"]
+    workdirs.append(str(workdir))
+    for fold in run["folds"]:
+      config = run["config"].copy_and_resolve_references()
+      config.fold = fold
+      pipe.step(f"{stage}/train/{run['name']}/fold_{fold}",
+                lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))))
+    pipe.step(f"{stage}/predict/{run['name']}",
+              lambda w=workdir: {"snapshots": [{k: m[k] for k in ("fold", "cycle", "val_map", "threshold")}
+                                                for m in predict.predict_workdir(w)]})
+  sub = sdir / "ensemble.csv"
+  pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), data_dir,
+                                                                save_png=str(sdir / "ensemble.png"))))
+  sub_pp = sdir / "ensemble-vertical-empty-smooth.csv"
+  pipe.step(f"{stage}/postprocess", lambda: jigsaw_cli.main(
+      ["postprocess", f"--data_dir={data_dir}", f"--submission={sub}", f"--mosaics={mosaics}",
+       f"--out={sub_pp}", "--keep_intermediate"]))
+  return str(sub_pp)
+
+
+def _train_summary(summary: Dict[str, Any]) -> Dict[str, Any]:
+  evals = [r for r in summary["history"] if "val_map" in r]
+  return {"epochs": len(summary["history"]), "best_val_map": max((r["val_map"] for r in evals), default=None)}
+
+
+def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
+  """Runs (or continues) both stages; writes <outdir>/submission.csv and returns the summary table."""
+  pipe = Pipeline(outdir)
+  data_dir = config.data_dir
+  kaggle.load_train(data_dir)  # fail early on bad data, before hours of training
+  mosaics = pipe.outdir / "mosaics.csv"
+  pipe.step("jigsaw/solve", lambda: jigsaw_cli.main(["solve", f"--data_dir={data_dir}", f"--out={mosaics}"]))
+
+  stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
+                 config=model_config(e, data_dir, config.train_overrides)) for e in config.stage1.models]
+  pseudo_csv = run_stage(pipe, "stage1", stage1, data_dir, str(mosaics))
+
+  stage2 = []
+  for e in config.stage2.models:
+    for part, fold in enumerate(config.stage2.part_folds):
+      c = model_config(e, data_dir, config.train_overrides)
+      c.update(pseudo_csv=pseudo_csv, pseudo_split=part, pseudo_prob=config.stage2.pseudo_prob,
+               pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed)
+      stage2.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
+  final = run_stage(pipe, "stage2", stage2, data_dir, str(mosaics)) if stage2 else pseudo_csv
+  shutil.copyfile(final, pipe.outdir / "submission.csv")
+  table = summary_table(pipe.records)
+  table.to_csv(pipe.outdir / "summary.csv", index=False)
+  print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+  logging.info("final submission: %s", pipe.outdir / "submission.csv")
+  return table
+
+
+def summary_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
+  """One row per stage and model (and ensemble) with the out-of-fold mAP; wall time per stage."""
+  rows, seconds = [], {}
+  for r in records:
+    stage = r["step"].split("/")[0]
+    seconds[stage] = seconds.get(stage, 0.0) + r["seconds"]
+    if r["step"].endswith("/ensemble"):
+      for row in r["result"]["oof"]:
+        rows.append({"stage": stage, "model": row["model"], "snapshots": row["snapshots"],
+                     "OOF mAP": row["OOF mAP"], "images": row["images"]})
+  table = pd.DataFrame(rows)
+  table["stage wall s"] = table["stage"].map(seconds)
+  return table
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Command-line flags (defined only when run as a program)."""
+  config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/pipeline_*.py).", lock_config=True)
+  flags.DEFINE_string("outdir", None, "Output directory of the whole pipeline.")
+  flags.mark_flags_as_required(["config", "outdir"])
+
+
+def main(argv):
+  del argv
+  run_pipeline(FLAGS.config, FLAGS.outdir)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
