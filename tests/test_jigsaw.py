@@ -10,7 +10,7 @@ import pytest
 
 from salt_jax.data import rle as rle_lib
 from salt_jax.jigsaw import __main__ as cli
-from salt_jax.jigsaw import edges, effect, io, render, rules, solver
+from salt_jax.jigsaw import edges, effect, render, rules, solver, tables
 
 S = 101
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_strip_walk_orientation_and_duplicate_rows():
 # ---------------------------------------------------------------------------------------------- rules
 def _mosaic(cells, mosaic_id=0):
   """{(x, y): id} -> mosaic table."""
-  return pd.DataFrame([(t, mosaic_id, x, y) for (x, y), t in cells.items()], columns=io.MOSAIC_COLUMNS)
+  return pd.DataFrame([(t, mosaic_id, x, y) for (x, y), t in cells.items()], columns=tables.MOSAIC_COLUMNS)
 
 
 def _m(*slices):
@@ -258,10 +258,11 @@ def test_rule_effect_function():
 def test_rule_effect_script(tmp_path):
   cells, truth = _effect_case()
   _fake_data_dir(tmp_path / "data", truth)
-  io.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
+  tables.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
   pd.DataFrame({"id": ["k", "v", "o", "w"], "fold": [0, 1, 0, 1]}).to_csv(tmp_path / "folds.csv", index=False)
-  io.write_submission({"v": EMPTY, "w": EMPTY}, tmp_path / "pred.csv")
-  spec = importlib.util.spec_from_file_location("jigsaw_rule_effect", REPO / "scripts" / "jigsaw_rule_effect.py")
+  tables.write_submission({"v": EMPTY, "w": EMPTY}, tmp_path / "pred.csv")
+  script = REPO / "scripts" / "jigsaw_rule_effect.py"
+  spec = importlib.util.spec_from_file_location("jigsaw_rule_effect", script)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   table = mod.main([f"--data_dir={tmp_path / 'data'}", f"--mosaics={tmp_path / 'mosaics.csv'}",
@@ -275,11 +276,11 @@ def test_postprocess_and_render_cli(tmp_path):
   cells, truth = _effect_case()
   known = {"k": truth["k"], "o": truth["o"]}
   _fake_data_dir(tmp_path / "data", known)
-  io.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
-  io.write_submission({"v": EMPTY, "w": BLOB}, tmp_path / "sub.csv")
+  tables.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
+  tables.write_submission({"v": EMPTY, "w": BLOB}, tmp_path / "sub.csv")
   cli.main(["postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
             f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'pp.csv'}", "--keep_intermediate"])
-  out = io.read_submission(tmp_path / "pp.csv")
+  out = tables.read_submission(tmp_path / "pp.csv")
   assert list(out) == ["v", "w"]
   np.testing.assert_array_equal(out["v"], STRIPES)
   assert (tmp_path / "pp.vertical.csv").exists() and (tmp_path / "pp.vertical-empty.csv").exists()

@@ -2,8 +2,8 @@
 
   solve        --data_dir=DIR --out=mosaics.csv [--mutual] [--check_collisions] [--all_mosaics] [--mark_seed]
                [--knn=brute|kdtree]
-  postprocess  --data_dir=DIR --submission=sub.csv --mosaics=mosaics.csv --out=sub_pp.csv [--keep_intermediate]
-               [--steps=vertical,empty,smooth] [--max_mosaic_id=158|-1]
+  postprocess  --data_dir=DIR --submission=sub.csv --mosaics=mosaics.csv --out=sub_pp.csv
+               [--keep_intermediate] [--steps=vertical,empty,smooth] [--max_mosaic_id=158|-1]
   render       --data_dir=DIR --mosaics=mosaics.csv [--submission=sub.csv] --out_dir=DIR [--top=3] [--grid]
 
 Every output CSV is written atomically (temporary file, then os.replace).
@@ -17,25 +17,25 @@ import time
 
 
 def _solve(args) -> None:
-  from salt_jax.jigsaw import edges, io, solver  # pylint: disable=import-outside-toplevel
+  from salt_jax.jigsaw import edges, solver, tables  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
   tiles = edges.load_tile_set(args.data_dir)
   t1 = time.perf_counter()
   sol = solver.solve(tiles, knn=args.knn, mutual=args.mutual, check_collisions=args.check_collisions,
                      n_mosaics=None if args.all_mosaics else solver.N_MOSAICS, mark_seed=args.mark_seed)
   t2 = time.perf_counter()
-  io.write_csv_atomic(sol.table, args.out)
+  tables.write_csv_atomic(sol.table, args.out)
   print(" ".join(f"{k}={v}" for k, v in sol.stats.items()))
   print(f"load {t1 - t0:.1f}s solve {t2 - t1:.1f}s -> {args.out}")
 
 
 def _postprocess(args) -> None:
   from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
-  from salt_jax.jigsaw import io, rules  # pylint: disable=import-outside-toplevel
+  from salt_jax.jigsaw import rules, tables  # pylint: disable=import-outside-toplevel
   train = kaggle.load_train(args.data_dir, verify_rle=False)
   known = dict(zip(train.ids.tolist(), train.masks))
-  sub = io.read_submission(args.submission)
-  mosaics = io.read_mosaics(args.mosaics)
+  sub = tables.read_submission(args.submission)
+  mosaics = tables.read_mosaics(args.mosaics)
   steps = tuple(s for s in args.steps.split(",") if s)
   max_id = None if args.max_mosaic_id < 0 else args.max_mosaic_id
   res = rules.apply_rules(mosaics, known, sub, steps, max_id)
@@ -43,8 +43,8 @@ def _postprocess(args) -> None:
   if args.keep_intermediate:
     for j, step in enumerate(steps[:-1]):
       name = "-".join(steps[:j + 1])
-      io.write_submission(res.stages[step], out.with_name(f"{out.stem}.{name}{out.suffix}"))
-  io.write_submission(res.stages[steps[-1]] if steps else sub, out)
+      tables.write_submission(res.stages[step], out.with_name(f"{out.stem}.{name}{out.suffix}"))
+  tables.write_submission(res.stages[steps[-1]] if steps else sub, out)
   for step in steps:
     counts = {}
     for rule in res.changed[step].values():
@@ -55,14 +55,14 @@ def _postprocess(args) -> None:
 
 def _render(args) -> None:
   from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
-  from salt_jax.jigsaw import io, render  # pylint: disable=import-outside-toplevel
-  mosaics = io.read_mosaics(args.mosaics)
+  from salt_jax.jigsaw import render, tables  # pylint: disable=import-outside-toplevel
+  mosaics = tables.read_mosaics(args.mosaics)
   train = kaggle.load_train(args.data_dir, verify_rle=False)
   test = kaggle.load_test(args.data_dir)
   images = dict(zip(train.ids.tolist(), train.images))
   images.update(zip(test.ids.tolist(), test.images))
   known = dict(zip(train.ids.tolist(), train.masks))
-  pred = io.read_submission(args.submission) if args.submission else None
+  pred = tables.read_submission(args.submission) if args.submission else None
   for path in render.render_top(mosaics, images, args.out_dir, args.top, known, pred, grid=args.grid):
     print(path)
 

@@ -7,9 +7,9 @@ tiles, then per-tile z-score, both with ddof=1), after which the squared Euclide
 descriptors is 200 * (1 - r), r = Pearson correlation, so "distance < 10" means r > 0.5.
 
 Differences from the original (documented in docs/jigsaw.md):
-* Test tiles follow `sample_submission.csv` order (what `salt_jax.data.kaggle.load_test` returns); the original
-  used the directory listing order, which is filesystem dependent. Only tie-breaks between equal distances
-  (e.g. identical blank tiles, which never pass the ratio test anyway) depend on it.
+* Test tiles follow `sample_submission.csv` order (what `salt_jax.data.kaggle.load_test` returns); the
+  original used the directory listing order, which is filesystem dependent. Only tie-breaks between equal
+  distances (e.g. identical blank tiles, which never pass the ratio test anyway) depend on it.
 * A tile whose normalised descriptor has zero spread (a constant vector after step 1) becomes the zero vector
   instead of NaN; its distance to every proper descriptor is exactly 10, so it never passes "d1 < 10".
 """

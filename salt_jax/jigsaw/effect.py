@@ -4,9 +4,9 @@ The fold's validation tiles play the part of test tiles: their masks come from a
 the remaining train tiles keep their ground truth. The rules run exactly as on the test set, and the Kaggle
 metric (salt_jax.metrics.kaggle_map) is computed on the validation tiles against their ground truth before and
 after each step. Two views: "cumulative" (the real chain vertical -> empty -> smooth) and "alone" (one rule on
-the raw predictions). Tiles that are neither known nor predicted (real test tiles, unless their predictions are
-passed as extra unknown tiles) occupy their mosaic cells but carry no mask, so they neither trigger nor receive
-rules; with test predictions included, the measurement is closer to the real use.
+the raw predictions). Tiles that are neither known nor predicted (real test tiles, unless their predictions
+are passed as extra unknown tiles) occupy their mosaic cells but carry no mask, so they neither trigger nor
+receive rules; with test predictions included, the measurement is closer to the real use.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PNG rendering of mosaics: tiles placed at (x, y), known (train) masks and predicted masks tinted differently.
+"""PNG rendering of mosaics: tiles placed at (x, y), known (train) and predicted masks tinted differently.
 
 Train ground truth is tinted green, predictions red; empty cells are black. Used to eyeball the solver and the
 rules on the largest mosaics (`python -m salt_jax.jigsaw render`).

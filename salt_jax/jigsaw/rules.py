@@ -11,14 +11,14 @@ Numeric quirk made explicit: the original sums 3-channel copies of 0/255 masks, 
 "<= 10*255" thresholds are areas > 833 px (`AREA_LARGE`) and <= 3 px (`AREA_TINY`) on a 2-D mask (SPEC 10.22).
 
 Choices where the SPEC leaves an order open (documented in docs/jigsaw.md):
-* Known tiles are scanned in the order of the `known` dict (train.csv order from the CLI), unknown tiles in the
-  order of the `unknown` dict; a later assignment never overrides an earlier one within a rule map.
+* Known tiles are scanned in the order of the `known` dict (train.csv order from the CLI), unknown tiles in
+  the order of the `unknown` dict; a later assignment never overrides an earlier one within a rule map.
 * Smooth-rule sides are scanned top, bottom, left, right; the "first recorded value per key wins".
 * Real tiles take precedence over virtual tiles at the same cell (SPEC's recommendation).
-* "No test tile with salt" is `None` rather than the sentinel y = 100 (identical unless a column is >= 100 tiles).
+* "No test tile with salt" is `None` rather than the sentinel y = 100 (identical below 100 tiles per column).
 * The 3-key down+left+right synthesis crashes in the original when "down" has no gap; here it yields nothing.
-* Options: `max_mosaic_id` (default 158, the original's "mapid <= 158"; None = all mosaics) limits the empty and
-  smooth rules.
+* Options: `max_mosaic_id` (default 158, the original's "mapid <= 158"; None = all mosaics) limits the
+  empty and smooth rules.
 """
 from __future__ import annotations
 
@@ -193,8 +193,8 @@ def empty_targets(mos: MosaicIndex, known: Masks, unknown: Masks,
                   max_mosaic_id: Optional[int] = MAX_MOSAIC_ID) -> Dict[str, str]:
   """Unknown tiles to force empty (SPEC 8.3 step 3): {id: "empty_1" | "empty_2"}.
 
-  Rule 1: below a known tile whose bottom row is all salt. Rule 2: below an empty known tile with salt above it
-  in its column (a non-empty known/unknown tile, or a virtual tile).
+  Rule 1: below a known tile whose bottom row is all salt. Rule 2: below an empty known tile with salt above
+  it in its column (a non-empty known/unknown tile, or a virtual tile).
   """
   virtual = virtual_cells(mos, known, max_mosaic_id)
   out: Dict[str, str] = {}

@@ -85,18 +85,19 @@ def knn2_pair(x: np.ndarray, y: np.ndarray, chunk: int = 1024, n_candidates: int
   # [x, 1] . [-2y, |y|^2] = |y|^2 - 2 x.y: row-wise squared distance up to the constant |x|^2.
   xa = np.concatenate([x, np.ones((len(x), 1))], 1).astype(np.float32)
   ya = np.concatenate([-2.0 * y, (y * y).sum(1, keepdims=True)], 1).astype(np.float32)
-  xsq = (x * x).sum(1).astype(np.float32)
-  ysq = ya[:, -1].copy()
   row_cand = np.empty((len(x), k), np.int64)
   col_idx, col_val = [], []
+  # [-2y, 1] . [x, |x|^2] = |x|^2 - 2 x.y for the transposed search (a second matmul beats a transpose).
+  xb = np.concatenate([x, (x * x).sum(1, keepdims=True)], 1).astype(np.float32)
+  yb = np.concatenate([-2.0 * y, np.ones((len(y), 1))], 1).astype(np.float32)
   buf = np.empty((min(chunk, len(x)), len(y)), np.float32)
+  buf_t = np.empty((len(y), min(chunk, len(x))), np.float32)
   for start in range(0, len(x), chunk):
     c = min(chunk, len(x) - start)
     d = buf[:c]
     np.matmul(xa[start:start + c], ya.T, out=d)
-    dt = np.ascontiguousarray(d.T)  # (M,c): column-wise search as row-wise, + |x|^2 - |y|^2
-    dt += xsq[None, start:start + c]
-    dt -= ysq[:, None]
+    dt = buf_t[:, :c] if c == buf_t.shape[1] else np.empty((len(y), c), np.float32)
+    np.matmul(yb, xb[start:start + c].T, out=dt)  # (M,c) = |x|^2 - 2 x.y: column-wise search as row-wise
     row_cand[start:start + c] = _smallest(d, k, 1)[0]
     i, v = _smallest(dt, k, 1)
     col_idx.append(i.T + start)
@@ -163,8 +164,8 @@ def walk_strips(a: np.ndarray, s: np.ndarray, n: int, mark_seed: bool = False) -
 
   Forward steps follow a -> s while cur has exactly one row (multiplicity counts) and put the successor at the
   front; backward steps follow s -> a while exactly one row ends at cur and append the predecessor. Seeds run
-  over 0..n-1; a seed already put into a strip is skipped. Strips of length 1 are dropped. Vertical strips come
-  out bottom -> top, horizontal strips left -> right.
+  over 0..n-1; a seed already put into a strip is skipped. Strips of length 1 are dropped. Vertical strips
+  come out bottom -> top, horizontal strips left -> right.
   """
   out_count = np.bincount(a, minlength=n)
   in_count = np.bincount(s, minlength=n)
