@@ -6,7 +6,8 @@
                [--keep_intermediate] [--steps=vertical,empty,smooth] [--max_mosaic_id=158|-1]
   render       --data_dir=DIR --mosaics=mosaics.csv [--submission=sub.csv] --out_dir=DIR [--top=3] [--grid]
 
-Every output CSV is written atomically (temporary file, then os.replace).
+Every output CSV is written atomically (temporary file, then os.replace). `--cache_dir` (all commands) keeps
+the decoded PNGs in an npz cache (salt_jax.data.kaggle).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 def _solve(args) -> None:
   from salt_jax.jigsaw import edges, solver, tables  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
-  tiles = edges.load_tile_set(args.data_dir)
+  tiles = edges.load_tile_set(args.data_dir, args.cache_dir)
   t1 = time.perf_counter()
   sol = solver.solve(tiles, knn=args.knn, mutual=args.mutual, check_collisions=args.check_collisions,
                      n_mosaics=None if args.all_mosaics else solver.N_MOSAICS, mark_seed=args.mark_seed)
@@ -32,7 +33,7 @@ def _solve(args) -> None:
 def _postprocess(args) -> None:
   from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
   from salt_jax.jigsaw import rules, tables  # pylint: disable=import-outside-toplevel
-  train = kaggle.load_train(args.data_dir, verify_rle=False)
+  train = kaggle.load_train(args.data_dir, cache_dir=args.cache_dir, verify_rle=False)
   known = dict(zip(train.ids.tolist(), train.masks))
   sub = tables.read_submission(args.submission)
   mosaics = tables.read_mosaics(args.mosaics)
@@ -57,8 +58,8 @@ def _render(args) -> None:
   from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
   from salt_jax.jigsaw import render, tables  # pylint: disable=import-outside-toplevel
   mosaics = tables.read_mosaics(args.mosaics)
-  train = kaggle.load_train(args.data_dir, verify_rle=False)
-  test = kaggle.load_test(args.data_dir)
+  train = kaggle.load_train(args.data_dir, cache_dir=args.cache_dir, verify_rle=False)
+  test = kaggle.load_test(args.data_dir, cache_dir=args.cache_dir)
   images = dict(zip(train.ids.tolist(), train.images))
   images.update(zip(test.ids.tolist(), test.images))
   known = dict(zip(train.ids.tolist(), train.masks))
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("solve", help="assemble mosaics from all train+test tiles")
   p.add_argument("--data_dir", required=True)
+  p.add_argument("--cache_dir", default=None, help="optional npz cache of the decoded PNGs")
   p.add_argument("--out", required=True, help="CSV id,mosaic_id,x,y")
   p.add_argument("--knn", default="brute", choices=["brute", "kdtree"])
   p.add_argument("--mutual", action="store_true", help="repair: require mutual nearest neighbours")
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("postprocess", help="apply the SPEC 8.3 rules to a submission")
   p.add_argument("--data_dir", required=True)
+  p.add_argument("--cache_dir", default=None, help="optional npz cache of the decoded PNGs")
   p.add_argument("--submission", required=True)
   p.add_argument("--mosaics", required=True)
   p.add_argument("--out", required=True)
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("render", help="PNGs of the largest mosaics")
   p.add_argument("--data_dir", required=True)
+  p.add_argument("--cache_dir", default=None, help="optional npz cache of the decoded PNGs")
   p.add_argument("--mosaics", required=True)
   p.add_argument("--submission", default=None)
   p.add_argument("--out_dir", required=True)
