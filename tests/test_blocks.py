@@ -60,13 +60,20 @@ def test_decoder_shapes_and_widths():
 def test_decoder_dropout_default_off_and_channelwise_when_on():
   x, skip = _x((2, 4, 4, 16)), _x((2, 8, 8, 16), 1)
   dec = blocks.Decoder(16, 16)
-  v = jax.jit(lambda: dec.init(KEY, x, skip, train=False))()
-  run = lambda d, seed: jax.jit(lambda v, r: d.apply(v, x, skip, train=True, rngs={"dropout": r},
-                                                     mutable=["batch_stats"])[0])(v, jax.random.PRNGKey(seed))
-  np.testing.assert_array_equal(run(dec, 1), run(dec, 2))  # rate 0.0: faithful no-op, no rng used
   on = blocks.Decoder(16, 16, dropout_rate=0.5)
-  assert not np.allclose(run(on, 1), run(on, 2))
-  np.testing.assert_array_equal(on.apply(v, x, skip, train=False), dec.apply(v, x, skip, train=False))
+  v = jax.jit(lambda: dec.init(KEY, x, skip, train=False))()
+
+  @jax.jit
+  def run(v, seeds):  # (off, on) x two dropout rngs, and both in eval mode; one compile
+    train = lambda d, r: d.apply(v, x, skip, train=True, rngs={"dropout": r}, mutable=["batch_stats"])[0]
+    keys = [jax.random.PRNGKey(s) for s in seeds]
+    return ([train(dec, k) for k in keys], [train(on, k) for k in keys],
+            [d.apply(v, x, skip, train=False) for d in (dec, on)])
+
+  off_train, on_train, evals = run(v, (1, 2))
+  np.testing.assert_array_equal(*off_train)  # rate 0.0: faithful no-op, no rng used
+  assert not np.allclose(*on_train)
+  np.testing.assert_array_equal(*evals)
 
 
 def test_channel_dropout_zeroes_whole_channels():
