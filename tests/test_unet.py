@@ -172,8 +172,7 @@ _BN_SCRIPT = textwrap.dedent("""
   import json
   import jax, jax.numpy as jnp, numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  from model_param_counts import decoder_params
-from salt_jax import models
+  from salt_jax import models
   assert jax.device_count() == 2, jax.devices()
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 64, 64, 3))
   model = models.get_model("model_34")
