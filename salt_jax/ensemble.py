@@ -40,22 +40,51 @@ def snapshot_scores(pred: Dict, mode: str) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-z))
 
 
+class Votes:
+  """Running sum of per-tile scores and how many snapshots scored each tile, over a growing id list.
+
+  Snapshots usually all predict the whole test set; with the README's pseudo-label protocol a model
+  predicts only the other test half, so a tile's mean is over the snapshots that predicted it.
+  """
+
+  def __init__(self):
+    self.ids = np.zeros((0,), dtype=object)
+    self.total = np.zeros((0, 101, 101), np.float32)
+    self.count = np.zeros((0,), np.int64)
+    self._index: Dict[str, int] = {}
+
+  def add(self, ids: np.ndarray, scores: np.ndarray) -> None:
+    new = [i for i in ids if i not in self._index]
+    if new:
+      self._index.update({i: len(self.ids) + k for k, i in enumerate(new)})
+      self.ids = np.concatenate([self.ids, np.asarray(new, dtype=object)])
+      self.total = np.concatenate([self.total, np.zeros((len(new), 101, 101), np.float32)])
+      self.count = np.concatenate([self.count, np.zeros(len(new), np.int64)])
+    rows = np.fromiter((self._index[i] for i in ids), np.int64, len(ids))
+    self.total[rows] += scores
+    self.count[rows] += 1
+
+  def mean(self) -> np.ndarray:
+    """(N,101,101) mean score per tile over the snapshots that predicted it."""
+    return self.total / self.count[:, None, None]
+
+
 def model_vote(files: Sequence[pathlib.Path], mode: str = "vote") -> Tuple[np.ndarray, np.ndarray]:
-  """(test ids (N,), mean vote of all snapshots (N,101,101) float32) for one model."""
-  ids, total = None, None
+  """(test ids (N,), mean vote of the model's snapshots (N,101,101) float32) for one model."""
+  votes = Votes()
   for path in files:
     pred = predict.load_prediction(path)
-    if ids is None:
-      ids, total = pred["test_ids"], np.zeros(pred["test_masks"].shape, np.float32)
-    elif not np.array_equal(ids, pred["test_ids"]):
-      raise ValueError(f"{path} predicts other test ids than {files[0]}")
-    total += snapshot_scores(pred, mode)
-  return ids, total / len(files)
+    votes.add(pred["test_ids"], snapshot_scores(pred, mode))
+  return votes.ids, votes.mean()
 
 
-def combine_models(votes: Sequence[np.ndarray]) -> np.ndarray:
-  """Equal-weight mean of per-model vote fractions, binarised at >= 0.5 (ties are salt): (N,101,101) uint8."""
-  return (np.mean(np.stack(votes), axis=0) >= 0.5).astype(np.uint8)
+def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+  """Equal-weight mean over models of their vote fractions (per tile, over the models that predicted
+  it), binarised at >= 0.5 (ties are salt): -> (ids (N,), masks (N,101,101) uint8)."""
+  votes = Votes()
+  for ids, vote in model_votes:
+    votes.add(ids, vote)
+  return votes.ids, (votes.mean() >= 0.5).astype(np.uint8)
 
 
 def check_submission_ids(ids: Sequence[str], sample_ids: Sequence[str]) -> None:
@@ -137,16 +166,12 @@ def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "v
   """Votes the models' test predictions into a submission and returns the out-of-fold table."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-  ids, votes = None, []
+  model_votes = []
   for wd in workdirs:
     files = prediction_files(wd, kind)
-    wd_ids, vote = model_vote(files, mode)
-    if ids is not None and not np.array_equal(ids, wd_ids):
-      raise ValueError(f"{wd} predicts other test ids than {workdirs[0]}")
-    ids = wd_ids
-    votes.append(vote)
+    model_votes.append(model_vote(files, mode))
     logging.info("%s: %d snapshots vote", wd, len(files))
-  masks = combine_models(votes)
+  ids, masks = combine_models(model_votes)
   sample = pd.read_csv(pathlib.Path(data_dir) / "sample_submission.csv", dtype=str)["id"].to_numpy()
   write_submission(out, ids, masks, sample)
   logging.info("wrote %s (%d ids, %d with salt)", out, len(ids), int((masks.reshape(len(ids), -1).max(1)).sum()))

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from salt_jax import checkpoints, inference, metrics, parallel, train
+from salt_jax import checkpoints, inference, metrics, parallel, pseudo, train
 from salt_jax.data import folds as folds_lib
 from salt_jax.data import kaggle
 
@@ -80,6 +80,16 @@ def fold_config(workdir, fold: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def test_rows(config, workdir, test_ids) -> np.ndarray:
+  """Which test tiles a snapshot predicts: all (the original), or, for a pseudo-label model with
+  `pseudo_predict_other_half`, only the half it was not trained on (the README's protocol, SPEC 9)."""
+  if not (config.get("pseudo_csv") and config.get("pseudo_predict_other_half")):
+    return np.arange(len(test_ids))
+  split_file = config.pseudo_split_file or pathlib.Path(workdir) / "pseudo_split.csv"
+  half = pseudo.load_or_make_split(split_file, test_ids, config.pseudo_seed)
+  return np.flatnonzero(half != config.pseudo_split)
+
+
 def abstract_variables(model) -> Any:
   shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
                                              jnp.zeros((1, 128, 128, 3)), train=False))
@@ -129,19 +139,21 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
     v_logits, v_losses = predictor.logits_and_losses(variables, v_images, v_masks,
                                                      desc=f"fold {fold} cycle {cycle} valid")
     val_map, thr = metrics.best_threshold(v_logits, v_masks)
-    t_logits, _ = predictor.logits_and_losses(variables, test.images, desc=f"fold {fold} cycle {cycle} test")
+    test_idx = test_rows(config, workdir, test.ids)
+    t_logits, _ = predictor.logits_and_losses(variables, test.images[test_idx],
+                                              desc=f"fold {fold} cycle {cycle} test")
     meta = dict(meta, snapshot=str(snap), snapshot_val_map=meta["val_map"],
                 snapshot_threshold=meta["val_threshold"], threshold=float(thr), val_map=float(val_map),
                 val_loss=float(np.mean(v_losses)), seconds=time.perf_counter() - t0,
-                n_valid=int(len(valid_idx)), n_test=int(len(test.ids)))
+                n_valid=int(len(valid_idx)), n_test=int(len(test_idx)))
     if jax.process_index() == 0:
       save_prediction(out_path, meta=meta, valid_ids=train_set.ids[valid_idx], valid_masks=v_logits > thr,
-                      test_ids=test.ids, test_masks=t_logits > thr,
+                      test_ids=test.ids[test_idx], test_masks=t_logits > thr,
                       valid_logits=v_logits if save_logits else None,
                       test_logits=t_logits if save_logits else None)
     logging.info("fold %d cycle %d: validation mAP %.4f at logit threshold %+.4f (at training: %.4f at "
                  "%+.4f); %d test tiles in %.1f s", fold, cycle, val_map, thr, meta["snapshot_val_map"],
-                 meta["snapshot_threshold"], len(test.ids), meta["seconds"])
+                 meta["snapshot_threshold"], len(test_idx), meta["seconds"])
     results.append(meta)
   return results
 

@@ -22,11 +22,28 @@ def test_voting_arithmetic_on_hand_made_masks():
   # Model 2: 1 snapshot votes (0,1) only: equal model weight despite fewer snapshots.
   v2 = a.copy()
   v2[0, 0, 1] = 1
-  out = ensemble.combine_models([v1, v2])
+  ids, out = ensemble.combine_models([(np.array(["t"]), v1), (np.array(["t"]), v2)])
+  assert list(ids) == ["t"]
   assert out[0, 0, 0] == 0       # (2/3 + 0) / 2 = 1/3
   assert out[0, 0, 1] == 1       # (1/3 + 1) / 2 = 2/3
-  half = ensemble.combine_models([np.full((1, 101, 101), 0.5, np.float32)])
+  _, half = ensemble.combine_models([(np.array(["t"]), np.full((1, 101, 101), 0.5, np.float32))])
   assert half.all()              # ties count as salt (>= 0.5)
+
+
+def test_tiles_predicted_by_some_models_average_over_those():
+  one = np.ones((1, 101, 101), np.float32)
+  zero = np.zeros((1, 101, 101), np.float32)
+  # Model A predicts tiles a and b, model B only b (the pseudo-label "other half" protocol).
+  ids, masks = ensemble.combine_models([(np.array(["a", "b"]), np.concatenate([one, one])),
+                                        (np.array(["b"]), zero)])
+  assert list(ids) == ["a", "b"]
+  assert masks[0].all()          # a: only A voted, 1.0
+  assert masks[1].all()          # b: (1 + 0) / 2 = 0.5 >= 0.5
+  votes = ensemble.Votes()
+  votes.add(np.array(["x", "y"]), np.concatenate([one, zero]))
+  votes.add(np.array(["y"]), one)
+  np.testing.assert_array_equal(votes.count, [1, 2])
+  assert votes.mean()[1, 0, 0] == 0.5
 
 
 def test_submission_ids_must_match_sample():

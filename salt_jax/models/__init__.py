@@ -1,4 +1,4 @@
-"""The seven model variants of the solution (SPEC 3): `MODELS` registry and `get_model`.
+"""The seven model variants of the solution (SPEC 3), plus `model_tiny`: `MODELS` registry and `get_model`.
 
     model = get_model("model_34", dtype=jnp.bfloat16)
     variables = model.init(rng, images, train=False)          # images (B,128,128,3)
@@ -20,6 +20,10 @@ MODELS: Dict[str, Tuple[Type[nn.Module], Dict[str, Any]]] = {
     "model_101B": (IBNDecoderUNet, dict(encoder="seresnext101_32x4d", head_dropout=0.5)),
     "model_152": (SlimHypercolumnUNet, dict(encoder="legacy_seresnet152")),
     "model_154": (SlimHypercolumnUNet, dict(encoder="legacy_senet154")),
+    # Not in the original: a narrow model_34 for laptops and CI (configs/cpu_small.py).
+    "model_tiny": (HypercolumnUNet, dict(encoder="resnet_tiny", center_widths=(64, 32),
+                                         decoder_mids=(32, 32, 16, 16, 8), decoder_width=8,
+                                         class_features=8, head_hidden=8)),
 }
 
 

@@ -5,7 +5,7 @@ Every block takes `(x, ..., train)`. Modules with BatchNorm carry `bn_axis_name`
 parameters stay float32. Channel dropout is `nn.Dropout(rate, broadcast_dims=(1,2))` on the 'dropout'
 rng stream; a rate of 0.0 (the default wherever the original's dropout never ran, SPEC 10.1) is a no-op.
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ class SCSE(nn.Module):
     del train
     c = x.shape[-1]
     s = jnp.mean(x, axis=(1, 2))
-    s = nn.relu(_dense(c // self.reduction, dtype=self.dtype, name="fc1")(s))
+    s = nn.relu(_dense(max(1, c // self.reduction), dtype=self.dtype, name="fc1")(s))
     s = nn.sigmoid(_dense(c, dtype=self.dtype, name="fc2")(s))
     cse = x * s[:, None, None, :]
     sse = x * nn.sigmoid(conv(1, 1, bias=False, dtype=self.dtype, name="spatial")(x))
@@ -169,16 +169,17 @@ class IBNaDecoderBlock(nn.Module):
 class Center(nn.Module):
   """Hypercolumn-family center (SPEC 3.4): (B,h,w,C5) -> (B,h/2,w/2,256).
 
-  Conv3x3(C5 -> 512)+BN+ReLU, Conv3x3(512 -> 256)+BN+ReLU, MaxPool 2x2/2.
+  Conv3x3(C5 -> 512)+BN+ReLU, Conv3x3(512 -> 256)+BN+ReLU, MaxPool 2x2/2 (`widths` = (512, 256)).
   """
+  widths: Tuple[int, int] = (512, 256)
   dtype: Dtype = jnp.float32
   bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
-    x = ConvBNReLU(512, **kw, name="block1")(x, train)
-    x = ConvBNReLU(256, **kw, name="block2")(x, train)
+    x = ConvBNReLU(self.widths[0], **kw, name="block1")(x, train)
+    x = ConvBNReLU(self.widths[1], **kw, name="block2")(x, train)
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 

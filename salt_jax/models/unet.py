@@ -8,7 +8,7 @@ Dropout knobs: `decoder_dropout` is the rate of the dropout calls that never ran
 (post-concat in `Decoder` and on the hypercolumn, SPEC 10.1; default 0.0 = faithful); `head_dropout` is the
 channel dropout inside the two segmentation heads (0.5 for 101A/101B, where it was real, SPEC 3.6).
 """
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -44,30 +44,40 @@ def _outputs(class_logits, no_empty, final):
 
 
 class HypercolumnUNet(nn.Module):
-  """model_34 / model_50A (SPEC 3.4): center, five plain `Decoder`s, 320-channel hypercolumn, two heads."""
+  """model_34 / model_50A (SPEC 3.4): center, five plain `Decoder`s, 320-channel hypercolumn, two heads.
+
+  The width fields default to the original's; `model_tiny` narrows them for CPU-sized runs.
+  """
   encoder: str
   dtype: Dtype = jnp.float32
   bn_axis_name: Optional[str] = None
   align_corners: bool = True
   decoder_dropout: float = 0.0
   head_dropout: float = 0.0
+  center_widths: Tuple[int, int] = (512, 256)
+  decoder_mids: Tuple[int, ...] = (512, 256, 128, 64, 32)   # decoder5 .. decoder1
+  decoder_width: int = 64                                   # each decoder's output; hypercolumn = 5x
+  class_features: int = 64                                  # center_64 width
+  head_hidden: int = 64
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
     c2, c3, c4, c5 = _make_encoder(self)(x, train)
-    class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
+    class_logits, center_64 = ClassHead(self.class_features, dtype=self.dtype, name="classifier")(c5)
     kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name, align_corners=self.align_corners,
               dropout_rate=self.decoder_dropout)
-    center = Center(dtype=self.dtype, bn_axis_name=self.bn_axis_name, name="center")(c5, train)
-    d5 = Decoder(512, 64, **kw, name="decoder5")(center, c5, train)
-    d4 = Decoder(256, 64, **kw, name="decoder4")(d5, c4, train)
-    d3 = Decoder(128, 64, **kw, name="decoder3")(d4, c3, train)
-    d2 = Decoder(64, 64, **kw, name="decoder2")(d3, c2, train)
-    d1 = Decoder(32, 64, **kw, name="decoder1")(d2, None, train)
+    center = Center(self.center_widths, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                    name="center")(c5, train)
+    d, w = center, self.decoder_width
+    outs = []
+    for i, (mid, skip) in enumerate(zip(self.decoder_mids, (c5, c4, c3, c2, None))):
+      d = Decoder(mid, w, **kw, name=f"decoder{5 - i}")(d, skip, train)
+      outs.append(d)
+    d5, d4, d3, d2, d1 = outs
     h = hypercolumn(d1, d2, d3, d4, d5, self.align_corners)
     h = channel_dropout(self.decoder_dropout, train)(h)
-    return _outputs(class_logits, *_heads(self, h, center_64, 64, train))
+    return _outputs(class_logits, *_heads(self, h, center_64, self.head_hidden, train))
 
 
 SLIM_LATERALS = (64, 128, 256, 512)  # layer1..layer4 reduced widths (SPEC 3.5)

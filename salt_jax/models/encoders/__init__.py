@@ -9,7 +9,7 @@ from typing import Dict, Tuple
 
 import flax.linen as nn
 
-from salt_jax.models.encoders.resnet import ResNet34, SEResNeXt50, SEResNeXt101
+from salt_jax.models.encoders.resnet import ResNet34, ResNetTiny, SEResNeXt50, SEResNeXt101
 from salt_jax.models.encoders.resnext_ibn import ResNeXt101IBNa
 from salt_jax.models.encoders.senet import SENet154, SEResNet152
 
@@ -20,10 +20,12 @@ ENCODERS: Dict[str, type] = {
     "legacy_seresnet152": SEResNet152,
     "legacy_senet154": SENet154,
     "resnext101_ibn_a": ResNeXt101IBNa,
+    "resnet_tiny": ResNetTiny,  # CPU-sized runs only; no ImageNet weights
 }
 
 ENCODER_CHANNELS: Dict[str, Tuple[int, int, int, int]] = {
     name: (64, 128, 256, 512) if name == "resnet34" else (256, 512, 1024, 2048) for name in ENCODERS}
+ENCODER_CHANNELS["resnet_tiny"] = ResNetTiny.widths
 
 
 def get_encoder(name: str, /, **kw) -> nn.Module:
@@ -33,5 +35,5 @@ def get_encoder(name: str, /, **kw) -> nn.Module:
   return ENCODERS[name](**kw)
 
 
-__all__ = ["ENCODERS", "ENCODER_CHANNELS", "get_encoder", "ResNet34", "SEResNeXt50", "SEResNeXt101",
+__all__ = ["ENCODERS", "ENCODER_CHANNELS", "get_encoder", "ResNet34", "ResNetTiny", "SEResNeXt50", "SEResNeXt101",
            "SEResNet152", "SENet154", "ResNeXt101IBNa"]

@@ -89,8 +89,8 @@ class Bottleneck(nn.Module):
     return nn.relu(y + x)
 
 
-def stem_7x7(x, train: bool, dtype: Dtype, bn_axis_name: Optional[str]):
-  """conv1 7x7/2 (3->64, no bias) -> bn1 -> ReLU, created in the calling compact module; no max-pool
-  (SPEC 3.1). (B,H,W,3) -> (B,H/2,W/2,64)."""
-  x = conv(64, 7, 2, bias=False, dtype=dtype, name="conv1")(x)
+def stem_7x7(x, train: bool, dtype: Dtype, bn_axis_name: Optional[str], features: int = 64):
+  """conv1 7x7/2 (3->features, no bias) -> bn1 -> ReLU, created in the calling compact module; no max-pool
+  (SPEC 3.1). (B,H,W,3) -> (B,H/2,W/2,features)."""
+  x = conv(features, 7, 2, bias=False, dtype=dtype, name="conv1")(x)
   return nn.relu(batch_norm(train, axis_name=bn_axis_name, dtype=dtype, name="bn1")(x))

@@ -15,14 +15,16 @@ Dtype = Any
 
 class ResNet34(nn.Module):
   """(B,H,W,3) -> layer1..layer4 = (B,H/2,W/2,64), (.,H/4,.,128), (.,H/8,.,256), (.,H/16,.,512)."""
+  widths: ClassVar[Tuple[int, ...]] = (64, 128, 256, 512)
+  depths: ClassVar[Tuple[int, ...]] = (3, 4, 6, 3)
   dtype: Dtype = jnp.float32
   bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = stem_7x7(x, train, self.dtype, self.bn_axis_name)
-    outs, inplanes = [], 64
-    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+    x = stem_7x7(x, train, self.dtype, self.bn_axis_name, self.widths[0])
+    outs, inplanes = [], self.widths[0]
+    for i, (planes, n) in enumerate(zip(self.widths, self.depths)):
       for j in range(n):
         stride = 2 if i > 0 and j == 0 else 1
         x = BasicBlock(planes, stride, downsample=j == 0 and (stride != 1 or inplanes != planes),
@@ -30,6 +32,13 @@ class ResNet34(nn.Module):
         inplanes = planes
       outs.append(x)
     return tuple(outs)
+
+
+class ResNetTiny(ResNet34):
+  """A quarter-width ResNet-18 ([2,2,2,2] BasicBlocks, 16..128 channels) for CPU-sized runs
+  (configs/cpu_small.py). Not an ImageNet model: no weights to import."""
+  widths: ClassVar[Tuple[int, ...]] = (16, 32, 64, 128)
+  depths: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
 
 
 class SEResNeXt50(nn.Module):
