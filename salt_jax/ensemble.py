@@ -135,6 +135,17 @@ def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
   return by_fold
 
 
+def oof_masks(workdirs: Sequence[str], kind: str = "max_map") -> Tuple[np.ndarray, np.ndarray]:
+  """Out-of-fold ensemble masks: per model the cycle vote of each fold's validation tiles, then the
+  equal-weight model vote (as for the test set) -> (ids (N,), masks (N,101,101) uint8)."""
+  model_votes = []
+  for wd in workdirs:
+    folds = oof_votes(prediction_files(wd, kind))
+    model_votes.append((np.concatenate([folds[f]["ids"] for f in sorted(folds)]),
+                        np.concatenate([folds[f]["vote"] for f in sorted(folds)])))
+  return combine_models(model_votes)
+
+
 def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map") -> pd.DataFrame:
   """Out-of-fold mAP of each model's cycle vote per fold and pooled, and of the equal-weight ensemble."""
   rows, model_votes = [], []
@@ -162,7 +173,8 @@ def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind:
 
 
 def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "vote", kind: str = "max_map",
-             save_png: Optional[str] = None, oof: bool = True) -> Optional[pd.DataFrame]:
+             save_png: Optional[str] = None, oof: bool = True, oof_csv: Optional[str] = None
+             ) -> Optional[pd.DataFrame]:
   """Votes the models' test predictions into a submission and returns the out-of-fold table."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -180,6 +192,10 @@ def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "v
     train = kaggle.load_train(data_dir)
     table = oof_table(workdirs, dict(zip(train.ids, train.masks)), kind)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+  if oof_csv:
+    oof_ids, oof_pred = oof_masks(workdirs, kind)
+    write_submission(oof_csv, oof_ids, oof_pred, oof_ids)
+    logging.info("wrote the out-of-fold masks of %d validation tiles to %s", len(oof_ids), oof_csv)
   if save_png:
     test = kaggle.load_test(data_dir)
     pick = np.random.default_rng(0).choice(len(ids), size=min(32, len(ids)), replace=False)
@@ -202,13 +218,14 @@ def define_flags() -> None:
   flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which snapshots' predictions.")
   flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
   flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
+  flags.DEFINE_string("oof_csv", None, "Also write the out-of-fold ensemble masks (validation ids) as a CSV.")
   flags.mark_flags_as_required(["workdirs", "out"])
 
 
 def main(argv):
   del argv
   ensemble(FLAGS.workdirs, FLAGS.out, FLAGS.data_dir, mode=FLAGS.mode, kind=FLAGS.kind,
-           save_png=FLAGS.save_png, oof=FLAGS.oof)
+           save_png=FLAGS.save_png, oof=FLAGS.oof, oof_csv=FLAGS.oof_csv)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,12 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
 
   out = tmp_path / "submission.csv"
   png = tmp_path / "grid.png"
-  table = ensemble.ensemble([str(workdir)], str(out), config.data_dir, save_png=str(png))
+  oof_csv = tmp_path / "oof.csv"
+  table = ensemble.ensemble([str(workdir)], str(out), config.data_dir, save_png=str(png), oof_csv=str(oof_csv))
+  oof_ids, oof_pred = ensemble.read_submission(oof_csv)
+  order = np.argsort(pred["valid_ids"])
+  assert sorted(oof_ids) == sorted(pred["valid_ids"])
+  np.testing.assert_array_equal(oof_pred[np.argsort(oof_ids)], pred["valid_masks"][order])
   ids, masks = ensemble.read_submission(out)
   sample = pd.read_csv(f"{config.data_dir}/sample_submission.csv", dtype=str)["id"]
   assert list(ids) == list(sample)
