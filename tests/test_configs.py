@@ -14,7 +14,11 @@ CONTRACT_KEYS = ("model", "data_dir", "fold", "num_folds", "batch_size", "lr", "
 FAITHFUL = ("model_34", "model_50A", "model_50A_slim", "model_101A", "model_101B", "model_152", "model_154")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.py")), ids=lambda p: p.stem)
+TRAINING_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if not p.stem.startswith("pipeline_"))
+PIPELINE_CONFIGS = sorted((REPO / "configs").glob("pipeline_*.py"))
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_with_contract_keys(path):
   config = configlib.load_config_file(path)
   for key in CONTRACT_KEYS:
@@ -52,3 +56,14 @@ def test_flag_overrides_reach_the_config():
 def test_missing_config_file_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     configlib.load_config_file(tmp_path / "nope.py")
+
+
+@pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.stem)
+def test_pipeline_config_names_existing_model_configs(path):
+  config = configlib.load_config_file(path)
+  entries = list(config.stage1.models) + list(config.stage2.models)
+  assert entries and config.stage1.folds and len(config.stage2.part_folds) == 2
+  for entry in entries:
+    model_config = configlib.load_config_file(REPO / entry["config"])
+    assert model_config.model in models.MODELS
+    assert set(entry.get("overrides", {})) <= set(model_config)

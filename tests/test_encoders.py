@@ -87,8 +87,11 @@ def test_bfloat16_compute_keeps_float32_params():
   assert {o.dtype for o in outs} == {jnp.dtype(jnp.bfloat16)}
 
 
+IMAGENET_ENCODERS = sorted(set(ENCODERS) - {"resnet_tiny"})  # resnet_tiny has no pretrained weights
+
+
 @pytest.mark.torch
-@pytest.mark.parametrize("name", sorted(ENCODERS))
+@pytest.mark.parametrize("name", IMAGENET_ENCODERS)
 def test_matches_torch_eval(name, images):
   ref = _reference(name)
   x = _crop(images, SIZES[name])

@@ -78,7 +78,7 @@ def _final_params(workdir, config):
   from salt_jax import schedules, steps
   state = steps.create_train_state(model, schedules.make_optimizer(lr=config.lr), jax.random.key(0))
   state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_put(state))
   restored, _ = ckpt.restore(epoch, abstract)
   ckpt.close()
   return epoch, restored.params
