@@ -13,7 +13,7 @@ STAGE2 = ("model_34", "model_50A_slim", "model_101A")
 def get_config():
   c = ml_collections.ConfigDict()
   c.data_dir = "../shared/tgs"
-  c.train_overrides = ml_collections.ConfigDict(dict(cache_dir=""))
+  c.train_overrides = ml_collections.ConfigDict(dict(cache_dir=""))  # "" = <outdir>/cache
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name=m, config=f"configs/{m}.py", overrides={}) for m in STAGE1]
   c.stage1.folds = list(range(10))
@@ -22,4 +22,5 @@ def get_config():
   c.stage2.part_folds = [0, 1]
   c.stage2.pseudo_prob = 0.5
   c.stage2.pseudo_seed = 0
+  c.stage2.predict_other_half = False  # the original: every pseudo model predicts all test tiles
   return c

@@ -99,20 +99,24 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   """Runs (or continues) both stages; writes <outdir>/submission.csv and returns the summary table."""
   pipe = Pipeline(outdir)
   data_dir = config.data_dir
-  kaggle.load_train(data_dir)  # fail early on bad data, before hours of training
+  overrides = dict(config.train_overrides)
+  if not overrides.get("cache_dir"):
+    overrides["cache_dir"] = str(pipe.outdir / "cache")  # decode the PNGs once for every step
+  kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data
   mosaics = pipe.outdir / "mosaics.csv"
   pipe.step("jigsaw/solve", lambda: jigsaw_cli.main(["solve", f"--data_dir={data_dir}", f"--out={mosaics}"]))
 
   stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
-                 config=model_config(e, data_dir, config.train_overrides)) for e in config.stage1.models]
+                 config=model_config(e, data_dir, overrides)) for e in config.stage1.models]
   pseudo_csv = run_stage(pipe, "stage1", stage1, data_dir, str(mosaics))
 
   stage2 = []
   for e in config.stage2.models:
     for part, fold in enumerate(config.stage2.part_folds):
-      c = model_config(e, data_dir, config.train_overrides)
+      c = model_config(e, data_dir, overrides)
       c.update(pseudo_csv=pseudo_csv, pseudo_split=part, pseudo_prob=config.stage2.pseudo_prob,
-               pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed)
+               pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed,
+               pseudo_predict_other_half=config.stage2.get("predict_other_half", False))
       stage2.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
   final = run_stage(pipe, "stage2", stage2, data_dir, str(mosaics)) if stage2 else pseudo_csv
   shutil.copyfile(final, pipe.outdir / "submission.csv")
