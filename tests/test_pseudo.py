@@ -1,0 +1,93 @@
+"""Pseudo-labelling (SPEC 9): the test split, the epoch mixing rate, and validation on real labels only."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from salt_jax import inference, parallel, pseudo, train
+from salt_jax.data import kaggle, rle
+
+
+def test_split_halves_is_seeded_balanced_and_complete():
+  ids = [f"id{i}" for i in range(1001)]
+  a, b = pseudo.split_halves(ids, seed=3), pseudo.split_halves(ids, seed=3)
+  np.testing.assert_array_equal(a, b)
+  assert set(np.unique(a)) == {0, 1} and abs(int(a.sum()) - 500) <= 1
+  assert not np.array_equal(a, pseudo.split_halves(ids, seed=4))
+
+
+def test_split_file_is_reused_and_checked(tmp_path):
+  path = tmp_path / "split.csv"
+  ids = [f"t{i}" for i in range(20)]
+  first = pseudo.load_or_make_split(path, ids, seed=0)
+  again = pseudo.load_or_make_split(path, ids[::-1], seed=99)  # the file wins over the seed
+  np.testing.assert_array_equal(again, first[::-1])
+  with pytest.raises(ValueError, match="is not a split of these 19 test ids"):
+    pseudo.load_or_make_split(path, ids[:19], seed=0)
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.3, 0.5, 1.0])
+def test_mix_epoch_replaces_slots_at_the_configured_rate(prob):
+  n_real, n_pseudo, n = 1000, 500, 200_000
+  order = np.random.default_rng(0).integers(0, n_real, n)
+  mixed = pseudo.mix_epoch(np.random.default_rng(1), order, n_real, n_pseudo, prob)
+  is_pseudo = mixed >= n_real
+  assert len(mixed) == n
+  assert abs(is_pseudo.mean() - prob) < 0.005  # 4.5 binomial standard deviations at p=0.5
+  np.testing.assert_array_equal(mixed[~is_pseudo], order[~is_pseudo])  # real slots keep their sample
+  if prob:
+    counts = np.bincount(mixed[is_pseudo] - n_real, minlength=n_pseudo)
+    assert counts.min() > 0 and len(counts) == n_pseudo  # uniform over the whole half
+
+
+def test_mix_epoch_rejects_bad_probability():
+  with pytest.raises(ValueError, match=r"pseudo_prob must be in \[0, 1\]"):
+    pseudo.mix_epoch(np.random.default_rng(0), np.arange(4), 4, 4, 1.5)
+
+
+def test_read_pseudo_masks_needs_every_id(tmp_path):
+  path = tmp_path / "sub.csv"
+  pd.DataFrame({"id": ["a", "b"], "rle_mask": ["1 3", ""]}).to_csv(path, index=False)
+  masks = pseudo.read_pseudo_masks(path, ["b", "a"])
+  assert masks[0].sum() == 0 and masks[1].sum() == 3
+  with pytest.raises(ValueError, match="no pseudo label for 1 test ids"):
+    pseudo.read_pseudo_masks(path, ["a", "c"])
+
+
+def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_config, mini_data_dir, tmp_path,
+                                                                       monkeypatch):
+  """Pseudo labels are a checkerboard no real mask has: they show up in about half of the training
+  samples, only with test images of the chosen half, and never in validation."""
+  checker = (np.indices((101, 101)).sum(0) % 2).astype(np.uint8)
+  test = kaggle.load_test(str(mini_data_dir))
+  csv = tmp_path / "pseudo.csv"
+  pd.DataFrame({"id": test.ids, "rle_mask": [rle.rle_encode(checker)] * len(test.ids)}).to_csv(csv, index=False)
+  seen_train, seen_valid = [], []
+  to_global = parallel.to_global
+
+  def record_batch(batch, sharding):
+    seen_train.append({k: np.array(v) for k, v in batch.items()})
+    return to_global(batch, sharding)
+
+  def record_validate(self, variables, images, masks):
+    seen_valid.append((np.array(images), np.array(masks)))
+    return {"val_loss": 1.0, "val_map": 0.5, "val_threshold": 0.0}
+
+  monkeypatch.setattr(parallel, "to_global", record_batch)
+  monkeypatch.setattr(inference.Predictor, "validate", record_validate)
+  workdir = tmp_path / "pseudo_run"
+  config = tiny_config(pseudo_csv=str(csv), pseudo_split=1, pseudo_prob=0.5, cycle_len=1, eval_start=1)
+  train.train_and_evaluate(config, str(workdir))
+
+  half = pseudo.load_or_make_split(workdir / "pseudo_split.csv", test.ids, 0)
+  half_images = test.images[half == 1]
+  masks = np.concatenate([b["mask"] for b in seen_train])
+  images = np.concatenate([b["image"] for b in seen_train])
+  is_pseudo = (masks == checker).all(axis=(1, 2))
+  assert 0.3 < is_pseudo.mean() < 0.7  # 96 samples at p=0.5: about 4 standard deviations
+  for image in images[is_pseudo]:
+    assert (half_images == image).all(axis=(1, 2)).any()
+  _, _, valid_images, valid_masks, _ = train.fold_data(config, str(workdir))
+  assert len(seen_valid) == 1
+  np.testing.assert_array_equal(seen_valid[0][0], valid_images)
+  np.testing.assert_array_equal(seen_valid[0][1], valid_masks)
+  assert not (seen_valid[0][1] == checker).all(axis=(1, 2)).any()
