@@ -17,33 +17,53 @@ def _flat(x: jax.Array) -> jax.Array:
   return jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
 
 
-def lovasz_grad(sorted_labels: jax.Array) -> jax.Array:
-  """Lovasz extension gradient of the Jaccard loss (SPEC 4.1 step 3): (...,P) {0,1} -> (...,P) float32.
-
-  sorted_labels are the labels permuted by descending error, along the last axis. Sums to 1 along P
-  (to 0 when P == 0); an all-zero row gives (1, 0, ..., 0).
-  """
+def lovasz_jaccard(sorted_labels: jax.Array) -> jax.Array:
+  """Jaccard loss J_k of the first k+1 pixels predicted positive: (...,P) {0,1} sorted by descending
+  error -> (...,P) float32, non-decreasing to 1 (0 everywhere when there is no positive pixel)."""
   g = sorted_labels.astype(jnp.float32)
   total = jnp.sum(g, axis=-1, keepdims=True)
   intersection = total - jnp.cumsum(g, axis=-1)
   union = total + jnp.cumsum(1.0 - g, axis=-1)  # >= 1 at every position
-  jaccard = 1.0 - intersection / union
+  return 1.0 - intersection / union
+
+
+def lovasz_grad(sorted_labels: jax.Array) -> jax.Array:
+  """Lovasz extension gradient of the Jaccard loss (SPEC 4.1 step 3): (...,P) {0,1} -> (...,P) float32.
+
+  sorted_labels are the labels permuted by descending error, along the last axis. g_k = J_k - J_(k-1);
+  sums to 1 along P (to 0 when P == 0); an all-zero row gives (1, 0, ..., 0).
+  """
+  jaccard = lovasz_jaccard(sorted_labels)
   return jnp.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
+
+
+def _order_key(x: jax.Array) -> jax.Array:
+  """float32 -> int32 with the same order (IEEE bits, negatives' magnitude bits flipped)."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
 
 
 def lovasz_hinge_per_image(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-image binary Lovasz hinge, ELU+1 variant (SPEC 4.1): (B,H,W[,1]) logits, {0,1} labels -> (B,).
 
-  One batched sort of (-errors, labels) pairs along the pixel axis orders the errors descending and carries
-  the labels along (no argsort + gather). The Lovasz gradient is a constant (stop_gradient).
+  sum_k (elu(e_k) + 1) * g_k over the errors sorted descending, written as the same sum in pixel order,
+  sum_p (elu(e_p) + 1) * g_rank(p), so only constants (the Lovasz gradient, stop_gradient) need sorting.
+  The sort is a single int32 sort (XLA's fast path, ~7x quicker on CPU than sorting float keys with a
+  label payload): the order key of -e with its lowest bit replaced by the label, so the sorted keys
+  carry the sorted labels. Pixels whose errors differ only in that bit, or are equal, may be ordered
+  either way, as any sort may order ties; tied pixels share their group's mean g, so the loss is exact
+  and the gradient is the mean over the tie orders.
   """
   z = _flat(logits)
   y = _flat(labels)
   errors = 1.0 - z * (2.0 * y - 1.0)
-  neg_sorted, labels_sorted = jax.lax.sort((-errors, y), dimension=-1, num_keys=1)
-  errors_sorted = -neg_sorted
-  grad = jax.lax.stop_gradient(lovasz_grad(labels_sorted))
-  return jnp.sum((jax.nn.elu(errors_sorted) + 1.0) * grad, axis=-1)
+  key = (_order_key(-jax.lax.stop_gradient(errors)) & ~jnp.int32(1)) | y.astype(jnp.int32)
+  sorted_key = jax.lax.sort(key, dimension=-1)
+  jaccard = jnp.pad(lovasz_jaccard(sorted_key & 1), ((0, 0), (1, 0)))  # J_(k-1) at k, J_-1 = 0
+  rank = jax.vmap(lambda row, q, side: jnp.searchsorted(row, q, side=side), (0, 0, None))
+  first, end = rank(sorted_key, key, "left"), rank(sorted_key, key, "right")
+  g = (jnp.take_along_axis(jaccard, end, -1) - jnp.take_along_axis(jaccard, first, -1)) / (end - first)
+  return jnp.sum((jax.nn.elu(errors) + 1.0) * jax.lax.stop_gradient(g), axis=-1)
 
 
 def _weighted_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array:

@@ -19,13 +19,15 @@ def np_elu1(x):
   return np.where(x > 0, x + 1.0, exp), np.where(x > 0, 1.0, exp)
 
 
-def np_lovasz_image(z, y):
-  """SPEC 4.1 for one image with explicit loops, float64: (loss, d loss / d z), both from the formula."""
+def np_lovasz_image(z, y, negatives_first_at_ties=False):
+  """SPEC 4.1 for one image with explicit loops, float64: (loss, d loss / d z), both from the formula.
+
+  Errors are sorted descending, ties by pixel index (or, optionally, label-0 pixels before label-1 ones)."""
   z = np.asarray(z, np.float64).ravel()
   y = np.asarray(y, np.float64).ravel()
   s = 2.0 * y - 1.0
   e = 1.0 - z * s
-  perm = np.argsort(-e, kind="stable")
+  perm = np.lexsort((y, -e)) if negatives_first_at_ties else np.argsort(-e, kind="stable")
   g = y[perm]
   total = g.sum()
   delta = np.empty_like(g)
@@ -331,3 +333,23 @@ def test_lovasz_benchmark_print():
   except (ImportError, FileNotFoundError):
     msg += ", torch reference unavailable"
   print(msg)
+
+
+def test_lovasz_with_tied_errors_is_exact_and_averages_the_gradient():
+  """bfloat16 logits tie often. The loss must not depend on how ties are ordered; pixels of equal error
+  and label get the mean gradient of their tie group (the mean over every order of the group), and equal
+  errors of different labels are ordered label 0 first (any order is a valid subgradient)."""
+  rng = np.random.default_rng(11)
+  y = (rng.random((3, 17, 17)) < 0.4).astype(np.float32)
+  z = rng.choice(np.float32([-1.5, -0.25, 0.0, 0.25, 2.0]), size=y.shape).astype(np.float32)
+  loss, grad = jax_value_and_grad(z, y)
+  assert loss == pytest.approx(np_lovasz(z, y)[0], rel=1e-5)
+  for b in range(3):
+    ref_loss, ref_grad = np_lovasz_image(z[b], y[b], negatives_first_at_ties=True)
+    ref_grad = ref_grad.reshape(y[b].shape) / len(y)
+    e = 1.0 - z[b] * (2.0 * y[b] - 1.0)
+    for value in np.unique(e):
+      for label in (0, 1):
+        group = (e == value) & (y[b] == label)
+        if group.any():
+          np.testing.assert_allclose(grad[b][group], ref_grad[group].mean(), atol=1e-7)
