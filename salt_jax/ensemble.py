@@ -7,7 +7,6 @@ vote fractions are averaged with equal weight and binarised at >= 0.5. `--mode=p
 sigmoid(logit - threshold) instead (needs `predict --save_logits`). The same voting over each fold's
 validation predictions gives the out-of-fold mAP of every model and of the ensemble.
 """
-import os
 import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +15,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from salt_jax import checkpoints, metrics, predict, viz
-from salt_jax.data import kaggle, rle
+from salt_jax.data import kaggle, submission
 
 MODES = ("vote", "prob")
 
@@ -87,37 +86,6 @@ def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Tupl
   return votes.ids, (votes.mean() >= 0.5).astype(np.uint8)
 
 
-def check_submission_ids(ids: Sequence[str], sample_ids: Sequence[str]) -> None:
-  """The submission must hold exactly the ids of sample_submission.csv."""
-  ids, sample = set(ids), set(sample_ids)
-  missing, extra = sorted(sample - ids), sorted(ids - sample)
-  if missing or extra:
-    raise ValueError(f"submission ids differ from sample_submission.csv: {len(missing)} missing "
-                     f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})")
-  if len(ids) != len(list(sample_ids)):
-    raise ValueError("duplicate ids in the submission or in sample_submission.csv")
-
-
-def write_submission(path, ids: Sequence[str], masks: np.ndarray, sample_ids: Sequence[str]) -> None:
-  """Writes `id,rle_mask` in sample_submission order, atomically (temporary file + rename)."""
-  check_submission_ids(ids, sample_ids)
-  order = pd.Series(np.arange(len(ids)), index=list(ids))[list(sample_ids)].to_numpy()
-  frame = pd.DataFrame({"id": list(sample_ids), "rle_mask": rle.rle_encode_many(masks[order])})
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-  frame.to_csv(tmp, index=False)
-  os.replace(tmp, path)
-
-
-def read_submission(path, shape=(101, 101)) -> Tuple[np.ndarray, np.ndarray]:
-  """(ids, masks (N,101,101)) from a submission CSV."""
-  frame = pd.read_csv(path, dtype={"id": str, "rle_mask": str}, keep_default_na=False)
-  if list(frame.columns) != ["id", "rle_mask"]:
-    raise ValueError(f"{path}: expected columns id,rle_mask, got {list(frame.columns)}")
-  return frame["id"].to_numpy(), rle.rle_decode_many(list(frame["rle_mask"]), shape)
-
-
 def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
   """Per fold: validation ids, vote fraction over that fold's cycles, and per-snapshot mAPs."""
   by_fold: Dict[int, Dict] = {}
@@ -185,7 +153,7 @@ def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "v
     logging.info("%s: %d snapshots vote", wd, len(files))
   ids, masks = combine_models(model_votes)
   sample = pd.read_csv(pathlib.Path(data_dir) / "sample_submission.csv", dtype=str)["id"].to_numpy()
-  write_submission(out, ids, masks, sample)
+  submission.write_submission(out, ids, masks, sample)
   logging.info("wrote %s (%d ids, %d with salt)", out, len(ids), int((masks.reshape(len(ids), -1).max(1)).sum()))
   table = None
   if oof:
@@ -194,7 +162,7 @@ def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "v
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   if oof_csv:
     oof_ids, oof_pred = oof_masks(workdirs, kind)
-    write_submission(oof_csv, oof_ids, oof_pred, oof_ids)
+    submission.write_submission(oof_csv, oof_ids, oof_pred)
     logging.info("wrote the out-of-fold masks of %d validation tiles to %s", len(oof_ids), oof_csv)
   if save_png:
     test = kaggle.load_test(data_dir)

@@ -10,7 +10,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from salt_jax.data import rle
+from salt_jax.data import submission
 
 
 def split_halves(ids: Sequence[str], seed: int) -> np.ndarray:
@@ -31,23 +31,13 @@ def load_or_make_split(path, ids: Sequence[str], seed: int) -> np.ndarray:
       raise ValueError(f"{path} is not a split of these {len(ids)} test ids; delete it to make a new one")
     return frame.set_index("id").loc[ids, "half"].to_numpy()
   half = split_halves(ids, seed)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  pd.DataFrame({"id": ids, "half": half}).to_csv(tmp, index=False)
-  tmp.replace(path)
+  submission.write_csv_atomic(pd.DataFrame({"id": ids, "half": half}), path)
   return half
 
 
 def read_pseudo_masks(csv_path, ids: Sequence[str]) -> np.ndarray:
   """(N,101,101) uint8 pseudo masks for `ids` from a submission CSV; an id it lacks is an error."""
-  frame = pd.read_csv(csv_path, dtype={"id": str, "rle_mask": str}, keep_default_na=False)
-  if list(frame.columns) != ["id", "rle_mask"]:
-    raise ValueError(f"{csv_path}: expected columns id,rle_mask, got {list(frame.columns)}")
-  lookup = dict(zip(frame["id"], frame["rle_mask"]))
-  missing = [i for i in ids if i not in lookup]
-  if missing:
-    raise ValueError(f"{csv_path} has no pseudo label for {len(missing)} test ids (e.g. {missing[:3]})")
-  return rle.rle_decode_many([lookup[i] for i in ids], (101, 101))
+  return submission.read_submission(csv_path, ids)[1]
 
 
 def mix_epoch(rng: np.random.Generator, real_order: np.ndarray, n_real: int, n_pseudo: int,

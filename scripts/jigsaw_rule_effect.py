@@ -28,7 +28,7 @@ def main(argv=None) -> pd.DataFrame:
   parser.add_argument("--out", default=None, help="optional CSV of the table")
   args = parser.parse_args(argv)
 
-  from salt_jax.data import folds as folds_lib, kaggle  # pylint: disable=import-outside-toplevel
+  from salt_jax.data import folds as folds_lib, kaggle, submission  # pylint: disable=import-outside-toplevel
   from salt_jax.jigsaw import effect, tables  # pylint: disable=import-outside-toplevel
 
   train = kaggle.load_train(args.data_dir, verify_rle=False)
@@ -51,7 +51,7 @@ def main(argv=None) -> pd.DataFrame:
           f"{int(np.isin(valid_ids, tables.read_mosaics(args.mosaics)['id']).sum())} of them in mosaics")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   if args.out:
-    tables.write_csv_atomic(table, args.out)
+    submission.write_csv_atomic(table, args.out)
   return table
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from salt_jax.data import rle as rle_lib
+from salt_jax.data import submission
 from salt_jax.jigsaw import __main__ as cli
 from salt_jax.jigsaw import edges, effect, render, rules, solver, tables
 
@@ -258,7 +259,7 @@ def test_rule_effect_function():
 def test_rule_effect_script(tmp_path):
   cells, truth = _effect_case()
   _fake_data_dir(tmp_path / "data", truth)
-  tables.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
+  submission.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
   pd.DataFrame({"id": ["k", "v", "o", "w"], "fold": [0, 1, 0, 1]}).to_csv(tmp_path / "folds.csv", index=False)
   tables.write_submission({"v": EMPTY, "w": EMPTY}, tmp_path / "pred.csv")
   script = REPO / "scripts" / "jigsaw_rule_effect.py"
@@ -276,7 +277,7 @@ def test_postprocess_and_render_cli(tmp_path):
   cells, truth = _effect_case()
   known = {"k": truth["k"], "o": truth["o"]}
   _fake_data_dir(tmp_path / "data", known)
-  tables.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
+  submission.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
   tables.write_submission({"v": EMPTY, "w": BLOB}, tmp_path / "sub.csv")
   cli.main(["postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
             f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'pp.csv'}", "--keep_intermediate"])

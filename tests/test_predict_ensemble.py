@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from salt_jax import checkpoints, ensemble, predict
+from salt_jax.data import submission
 
 
 def test_pack_unpack_round_trip():
@@ -46,35 +47,6 @@ def test_tiles_predicted_by_some_models_average_over_those():
   assert votes.mean()[1, 0, 0] == 0.5
 
 
-def test_submission_ids_must_match_sample():
-  with pytest.raises(ValueError, match="1 missing .*'c'.*0 extra"):
-    ensemble.check_submission_ids(["a", "b"], ["a", "b", "c"])
-  with pytest.raises(ValueError, match="0 missing .*1 extra .*'z'"):
-    ensemble.check_submission_ids(["a", "z"], ["a"])
-
-
-def test_submission_round_trips_through_rle(tmp_path):
-  rng = np.random.default_rng(1)
-  masks = (rng.random((4, 101, 101)) > 0.7).astype(np.uint8)
-  masks[2] = 0
-  ids = np.array(["d", "a", "c", "b"])
-  path = tmp_path / "sub.csv"
-  ensemble.write_submission(path, ids, masks, ["a", "b", "c", "d"])
-  read_ids, read_masks = ensemble.read_submission(path)
-  assert list(read_ids) == ["a", "b", "c", "d"]
-  order = [1, 3, 2, 0]
-  np.testing.assert_array_equal(read_masks, masks[order])
-  assert pd.read_csv(path, keep_default_na=False)["rle_mask"][2] == ""
-  assert not list(tmp_path.glob("*.tmp*"))
-
-
-def test_failed_write_leaves_no_csv(tmp_path):
-  path = tmp_path / "sub.csv"
-  with pytest.raises(ValueError):
-    ensemble.write_submission(path, ["a"], np.zeros((1, 101, 101), np.uint8), ["b"])
-  assert not path.exists()
-
-
 def test_missing_predictions_and_snapshots_are_errors(tmp_path):
   with pytest.raises(checkpoints.WorkdirError, match="run python -m salt_jax.predict"):
     ensemble.prediction_files(tmp_path)
@@ -104,11 +76,11 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   png = tmp_path / "grid.png"
   oof_csv = tmp_path / "oof.csv"
   table = ensemble.ensemble([str(workdir)], str(out), config.data_dir, save_png=str(png), oof_csv=str(oof_csv))
-  oof_ids, oof_pred = ensemble.read_submission(oof_csv)
+  oof_ids, oof_pred = submission.read_submission(oof_csv)
   order = np.argsort(pred["valid_ids"])
   assert sorted(oof_ids) == sorted(pred["valid_ids"])
   np.testing.assert_array_equal(oof_pred[np.argsort(oof_ids)], pred["valid_masks"][order])
-  ids, masks = ensemble.read_submission(out)
+  ids, masks = submission.read_submission(out)
   sample = pd.read_csv(f"{config.data_dir}/sample_submission.csv", dtype=str)["id"]
   assert list(ids) == list(sample)
   lookup = dict(zip(pred["test_ids"], pred["test_masks"]))
@@ -118,5 +90,5 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   assert png.stat().st_size > 0
   prob = tmp_path / "prob.csv"
   ensemble.ensemble([str(workdir)], str(prob), config.data_dir, mode="prob", oof=False)
-  np.testing.assert_array_equal(ensemble.read_submission(prob)[1], np.stack([dict(zip(
+  np.testing.assert_array_equal(submission.read_submission(prob)[1], np.stack([dict(zip(
       pred["test_ids"], z >= 0))[i] for i in ids]))

@@ -49,7 +49,7 @@ def test_read_pseudo_masks_needs_every_id(tmp_path):
   pd.DataFrame({"id": ["a", "b"], "rle_mask": ["1 3", ""]}).to_csv(path, index=False)
   masks = pseudo.read_pseudo_masks(path, ["b", "a"])
   assert masks[0].sum() == 0 and masks[1].sum() == 3
-  with pytest.raises(ValueError, match="no pseudo label for 1 test ids"):
+  with pytest.raises(ValueError, match="no mask for 1 of the requested ids"):
     pseudo.read_pseudo_masks(path, ["a", "c"])
 
 

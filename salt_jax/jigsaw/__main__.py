@@ -18,14 +18,15 @@ import time
 
 
 def _solve(args) -> None:
-  from salt_jax.jigsaw import edges, solver, tables  # pylint: disable=import-outside-toplevel
+  from salt_jax.data import submission  # pylint: disable=import-outside-toplevel
+  from salt_jax.jigsaw import edges, solver  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
   tiles = edges.load_tile_set(args.data_dir, args.cache_dir)
   t1 = time.perf_counter()
   sol = solver.solve(tiles, knn=args.knn, mutual=args.mutual, check_collisions=args.check_collisions,
                      n_mosaics=None if args.all_mosaics else solver.N_MOSAICS, mark_seed=args.mark_seed)
   t2 = time.perf_counter()
-  tables.write_csv_atomic(sol.table, args.out)
+  submission.write_csv_atomic(sol.table, args.out)
   print(" ".join(f"{k}={v}" for k, v in sol.stats.items()))
   print(f"load {t1 - t0:.1f}s solve {t2 - t1:.1f}s -> {args.out}")
 
