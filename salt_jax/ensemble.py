@@ -103,40 +103,39 @@ def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
   return by_fold
 
 
+def model_oof(workdir, kind: str = "max_map") -> Tuple[Dict[int, Dict], np.ndarray, np.ndarray]:
+  """One model's out-of-fold cycle votes: (per-fold entries of oof_votes, ids (N,), votes (N,101,101))."""
+  folds = oof_votes(prediction_files(workdir, kind))
+  return (folds, np.concatenate([folds[f]["ids"] for f in sorted(folds)]),
+          np.concatenate([folds[f]["vote"] for f in sorted(folds)]))
+
+
 def oof_masks(workdirs: Sequence[str], kind: str = "max_map") -> Tuple[np.ndarray, np.ndarray]:
   """Out-of-fold ensemble masks: per model the cycle vote of each fold's validation tiles, then the
-  equal-weight model vote (as for the test set) -> (ids (N,), masks (N,101,101) uint8)."""
-  model_votes = []
-  for wd in workdirs:
-    folds = oof_votes(prediction_files(wd, kind))
-    model_votes.append((np.concatenate([folds[f]["ids"] for f in sorted(folds)]),
-                        np.concatenate([folds[f]["vote"] for f in sorted(folds)])))
-  return combine_models(model_votes)
+  equal-weight model vote over the models that validated each tile, as for the test set
+  -> (ids (N,), masks (N,101,101) uint8)."""
+  return combine_models([model_oof(wd, kind)[1:] for wd in workdirs])
 
 
 def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map") -> pd.DataFrame:
-  """Out-of-fold mAP of each model's cycle vote per fold and pooled, and of the equal-weight ensemble."""
+  """Out-of-fold mAP of each model's cycle vote per fold and pooled, and of the equal-weight ensemble
+  (oof_masks: with pseudo-label parts validated on different folds, over their union)."""
+  truth = lambda ids: np.stack([truth_by_id[i] for i in ids])
   rows, model_votes = [], []
   for wd in workdirs:
-    folds = oof_votes(prediction_files(wd, kind))
-    ids = np.concatenate([folds[f]["ids"] for f in sorted(folds)])
-    vote = np.concatenate([folds[f]["vote"] for f in sorted(folds)])
-    model_votes.append(dict(zip(ids, vote)))
+    folds, ids, vote = model_oof(wd, kind)
+    model_votes.append((ids, vote))
     row = {"model": pathlib.Path(wd).name, "snapshots": sum(len(v["maps"]) for v in folds.values()),
            "mean snapshot mAP": float(np.mean([m for v in folds.values() for m in v["maps"]]))}
     for f in sorted(folds):
-      truth = np.stack([truth_by_id[i] for i in folds[f]["ids"]])
-      row[f"fold {f}"] = metrics.kaggle_map(folds[f]["vote"] >= 0.5, truth)
-    row["OOF mAP"] = metrics.kaggle_map(vote >= 0.5, np.stack([truth_by_id[i] for i in ids]))
+      row[f"fold {f}"] = metrics.kaggle_map(folds[f]["vote"] >= 0.5, truth(folds[f]["ids"]))
+    row["OOF mAP"] = metrics.kaggle_map(vote >= 0.5, truth(ids))
     row["images"] = len(ids)
     rows.append(row)
   if len(workdirs) > 1:
-    common = sorted(set.intersection(*(set(v) for v in model_votes)))
-    if common:
-      mean = np.mean([np.stack([v[i] for i in common]) for v in model_votes], axis=0)
-      rows.append({"model": "ensemble", "snapshots": sum(r["snapshots"] for r in rows),
-                   "OOF mAP": metrics.kaggle_map(mean >= 0.5, np.stack([truth_by_id[i] for i in common])),
-                   "images": len(common)})
+    ids, masks = combine_models(model_votes)
+    rows.append({"model": "ensemble", "snapshots": sum(r["snapshots"] for r in rows),
+                 "OOF mAP": metrics.kaggle_map(masks, truth(ids)), "images": len(ids)})
   return pd.DataFrame(rows)
 
 

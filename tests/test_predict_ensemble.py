@@ -92,3 +92,25 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   ensemble.ensemble([str(workdir)], str(prob), config.data_dir, mode="prob", oof=False)
   np.testing.assert_array_equal(submission.read_submission(prob)[1], np.stack([dict(zip(
       pred["test_ids"], z >= 0))[i] for i in ids]))
+
+
+def _fake_prediction(workdir, fold, valid_ids, valid_masks, val_map):
+  predict.save_prediction(predict.prediction_path(workdir, "max_map", fold, 0),
+                          meta={"fold": fold, "cycle": 0, "val_map": val_map, "threshold": 0.0},
+                          valid_ids=valid_ids,
+                          valid_masks=valid_masks, test_ids=np.array(["t"]),
+                          test_masks=np.zeros((1, 101, 101), np.uint8))
+
+
+def test_oof_table_ensemble_row_covers_models_validated_on_different_folds(tmp_path):
+  """Pseudo-label parts validate on different folds: the ensemble row is over the union of their tiles,
+  each tile voted by the models that validated it."""
+  full, empty = np.ones((101, 101), np.uint8), np.zeros((101, 101), np.uint8)
+  truth = {"a": full, "b": empty, "c": full}
+  _fake_prediction(tmp_path / "part0", 0, np.array(["a", "b"]), np.stack([full, full]), 0.5)  # a hit, b miss
+  _fake_prediction(tmp_path / "part1", 1, np.array(["c"]), np.stack([full]), 1.0)             # c hit
+  table = ensemble.oof_table([str(tmp_path / "part0"), str(tmp_path / "part1")], truth).set_index("model")
+  assert table.loc["part0", "OOF mAP"] == 0.5 and table.loc["part0", "images"] == 2
+  assert table.loc["part1", "OOF mAP"] == 1.0 and table.loc["part1", "fold 1"] == 1.0
+  assert table.loc["ensemble", "images"] == 3 and table.loc["ensemble", "snapshots"] == 2
+  assert table.loc["ensemble", "OOF mAP"] == pytest.approx(2 / 3)
