@@ -67,7 +67,7 @@ def main(argv=None):
     gflop = 2 * n * h * h * c * k * 9 / 1e9
     print(json.dumps({"shape": f"{n}x{h}x{h}x{c}->{k}", "gflop": round(gflop, 2),
                       **{f"jax_{p}_ms": round(j[p], 1) for p in j}, **{f"torch_{p}_ms": round(t[p], 1) for p in t},
-                      **{f"{p}_ratio_torch_over_jax": round(t[p] / j[p], 2) for p in j}}))
+                      **{f"{p}_jax_speed_vs_torch": round(t[p] / j[p], 2) for p in j}}))
 
 
 if __name__ == "__main__":
