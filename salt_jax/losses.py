@@ -18,23 +18,14 @@ def _flat(x: jax.Array) -> jax.Array:
 
 
 def lovasz_jaccard(sorted_labels: jax.Array) -> jax.Array:
-  """Jaccard loss J_k of the first k+1 pixels predicted positive: (...,P) {0,1} sorted by descending
-  error -> (...,P) float32, non-decreasing to 1 (0 everywhere when there is no positive pixel)."""
+  """Jaccard loss J_k when the first k+1 pixels are predicted positive (SPEC 4.1 step 3): (...,P) {0,1}
+  sorted by descending error -> (...,P) float32, non-decreasing, ending at 1 (1 everywhere when there
+  is no positive pixel). The Lovasz gradient is g_k = J_k - J_(k-1), J_-1 = 0."""
   g = sorted_labels.astype(jnp.float32)
   total = jnp.sum(g, axis=-1, keepdims=True)
   intersection = total - jnp.cumsum(g, axis=-1)
   union = total + jnp.cumsum(1.0 - g, axis=-1)  # >= 1 at every position
   return 1.0 - intersection / union
-
-
-def lovasz_grad(sorted_labels: jax.Array) -> jax.Array:
-  """Lovasz extension gradient of the Jaccard loss (SPEC 4.1 step 3): (...,P) {0,1} -> (...,P) float32.
-
-  sorted_labels are the labels permuted by descending error, along the last axis. g_k = J_k - J_(k-1);
-  sums to 1 along P (to 0 when P == 0); an all-zero row gives (1, 0, ..., 0).
-  """
-  jaccard = lovasz_jaccard(sorted_labels)
-  return jnp.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
 
 
 def _order_key(x: jax.Array) -> jax.Array:

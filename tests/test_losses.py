@@ -112,18 +112,18 @@ def jax_value_and_grad(z, y, weights=None):
   return float(loss), np.asarray(grad)
 
 
-def test_lovasz_grad_formula():
+def test_lovasz_jaccard_formula():
   labels = np.array([1, 0, 1, 1, 0, 0, 1], np.float32)
   total = labels.sum()
-  j = 1.0 - (total - np.cumsum(labels)) / (total + np.cumsum(1 - labels))
-  expected = np.diff(j, prepend=0.0)
-  got = np.asarray(jax.jit(losses.lovasz_grad)(jnp.asarray(labels)))
+  expected = 1.0 - (total - np.cumsum(labels)) / (total + np.cumsum(1 - labels))
+  got = np.asarray(jax.jit(losses.lovasz_jaccard)(jnp.asarray(labels)))
   assert got.dtype == np.float32 and got.shape == (7,)
   np.testing.assert_allclose(got, expected, atol=1e-7)
-  assert got.sum() == pytest.approx(1.0, abs=1e-6)
-  np.testing.assert_array_equal(np.asarray(losses.lovasz_grad(jnp.zeros(5))), [1, 0, 0, 0, 0])
-  np.testing.assert_allclose(np.asarray(losses.lovasz_grad(jnp.asarray(np.stack([labels, labels[::-1]])))),
-                             np.stack([expected, np.asarray(losses.lovasz_grad(jnp.asarray(labels[::-1])))]),
+  assert got[-1] == pytest.approx(1.0, abs=1e-6)  # the gradient J_k - J_(k-1) sums to 1
+  assert (np.diff(got) >= 0).all()
+  np.testing.assert_array_equal(np.asarray(losses.lovasz_jaccard(jnp.zeros(5))), np.ones(5))  # g = (1, 0, ...)
+  np.testing.assert_allclose(np.asarray(losses.lovasz_jaccard(jnp.asarray(np.stack([labels, labels[::-1]])))),
+                             np.stack([expected, np.asarray(losses.lovasz_jaccard(jnp.asarray(labels[::-1])))]),
                              atol=1e-7)
 
 
