@@ -8,6 +8,7 @@ gradient all-reduce), and the same code runs unchanged on 1 CPU, 8 GPUs or a mul
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -15,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 def maybe_initialize_distributed(requested: bool) -> None:
   """Joins a multi-host run when the config or the environment asks for it."""
   if requested or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; GPUs/TPUs unaffected
     jax.distributed.initialize()
 
 
@@ -29,6 +31,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
+
+
+def replicate(tree, mesh: Mesh):
+  """Host-local values, equal on every host (same seed, same config) -> global arrays replicated over
+  the mesh. Unlike jax.device_put, this also works when the mesh spans other processes' devices.
+  Leaves that already are replicated global arrays pass through."""
+  sharding = replicated(mesh)
+
+  def put(x):
+    if not isinstance(x, jax.Array):
+      x = jnp.asarray(x)  # Python scalars (e.g. the initial step) get JAX's dtype
+    elif x.sharding.is_equivalent_to(sharding, x.ndim):
+      return x
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+  return jax.tree.map(put, tree)
 
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> int:

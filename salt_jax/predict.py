@@ -133,7 +133,7 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
                                                  train.compute_dtype(config.dtype))
     predictor = predictor_cache[key]
     variables, meta = checkpoints.load_snapshot(snap, abstract_variables(model))
-    variables = jax.device_put(variables, parallel.replicated(mesh))
+    variables = parallel.replicate(variables, mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
     v_logits, v_losses = predictor.logits_and_losses(variables, v_images, v_masks,

@@ -157,8 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if config.pretrained:
     state = load_pretrained(state, model, config.pretrained)
   state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
-  state = jax.device_put(state, repl)
-  step_key = jax.device_put(step_key, repl)
+  state = parallel.replicate(state, mesh)
+  step_key = parallel.replicate(step_key, mesh)
 
   latest = checkpoints.LatestCheckpoint(fdir / "checkpoints")
   loop = {"bests": {}}
@@ -195,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     cycle = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len)
     seg_loss = "bce_dice" if cycle is None else "lovasz"
     lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
-    state = state.replace(opt_state=jax.device_put(schedules.set_learning_rate(state.opt_state, lr), repl))
+    state = state.replace(opt_state=parallel.replicate(schedules.set_learning_rate(state.opt_state, lr), mesh))
     fn = step_fn(seg_loss)
     epoch_rng = np.random.default_rng([config.seed, config.fold, epoch])
     order = epoch_rng.permutation(n_real)

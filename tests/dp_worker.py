@@ -1,0 +1,66 @@
+"""Runs a few data-parallel train steps of model_tiny on a fixed global batch; saves the parameters.
+
+Used by tests/test_steps.py in subprocesses (device count and multi-process setup must be fixed before
+JAX starts):
+  python tests/dp_worker.py BATCH_NPZ OUT_NPZ --devices=N                      one process, N devices
+  python tests/dp_worker.py BATCH_NPZ OUT_NPZ --coordinator=HOST:PORT --process_id=I --num_processes=P
+"""
+import argparse
+
+import numpy as np
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("batch_npz")
+  p.add_argument("out_npz")
+  p.add_argument("--devices", type=int, default=0, help="use the first N local devices (one process)")
+  p.add_argument("--coordinator", default="")
+  p.add_argument("--process_id", type=int, default=0)
+  p.add_argument("--num_processes", type=int, default=1)
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--seg_loss", default="bce_dice", choices=["bce_dice", "lovasz"])
+  args = p.parse_args()
+
+  import jax
+  if args.coordinator:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+  from jax.sharding import Mesh
+  from salt_jax import models, parallel, schedules, steps
+
+  devices = jax.devices()[:args.devices] if args.devices else jax.devices()
+  mesh = Mesh(np.asarray(devices), ("data",))
+  repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  with np.load(args.batch_npz) as z:
+    images, masks = z["image"], z["mask"]
+  global_batch = len(images)
+  rows = parallel.host_slice(global_batch) if args.coordinator else slice(None)
+
+  model = models.get_model("model_tiny")
+  tx = schedules.make_optimizer(lr=0.01, momentum=0.9, weight_decay=2e-4)
+  state = steps.create_train_state(model, tx, jax.random.key(0))
+  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, 0.01))
+  state = parallel.replicate(state, mesh)
+  key = parallel.replicate(jax.random.key(1), mesh)
+  spec = {k: jax.ShapeDtypeStruct((global_batch, 101, 101), np.uint8, sharding=sharded) for k in ("image", "mask")}
+  weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
+  step = steps.compile_train_step(state, spec, key, mesh_shardings=(repl, sharded), seg_loss=args.seg_loss,
+                                  loss_weights=weights, dtype=np.float32)
+  def flat(state):
+    leaves = jax.tree_util.tree_flatten_with_path({"params": state.params, "batch_stats": state.batch_stats})[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in leaves}
+
+  losses, saved = [], {}
+  for i in range(args.steps):
+    batch = parallel.to_global({"image": images[rows], "mask": masks[rows]}, sharded)
+    state, metrics = step(state, batch, key)
+    losses.append(float(metrics["loss"]))
+    if i == 0:
+      saved.update({f"step1:{k}": v for k, v in flat(state).items()})
+  saved.update({f"final:{k}": v for k, v in flat(state).items()})
+  np.savez(args.out_npz, losses=np.asarray(losses), n_devices=mesh.devices.size, **saved)
+
+if __name__ == "__main__":
+  main()
