@@ -5,5 +5,4 @@ from salt_jax import configlib
 def get_config():
   config = configlib.base_config()
   config.model = "model_101A"
-  config.head_dropout = 0.5
   return config

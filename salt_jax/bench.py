@@ -24,12 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from salt_jax import losses, metrics, models, schedules, steps
+from salt_jax import geometry, losses, metrics, models, schedules, steps
 
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
                ("NVIDIA H200", "bfloat16"): 989.0, ("NVIDIA H200", "float32"): 494.0}
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -61,9 +60,9 @@ def flops_of(compiled) -> Optional[float]:
 def fake_batch(batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
   """Random uint8 tiles and blob-like masks, a quarter of them empty (like the real data)."""
   rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (batch, 101, 101), dtype=np.uint8)
-  yy, xx = np.mgrid[:101, :101]
-  cy, cx, r = rng.uniform(0, 101, (3, batch, 1, 1))
+  images = rng.integers(0, 256, (batch, *geometry.TILE_SHAPE), dtype=np.uint8)
+  yy, xx = np.mgrid[:geometry.TILE, :geometry.TILE]
+  cy, cx, r = rng.uniform(0, geometry.TILE, (3, batch, 1, 1))
   masks = (((yy - cy) ** 2 + (xx - cx) ** 2) < (r * 0.6) ** 2).astype(np.uint8)
   masks[: batch // 4] = 0
   return {"image": images, "mask": masks}
@@ -88,7 +87,8 @@ def bench_train(model, batch: int, dtype, steps_: int, warmup: int):
 
 
 def bench_infer(model, batch: int, dtype, steps_: int, warmup: int):
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)), train=False)
+  x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
   images = jnp.asarray(fake_batch(batch)["image"])
   fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x, dtype))
   compiled, compile_s = compile_timed(fn, variables, images)
@@ -144,19 +144,20 @@ def main(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", default="model_34", choices=sorted(models.MODELS))
   p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--size", type=int, default=128, help="network input size; the solution fixes 128")
-  p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+  p.add_argument("--size", type=int, default=geometry.CANVAS,
+                 help="network input size; the solution fixes 128")
+  p.add_argument("--dtype", default="float32", choices=sorted(models.DTYPES))
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--lovasz_batch", type=int, default=32)
-  p.add_argument("--lovasz_size", type=int, default=101)
+  p.add_argument("--lovasz_size", type=int, default=geometry.TILE)
   p.add_argument("--only", default="train,infer,lovasz,sweep", help="comma list of figures to run")
   p.add_argument("--vs-torch", dest="vs_torch", action="store_true")
   p.add_argument("--torch_reference", default=str(REPO.parent / "shared" / "bench" / "torch_reference.py"))
   p.add_argument("--device", default=None, help="torch device for --vs-torch (default: cuda if JAX has a GPU)")
   p.add_argument("--peak_tflops", type=float, default=None, help="peak for the utilisation figure")
   a = p.parse_args(argv)
-  if a.size != 128:
+  if a.size != geometry.CANVAS:
     p.error("--size must be 128: tiles are padded 101 -> 128 and the model broadcasts at 128 (SPEC 10.4)")
   dev = jax.devices()[0]
   torch_device = a.device or ("cuda" if dev.platform == "gpu" else "cpu")
@@ -168,10 +169,10 @@ def main(argv=None):
     p.error(f"--vs-torch: {reference} not found (set --torch_reference)")
   torch_val = lambda *args: torch_figure(reference, *args, torch_device, a.steps, a.warmup) if a.vs_torch else None
   only = set(a.only.split(","))
-  model = models.get_model(a.model, dtype=DTYPES[a.dtype])
+  model = models.get_model(a.model, dtype=models.DTYPES[a.dtype])
   rows = []
   if "train" in only:
-    ips, compile_s, flops, sec = bench_train(model, a.batch, DTYPES[a.dtype], a.steps, a.warmup)
+    ips, compile_s, flops, sec = bench_train(model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup)
     extra = {"compile_s": round(compile_s, 2)}
     if flops:
       extra["tflops_per_s"] = round(flops / sec / 1e12, 3)
@@ -180,7 +181,7 @@ def main(argv=None):
     rows.append(emit("train_images_per_s", ips, "images/s", context,
                      torch_val("train", a.batch, a.size), **extra))
   if "infer" in only:
-    ips, compile_s, _, _ = bench_infer(model, a.batch, DTYPES[a.dtype], a.steps, a.warmup)
+    ips, compile_s, _, _ = bench_infer(model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup)
     t = torch_val("infer", 2 * a.batch, a.size)
     rows.append(emit("infer_tta_images_per_s", ips, "images/s", context, t / 2 if t else None,
                      compile_s=round(compile_s, 2)))

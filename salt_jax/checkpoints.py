@@ -1,64 +1,40 @@
-"""Run directories and orbax checkpoints: the resumable latest state and the per-cycle snapshots.
+"""Orbax checkpoints: the resumable latest states of a fold run and the per-cycle snapshots.
 
-Layout of a workdir (one per model; folds add up):
-
-  <workdir>/run.json                      the model this workdir belongs to
-  <workdir>/folds.csv                     the k-fold split (id,fold), shared by every fold run
-  <workdir>/fold_<k>/config.json          resolved config of that fold's run
-  <workdir>/fold_<k>/checkpoints/<epoch>  latest TrainState + loop bookkeeping (resume)
-  <workdir>/fold_<k>/snapshots/cycle_<c>_<kind>   params + batch_stats + metadata (threshold, mAP, ...)
-  <workdir>/fold_<k>/history.jsonl        one JSON line per epoch (train loss, lr, images/s, validation)
-  <workdir>/fold_<k>/tb/                  TensorBoard events
+Where they live is `salt_jax.rundir`'s business; this module only reads and writes them.
 """
-import json
-import os
 import pathlib
-import re
-from typing import Any, Dict, List, Optional, Tuple
+import shutil
+from typing import Any, Dict, Optional, Tuple
 
-import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
-SNAPSHOT_KINDS = ("max_map", "min_loss")
+from salt_jax.rundir import SNAPSHOT_KINDS, WorkdirError  # noqa: F401  (re-exported)
 
-
-class WorkdirError(ValueError):
-  """The workdir cannot be used for this run (other model, missing or broken checkpoints)."""
-
-
-def fold_dir(workdir, fold: int) -> pathlib.Path:
-  return pathlib.Path(workdir) / f"fold_{fold}"
-
-
-def write_json_atomic(path, obj) -> None:
-  """Writes JSON via a temporary file and a rename, so a crash never leaves half a file."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
-
-
-def claim_workdir(workdir, model: str) -> None:
-  """Records which model a workdir holds; refuses a workdir that holds another model."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  marker = workdir / "run.json"
-  if marker.exists():
-    held = json.loads(marker.read_text()).get("model")
-    if held != model:
-      raise WorkdirError(f"workdir {workdir} holds checkpoints of model {held!r}, not {model!r}; "
-                         "use one workdir per model")
-  elif jax.process_index() == 0:
-    write_json_atomic(marker, {"model": model})
+def _one_line(e: BaseException, width: int = 160) -> str:
+  """'Type: first line of the message' cut to `width` characters (tensorstore errors run to pages)."""
+  lines = str(e).strip().splitlines()
+  text = f"{type(e).__name__}: {lines[0] if lines else ''}"
+  return text if len(text) <= width else text[:width - 3] + "..."
 
 
 class LatestCheckpoint:
-  """The most recent end-of-epoch state of one fold run, for resuming after a crash or kill -9."""
+  """The `keep` (>= 2 in training) most recent end-of-epoch states of one fold run, for resuming after a crash or kill -9.
 
-  def __init__(self, directory):
-    self._manager = ocp.CheckpointManager(
-        pathlib.Path(directory).absolute(), item_names=("state", "loop"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, cleanup_tmp_directories=True))
+  `restore_latest` falls back to an older state when the newest cannot be read: the unreadable one is
+  reported in one log line naming its path and moved to `corrupt_dir`, so training redoes that epoch.
+  """
+
+  def __init__(self, directory, corrupt_dir=None, keep: int = 2):
+    self._keep = keep
+    self._directory = pathlib.Path(directory).absolute()
+    self._corrupt_dir = pathlib.Path(corrupt_dir).absolute() if corrupt_dir else None
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        self._directory, item_names=("state", "loop"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True, cleanup_tmp_directories=True))
 
   def latest_epoch(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -72,17 +48,52 @@ class LatestCheckpoint:
         state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
     return out.state, out.loop
 
+  def restore_latest(self, abstract_state) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+    """(epoch, state, loop) of the newest readable state, or None when there is none at all.
+
+    Raises WorkdirError (one line per state) when states exist but none can be read: never restarts
+    silently from scratch.
+    """
+    epochs = sorted(self._manager.all_steps(), reverse=True)
+    failures = []
+    for epoch in epochs:
+      try:
+        state, loop = self.restore(epoch, abstract_state)
+      except Exception as e:  # orbax/tensorstore raise many types; one line with the path is what helps
+        failures.append((epoch, f"checkpoint {self._directory / str(epoch)} is unreadable ({_one_line(e)})"))
+        logging.warning("%s", failures[-1][1])
+        continue
+      if failures:
+        self._set_aside([e for e, _ in failures])
+        logging.warning("resuming from the previous checkpoint, epoch %d", epoch)
+      return epoch, state, loop
+    if failures:
+      raise WorkdirError("no readable checkpoint to resume from: " + "; ".join(m for _, m in failures) +
+                         f". Move {self._directory} away to start this fold again from scratch")
+    return None
+
+  def _set_aside(self, epochs) -> None:
+    """Moves unreadable states out of the manager's folder (so the epochs can be saved again)."""
+    self._manager.close()
+    for epoch in epochs:
+      src = self._directory / str(epoch)
+      if self._corrupt_dir is None:
+        shutil.rmtree(src)
+        continue
+      self._corrupt_dir.mkdir(parents=True, exist_ok=True)
+      dst = self._corrupt_dir / str(epoch)
+      n = 1
+      while dst.exists():
+        dst, n = self._corrupt_dir / f"{epoch}.{n}", n + 1
+      src.rename(dst)
+      logging.warning("moved the unreadable checkpoint to %s", dst)
+    self._manager = self._open()
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
-
-
-def snapshot_path(workdir, fold: int, cycle: int, kind: str) -> pathlib.Path:
-  if kind not in SNAPSHOT_KINDS:
-    raise ValueError(f"snapshot kind must be one of {SNAPSHOT_KINDS}, got {kind!r}")
-  return fold_dir(workdir, fold) / "snapshots" / f"cycle_{cycle}_{kind}"
 
 
 def save_snapshot(path, variables, meta: Dict[str, Any]) -> None:
@@ -102,7 +113,7 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
       out = ckptr.restore(path, args=ocp.args.Composite(
           variables=ocp.args.StandardRestore(abstract_variables), meta=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types; the user needs the path.
-    raise WorkdirError(f"cannot read snapshot {path}: {e}") from e
+    raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
   return out.variables, out.meta
 
 
@@ -113,21 +124,4 @@ def load_snapshot_meta(path) -> Dict[str, Any]:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
       return ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   except Exception as e:
-    raise WorkdirError(f"cannot read snapshot metadata {path}: {e}") from e
-
-
-_SNAPSHOT_RE = re.compile(r"^cycle_(\d+)_(max_map|min_loss)$")
-
-
-def list_snapshots(workdir, kind: str = "max_map") -> List[Tuple[int, int, pathlib.Path]]:
-  """[(fold, cycle, path)] of every finished snapshot of one kind in a workdir, sorted."""
-  found = []
-  for fdir in sorted(pathlib.Path(workdir).glob("fold_*")):
-    m = re.fullmatch(r"fold_(\d+)", fdir.name)
-    if not m or not (fdir / "snapshots").is_dir():
-      continue
-    for sdir in (fdir / "snapshots").iterdir():
-      sm = _SNAPSHOT_RE.match(sdir.name)
-      if sm and sm.group(2) == kind:
-        found.append((int(m.group(1)), int(sm.group(1)), sdir))
-  return sorted(found)
+    raise WorkdirError(f"cannot read snapshot metadata {path} ({_one_line(e)})") from e

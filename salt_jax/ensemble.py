@@ -14,19 +14,15 @@ import numpy as np
 import pandas as pd
 from absl import app, flags, logging
 
-from salt_jax import checkpoints, metrics, predict, viz
+from salt_jax import geometry, metrics, predict, rundir, viz
 from salt_jax.data import kaggle, submission
 
 MODES = ("vote", "prob")
 
 
 def prediction_files(workdir, kind: str = "max_map") -> List[pathlib.Path]:
-  """Every snapshot prediction of a workdir; an unreadable or absent set is an error."""
-  files = sorted((pathlib.Path(workdir) / "predictions" / kind).glob("fold_*_cycle_*.npz"))
-  if not files:
-    raise checkpoints.WorkdirError(f"no predictions in {workdir}/predictions/{kind}; "
-                                   f"run python -m salt_jax.predict --workdir={workdir} first")
-  return files
+  """Every snapshot prediction of a workdir; an absent set is an error (rundir.RunDir.prediction_files)."""
+  return rundir.RunDir(workdir).prediction_files(kind)
 
 
 def snapshot_scores(pred: Dict, mode: str) -> np.ndarray:
@@ -48,7 +44,7 @@ class Votes:
 
   def __init__(self):
     self.ids = np.zeros((0,), dtype=object)
-    self.total = np.zeros((0, 101, 101), np.float32)
+    self.total = np.zeros((0, *geometry.TILE_SHAPE), np.float32)
     self.count = np.zeros((0,), np.int64)
     self._index: Dict[str, int] = {}
 
@@ -57,7 +53,7 @@ class Votes:
     if new:
       self._index.update({i: len(self.ids) + k for k, i in enumerate(new)})
       self.ids = np.concatenate([self.ids, np.asarray(new, dtype=object)])
-      self.total = np.concatenate([self.total, np.zeros((len(new), 101, 101), np.float32)])
+      self.total = np.concatenate([self.total, np.zeros((len(new), *geometry.TILE_SHAPE), np.float32)])
       self.count = np.concatenate([self.count, np.zeros(len(new), np.int64)])
     rows = np.fromiter((self._index[i] for i in ids), np.int64, len(ids))
     self.total[rows] += scores
@@ -145,13 +141,13 @@ def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "v
   """Votes the models' test predictions into a submission and returns the out-of-fold table."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  sample = submission.read_sample_ids(data_dir)  # fail before voting: missing, empty or unreadable
   model_votes = []
   for wd in workdirs:
     files = prediction_files(wd, kind)
     model_votes.append(model_vote(files, mode))
     logging.info("%s: %d snapshots vote", wd, len(files))
   ids, masks = combine_models(model_votes)
-  sample = pd.read_csv(pathlib.Path(data_dir) / "sample_submission.csv", dtype=str)["id"].to_numpy()
   submission.write_submission(out, ids, masks, sample)
   logging.info("wrote %s (%d ids, %d with salt)", out, len(ids), int((masks.reshape(len(ids), -1).max(1)).sum()))
   table = None
@@ -182,7 +178,7 @@ def define_flags() -> None:
   flags.DEFINE_string("out", None, "Submission CSV to write.")
   flags.DEFINE_string("data_dir", "../shared/tgs", "Kaggle data folder (sample_submission.csv, train masks).")
   flags.DEFINE_enum("mode", "vote", list(MODES), "vote: cycle voting of binary masks; prob: mean probability.")
-  flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which snapshots' predictions.")
+  flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which snapshots' predictions.")
   flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
   flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
   flags.DEFINE_string("oof_csv", None, "Also write the out-of-fold ensemble masks (validation ids) as a CSV.")

@@ -12,6 +12,7 @@ out-of-fold mAP and wall time.
 import json
 import pathlib
 import shutil
+import sys
 import time
 from typing import Any, Callable, Dict, List
 
@@ -20,9 +21,10 @@ import pandas as pd
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from salt_jax import checkpoints, configlib, ensemble, predict, train
-from salt_jax.data import kaggle
-from salt_jax.jigsaw import __main__ as jigsaw_cli
+from salt_jax import configlib, ensemble, fileio, predict, rundir, train
+from salt_jax.data import kaggle, submission
+from salt_jax.data.errors import DataError
+from salt_jax.jigsaw import tasks as jigsaw
 
 
 class Pipeline:
@@ -44,7 +46,7 @@ class Pipeline:
       t0 = time.perf_counter()
       result = fn() or {}
       record = {"step": name, "seconds": time.perf_counter() - t0, "result": result}
-      checkpoints.write_json_atomic(marker, record)
+      fileio.write_json(marker, record)
     self.records.append(record)
     return record["result"]
 
@@ -58,6 +60,10 @@ def model_config(entry, data_dir: str, overrides: Dict[str, Any]) -> ml_collecti
   config.data_dir = data_dir
   config.update(dict(overrides))
   config.update(dict(entry.get("overrides", {})))
+  try:
+    configlib.validate(config)
+  except configlib.ConfigError as e:
+    raise configlib.ConfigError(f"pipeline model {entry['name']!r} ({entry['config']}): {e}") from None
   return config
 
 
@@ -84,9 +90,8 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], data_dir: 
   pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), data_dir,
                                                                 save_png=str(sdir / "ensemble.png"))))
   sub_pp = sdir / "ensemble-vertical-empty-smooth.csv"
-  pipe.step(f"{stage}/postprocess", lambda: jigsaw_cli.main(
-      ["postprocess", f"--data_dir={data_dir}", f"--submission={sub}", f"--mosaics={mosaics}",
-       f"--out={sub_pp}", "--keep_intermediate"]))
+  pipe.step(f"{stage}/postprocess", lambda: jigsaw.postprocess(data_dir, str(sub), mosaics, str(sub_pp),
+                                                               keep_intermediate=True))
   return str(sub_pp)
 
 
@@ -97,31 +102,34 @@ def _train_summary(summary: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
   """Runs (or continues) both stages; writes <outdir>/submission.csv and returns the summary table."""
-  pipe = Pipeline(outdir)
   data_dir = config.data_dir
   overrides = dict(config.train_overrides)
   if not overrides.get("cache_dir"):
-    overrides["cache_dir"] = str(pipe.outdir / "cache")  # decode the PNGs once for every step
-  kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data
-  mosaics = pipe.outdir / "mosaics.csv"
-  pipe.step("jigsaw/solve", lambda: jigsaw_cli.main(["solve", f"--data_dir={data_dir}", f"--out={mosaics}"]))
-
+    overrides["cache_dir"] = str(pathlib.Path(outdir) / "cache")  # decode the PNGs once for every step
+  # Every model config is built and validated before anything is written.
   stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
                  config=model_config(e, data_dir, overrides)) for e in config.stage1.models]
+  stage2_base = [(e, model_config(e, data_dir, overrides)) for e in config.stage2.models]
+  pipe = Pipeline(outdir)
+  kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data
+  mosaics = pipe.outdir / "mosaics.csv"
+  pipe.step("jigsaw/solve", lambda: jigsaw.solve(data_dir, str(mosaics)))
   pseudo_csv = run_stage(pipe, "stage1", stage1, data_dir, str(mosaics))
 
   stage2 = []
-  for e in config.stage2.models:
+  for e, base in stage2_base:
     for part, fold in enumerate(config.stage2.part_folds):
-      c = model_config(e, data_dir, overrides)
+      c = base.copy_and_resolve_references()
       c.update(pseudo_csv=pseudo_csv, pseudo_split=part, pseudo_prob=config.stage2.pseudo_prob,
                pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed,
                pseudo_predict_other_half=config.stage2.get("predict_other_half", False))
       stage2.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
   final = run_stage(pipe, "stage2", stage2, data_dir, str(mosaics)) if stage2 else pseudo_csv
-  shutil.copyfile(final, pipe.outdir / "submission.csv")
+  submission.check_file(final, submission.read_sample_ids(data_dir))
+  with fileio.atomic_path(pipe.outdir / "submission.csv") as tmp:
+    shutil.copyfile(final, tmp)
   table = summary_table(pipe.records)
-  table.to_csv(pipe.outdir / "summary.csv", index=False)
+  submission.write_csv_atomic(table, pipe.outdir / "summary.csv")
   print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   logging.info("final submission: %s", pipe.outdir / "submission.csv")
   return table
@@ -154,9 +162,12 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  run_pipeline(FLAGS.config, FLAGS.outdir)
+  try:
+    run_pipeline(FLAGS.config, FLAGS.outdir)
+  except (configlib.ConfigError, rundir.WorkdirError, DataError) as e:
+    sys.exit(f"salt_jax.pipeline: {e}")
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=configlib.parse_flags)

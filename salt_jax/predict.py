@@ -9,22 +9,18 @@ snapshot under <workdir>/predictions/<kind>/: bit-packed masks, ids, the thresho
 optionally float16 logits. Finished snapshots are skipped unless --overwrite.
 """
 import json
-import os
-import pathlib
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from salt_jax import checkpoints, inference, metrics, parallel, pseudo, train
-from salt_jax.data import folds as folds_lib
+from salt_jax import checkpoints, fileio, geometry, inference, metrics, models, parallel, pseudo, rundir
 from salt_jax.data import kaggle
-
-TILE = (101, 101)
+from salt_jax.data.errors import DataError
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
@@ -34,19 +30,12 @@ def pack_masks(masks: np.ndarray) -> np.ndarray:
 
 def unpack_masks(packed: np.ndarray) -> np.ndarray:
   """Inverse of pack_masks: (N,1276) uint8 -> (N,101,101) uint8 {0,1}."""
-  n = TILE[0] * TILE[1]
-  return np.unpackbits(packed, axis=1, count=n).reshape(-1, *TILE)
-
-
-def prediction_path(workdir, kind: str, fold: int, cycle: int) -> pathlib.Path:
-  return pathlib.Path(workdir) / "predictions" / kind / f"fold_{fold}_cycle_{cycle}.npz"
+  return np.unpackbits(packed, axis=1, count=geometry.TILE_PIXELS).reshape(-1, *geometry.TILE_SHAPE)
 
 
 def save_prediction(path, *, meta: Dict[str, Any], valid_ids, valid_masks, test_ids, test_masks,
                     valid_logits=None, test_logits=None) -> None:
   """Writes one snapshot's predictions atomically (temporary file + rename)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   arrays = dict(meta=np.asarray(json.dumps(meta)), valid_ids=np.asarray(valid_ids),
                 valid_masks=pack_masks(valid_masks), test_ids=np.asarray(test_ids),
                 test_masks=pack_masks(test_masks))
@@ -54,9 +43,8 @@ def save_prediction(path, *, meta: Dict[str, Any], valid_ids, valid_masks, test_
     arrays["valid_logits"] = valid_logits.astype(np.float16)
   if test_logits is not None:
     arrays["test_logits"] = test_logits.astype(np.float16)
-  tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, path)
+  with fileio.atomic_path(path) as tmp:
+    np.savez_compressed(tmp, **arrays)
 
 
 def load_prediction(path) -> Dict[str, Any]:
@@ -65,81 +53,93 @@ def load_prediction(path) -> Dict[str, Any]:
     with np.load(path) as z:
       out = {k: z[k] for k in z.files}
   except (OSError, ValueError, EOFError) as e:
-    raise checkpoints.WorkdirError(f"cannot read prediction file {path}: {e}") from e
+    raise rundir.WorkdirError(f"cannot read prediction file {path}: {e}") from e
   out["meta"] = json.loads(str(out["meta"]))
   out["valid_masks"] = unpack_masks(out["valid_masks"])
   out["test_masks"] = unpack_masks(out["test_masks"])
   return out
 
 
-def fold_config(workdir, fold: int) -> ml_collections.ConfigDict:
-  """The resolved config a fold was trained with."""
-  path = checkpoints.fold_dir(workdir, fold) / "config.json"
-  if not path.exists():
-    raise checkpoints.WorkdirError(f"{path} is missing: fold {fold} of {workdir} was never trained")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def test_rows(config, workdir, test_ids) -> np.ndarray:
+def test_rows(config, run: rundir.RunDir, test_ids) -> np.ndarray:
   """Which test tiles a snapshot predicts: all (the original), or, for a pseudo-label model with
   `pseudo_predict_other_half`, only the half it was not trained on (the README's protocol, SPEC 9)."""
   if not (config.get("pseudo_csv") and config.get("pseudo_predict_other_half")):
     return np.arange(len(test_ids))
-  split_file = config.pseudo_split_file or pathlib.Path(workdir) / "pseudo_split.csv"
-  half = pseudo.load_or_make_split(split_file, test_ids, config.pseudo_seed)
+  half = pseudo.load_or_make_split(run.pseudo_split_csv(config), test_ids, config.pseudo_seed)
   return np.flatnonzero(half != config.pseudo_split)
 
 
 def abstract_variables(model) -> Any:
-  shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
-                                             jnp.zeros((1, 128, 128, 3)), train=False))
+  x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
+  shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, x, train=False))
   return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
 
 
 def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]] = None,
                     data_dir: Optional[str] = None, batch_size: Optional[int] = None,
                     save_logits: bool = False, overwrite: bool = False) -> List[Dict[str, Any]]:
-  """Predicts every snapshot of `kind` in the workdir (or of the listed folds); returns their metadata."""
-  snapshots = checkpoints.list_snapshots(workdir, kind)
+  """Predicts every snapshot of `kind` in the workdir (or of the listed folds); returns their metadata.
+
+  Holds the workdir's lock, so it never reads a snapshot that a training run is writing.
+  """
+  run = rundir.RunDir(workdir)
+  snapshots = run.snapshots(kind)
   if folds is not None:
     snapshots = [s for s in snapshots if s[0] in folds]
     missing = sorted(set(folds) - {s[0] for s in snapshots})
     if missing:
-      raise checkpoints.WorkdirError(f"no {kind} snapshots for folds {missing} in {workdir}")
+      raise rundir.WorkdirError(f"no {kind} snapshots for folds {missing} in {workdir}")
   if not snapshots:
-    raise checkpoints.WorkdirError(f"no {kind} snapshots in {workdir}; train a fold first")
-  mesh = parallel.make_mesh()
-  results, test, train_set, predictor_cache = [], None, None, {}
-  for fold, cycle, snap in snapshots:
-    out_path = prediction_path(workdir, kind, fold, cycle)
+    raise rundir.WorkdirError(f"no {kind} snapshots in {workdir}; train a fold first")
+  with run.lock(jax.process_index()):
+    predictor = _SnapshotPredictor(run, kind, data_dir, batch_size, save_logits)
+    return [predictor(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
+
+
+class _SnapshotPredictor:
+  """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
+
+  def __init__(self, run: rundir.RunDir, kind: str, data_dir: Optional[str], batch_size: Optional[int],
+               save_logits: bool):
+    self.run, self.kind, self.data_dir, self.batch_size, self.save_logits = (run, kind, data_dir, batch_size,
+                                                                             save_logits)
+    self.mesh = parallel.make_mesh()
+    self._data, self._predictors = {}, {}
+
+  def _load(self, config):
+    """(train set, test set) of the folder the fold was trained on (or --data_dir)."""
+    key = (self.data_dir or config.data_dir, config.cache_dir or None)
+    if key not in self._data:
+      self._data[key] = (kaggle.load_train(key[0], cache_dir=key[1]), kaggle.load_test(key[0], cache_dir=key[1]))
+    return self._data[key]
+
+  def _predictor(self, config, model) -> inference.Predictor:
+    key = (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype)
+    if key not in self._predictors:
+      self._predictors[key] = inference.Predictor(model.apply, self.mesh,
+                                                  self.batch_size or config.eval_batch_size,
+                                                  models.compute_dtype(config.dtype))
+    return self._predictors[key]
+
+  def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:
+    """Predicts one snapshot (or reads its finished predictions); returns its metadata."""
+    out_path = self.run.prediction_file(self.kind, fold, cycle)
     if out_path.exists() and not overwrite and out_path.stat().st_mtime >= snap.stat().st_mtime:
-      results.append(load_prediction(out_path)["meta"])
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
-      continue
-    config = fold_config(workdir, fold)
-    ddir = data_dir or config.data_dir
-    if test is None:
-      test = kaggle.load_test(ddir, cache_dir=config.cache_dir or None)
-      train_set = kaggle.load_train(ddir, cache_dir=config.cache_dir or None)
-    assignment = folds_lib.load_or_make_folds(pathlib.Path(workdir) / "folds.csv", train_set.ids,
-                                              train_set.masks, config.num_folds, config.fold_seed)
-    _, valid_idx = folds_lib.fold_split(assignment, fold)
-    if config.valid_subset:
-      valid_idx = valid_idx[:config.valid_subset]
-    model = train.build_model(config)
-    key = (config.model, config.dtype, config.align_corners)
-    if key not in predictor_cache:
-      predictor_cache[key] = inference.Predictor(model.apply, mesh, batch_size or config.eval_batch_size,
-                                                 train.compute_dtype(config.dtype))
-    predictor = predictor_cache[key]
+      return load_prediction(out_path)["meta"]
+    config = self.run.fold_config(fold)
+    train_set, test = self._load(config)
+    _, valid_idx = self.run.fold_rows(config, train_set.ids, train_set.masks)
+    model = models.from_config(config)
+    predictor = self._predictor(config, model)
     variables, meta = checkpoints.load_snapshot(snap, abstract_variables(model))
-    variables = parallel.replicate(variables, mesh)
+    variables = parallel.replicate(variables, self.mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
     v_logits, v_losses = predictor.logits_and_losses(variables, v_images, v_masks,
                                                      desc=f"fold {fold} cycle {cycle} valid")
     val_map, thr = metrics.best_threshold(v_logits, v_masks)
-    test_idx = test_rows(config, workdir, test.ids)
+    test_idx = test_rows(config, self.run, test.ids)
     t_logits, _ = predictor.logits_and_losses(variables, test.images[test_idx],
                                               desc=f"fold {fold} cycle {cycle} test")
     meta = dict(meta, snapshot=str(snap), snapshot_val_map=meta["val_map"],
@@ -149,13 +149,12 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
     if jax.process_index() == 0:
       save_prediction(out_path, meta=meta, valid_ids=train_set.ids[valid_idx], valid_masks=v_logits > thr,
                       test_ids=test.ids[test_idx], test_masks=t_logits > thr,
-                      valid_logits=v_logits if save_logits else None,
-                      test_logits=t_logits if save_logits else None)
+                      valid_logits=v_logits if self.save_logits else None,
+                      test_logits=t_logits if self.save_logits else None)
     logging.info("fold %d cycle %d: validation mAP %.4f at logit threshold %+.4f (at training: %.4f at "
                  "%+.4f); %d test tiles in %.1f s", fold, cycle, val_map, thr, meta["snapshot_val_map"],
                  meta["snapshot_threshold"], len(test_idx), meta["seconds"])
-    results.append(meta)
-  return results
+    return meta
 
 
 FLAGS = flags.FLAGS
@@ -164,7 +163,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Command-line flags (defined only when run as a program, so the module stays importable)."""
   flags.DEFINE_string("workdir", None, "A model's workdir (as given to salt_jax.train).")
-  flags.DEFINE_enum("kind", "max_map", list(checkpoints.SNAPSHOT_KINDS), "Which per-cycle snapshots to use.")
+  flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which per-cycle snapshots to use.")
   flags.DEFINE_list("folds", None, "Folds to predict (default: every trained fold).")
   flags.DEFINE_string("data_dir", None, "Kaggle data folder (default: the one the fold was trained on).")
   flags.DEFINE_integer("batch_size", None, "Inference batch (default: the config's eval_batch_size).")
@@ -175,10 +174,13 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  results = predict_workdir(FLAGS.workdir, kind=FLAGS.kind,
-                            folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
-                            data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
-                            save_logits=FLAGS.save_logits, overwrite=FLAGS.overwrite)
+  try:
+    results = predict_workdir(FLAGS.workdir, kind=FLAGS.kind,
+                              folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
+                              data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+                              save_logits=FLAGS.save_logits, overwrite=FLAGS.overwrite)
+  except (rundir.WorkdirError, DataError) as e:
+    sys.exit(f"salt_jax.predict: {e}")
   for r in results:
     print(json.dumps({k: r[k] for k in ("fold", "cycle", "val_map", "threshold") if k in r}))
 

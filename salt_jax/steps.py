@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from salt_jax import losses
+from salt_jax import geometry, losses
 from salt_jax.data import augment
 
 
@@ -22,7 +22,7 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       image_size: int = 128) -> TrainState:
+                       image_size: int = geometry.CANVAS) -> TrainState:
   """Initialises the model on a (1,size,size,3) dummy input (train mode, so BN stats exist)."""
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   variables = model.init({"params": rng, "dropout": rng}, x, train=False)

@@ -9,9 +9,9 @@ gives the same result as an uninterrupted run.
 """
 import json
 import math
-import pathlib
+import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import jax
 import jax.numpy as jnp
@@ -21,24 +21,10 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from salt_jax import checkpoints, inference, models, parallel, pseudo, schedules, steps
-from salt_jax.data import folds as folds_lib
+from salt_jax import (checkpoints, configlib, fileio, geometry, inference, models, parallel, pseudo, rundir,
+                      schedules, steps)
 from salt_jax.data import kaggle
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(name: str):
-  if name not in DTYPES:
-    raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {name!r}")
-  return DTYPES[name]
-
-
-def build_model(config: ml_collections.ConfigDict):
-  """The registered variant with the config's switches."""
-  return models.get_model(config.model, dtype=compute_dtype(config.dtype),
-                          align_corners=config.align_corners, decoder_dropout=config.decoder_dropout,
-                          head_dropout=config.head_dropout)
+from salt_jax.data.errors import DataError
 
 
 def loss_weights(config) -> Dict[str, float]:
@@ -61,15 +47,21 @@ def load_pretrained(state, model, path: str):
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
-def pseudo_data(config, workdir):
+def load_original(state, config):
+  """Starts from a whole-model checkpoint of the original PyTorch solution (config.init_from)."""
+  from salt_jax.models import convert  # torch is only needed for .pth files
+  variables = convert.load_original(config.init_from, config.model)
+  logging.info("initialised every %s weight from %s", config.model, config.init_from)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
+def pseudo_data(config, run: rundir.RunDir):
   """(images, masks) of the pseudo-labelled test half, or empty arrays without a pseudo CSV."""
   if not config.pseudo_csv:
-    return np.zeros((0, 101, 101), np.uint8), np.zeros((0, 101, 101), np.uint8)
+    empty = np.zeros((0, *geometry.TILE_SHAPE), np.uint8)
+    return empty, empty
   test = kaggle.load_test(config.data_dir, cache_dir=config.cache_dir or None)
-  split_file = config.pseudo_split_file or pathlib.Path(workdir) / "pseudo_split.csv"
-  half = pseudo.load_or_make_split(split_file, test.ids, config.pseudo_seed)
-  if config.pseudo_split not in (0, 1):
-    raise ValueError(f"config.pseudo_split must be 0 or 1, got {config.pseudo_split}")
+  half = pseudo.load_or_make_split(run.pseudo_split_csv(config), test.ids, config.pseudo_seed)
   chosen = np.flatnonzero(half == config.pseudo_split)
   masks = pseudo.read_pseudo_masks(config.pseudo_csv, test.ids[chosen])
   logging.info("pseudo labels: %d test tiles of half %d from %s, p=%.2f", len(chosen), config.pseudo_split,
@@ -77,16 +69,10 @@ def pseudo_data(config, workdir):
   return test.images[chosen], masks
 
 
-def fold_data(config, workdir):
+def fold_data(config, run: rundir.RunDir):
   """(train images, train masks, valid images, valid masks, valid ids) of the configured fold."""
   samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
-  assignment = folds_lib.load_or_make_folds(pathlib.Path(workdir) / "folds.csv", samples.ids,
-                                            samples.masks, config.num_folds, config.fold_seed)
-  train_idx, valid_idx = folds_lib.fold_split(assignment, config.fold)
-  if config.train_subset:
-    train_idx = np.random.default_rng(config.seed).permutation(train_idx)[:config.train_subset]
-  if config.valid_subset:
-    valid_idx = valid_idx[:config.valid_subset]
+  train_idx, valid_idx = run.fold_rows(config, samples.ids, samples.masks)
   return (samples.images[train_idx], samples.masks[train_idx], samples.images[valid_idx],
           samples.masks[valid_idx], samples.ids[valid_idx])
 
@@ -116,30 +102,33 @@ def _update_bests(loop, cycle, result, epoch):
   return kinds
 
 
-def _write_history(path: pathlib.Path, records) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-  tmp.replace(path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Runs (or resumes) one fold; returns the per-cycle snapshot metadata and the epoch history."""
-  parallel.maybe_initialize_distributed(config.distributed)
-  dtype = compute_dtype(config.dtype)
-  if not 0 <= config.fold < config.num_folds:
-    raise ValueError(f"config.fold={config.fold} is outside 0..{config.num_folds - 1}")
-  checkpoints.claim_workdir(workdir, config.model)
-  fdir = checkpoints.fold_dir(workdir, config.fold)
-  fdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    checkpoints.write_json_atomic(fdir / "config.json", json.loads(config.to_json_best_effort()))
+  """Runs (or resumes) one fold; returns the per-cycle snapshot metadata and the epoch history.
 
+  Nothing is written before the config is validated and checked against the workdir's records
+  (RunDir.check_run); the workdir is locked for the whole run.
+  """
+  configlib.validate(config)
+  run = rundir.RunDir(workdir)
+  run.check_run(config)
+  parallel.maybe_initialize_distributed(config.distributed)
   mesh = parallel.make_mesh()
-  local_batch = parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.eval_batch_size, mesh)
+  with run.lock(jax.process_index()):
+    run.check_run(config)  # again under the lock: another run may have recorded in between
+    data = fold_data(config, run)
+    pseudo_arrays = pseudo_data(config, run)
+    return _train_fold(config, run, mesh, data, pseudo_arrays)
+
+
+def _train_fold(config, run: rundir.RunDir, mesh, data, pseudo_arrays) -> Dict[str, Any]:
+  """The training loop of one fold on its data (see train_and_evaluate)."""
+  dtype = models.compute_dtype(config.dtype)
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_images, train_masks, valid_images, valid_masks, _ = fold_data(config, workdir)
+  train_images, train_masks, valid_images, valid_masks, _ = data
   n_real = len(train_images)
-  pseudo_images, pseudo_masks = pseudo_data(config, workdir)
+  pseudo_images, pseudo_masks = pseudo_arrays
   if len(pseudo_images):
     train_images = np.concatenate([train_images, pseudo_images])
     train_masks = np.concatenate([train_masks, pseudo_masks])
@@ -150,33 +139,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                config.fold, n_real, steps_per_epoch, config.batch_size, len(valid_images),
                mesh.devices.size)
 
-  model = build_model(config)
+  model = models.from_config(config)
   tx = schedules.make_optimizer(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state = steps.create_train_state(model, tx, init_key)
   if config.pretrained:
     state = load_pretrained(state, model, config.pretrained)
+  if config.init_from:
+    state = load_original(state, config)
   state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
   state = parallel.replicate(state, mesh)
   step_key = parallel.replicate(step_key, mesh)
 
-  latest = checkpoints.LatestCheckpoint(fdir / "checkpoints")
+  latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(config.fold), run.corrupt_checkpoints_dir(config.fold),
+                                        keep=config.keep_checkpoints)
   loop = {"bests": {}}
-  history_path = fdir / "history.jsonl"
+  history_path = run.history_jsonl(config.fold)
   history = []
   start_epoch = 0
-  if latest.latest_epoch() is not None:
-    done = latest.latest_epoch()
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
-    state, loop = latest.restore(done, abstract)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+  restored = latest.restore_latest(abstract)
+  if jax.process_index() == 0:
+    run.record_run(config)
+  if restored is not None:
+    done, state, loop = restored
     start_epoch = done + 1
     if history_path.exists():
       history = [r for r in map(json.loads, history_path.read_text().splitlines()) if r["epoch"] <= done]
     logging.info("resuming fold %d after epoch %d", config.fold, done)
 
   total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
-  batch_spec = {k: jax.ShapeDtypeStruct((config.batch_size, 101, 101), jnp.uint8, sharding=batch_sharding)
-                for k in ("image", "mask")}
+  batch_spec = {k: jax.ShapeDtypeStruct((config.batch_size, *geometry.TILE_SHAPE), jnp.uint8,
+                                        sharding=batch_sharding) for k in ("image", "mask")}
   compiled = {}
 
   def step_fn(seg_loss):
@@ -189,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     return compiled[seg_loss]
 
   predictor = inference.Predictor(model.apply, mesh, config.eval_batch_size, dtype)
-  writer = _summary_writer(fdir / "tb")
+  writer = _summary_writer(run.tb_dir(config.fold))
   host_rows = parallel.host_slice(config.batch_size)
   for epoch in range(start_epoch, total):
     cycle = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len)
@@ -230,12 +224,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         if kind == "min_loss" and not config.keep_min_loss:
           continue
         meta = dict(result, epoch=epoch, cycle=cycle, fold=config.fold, model=config.model, kind=kind)
-        checkpoints.save_snapshot(checkpoints.snapshot_path(workdir, config.fold, cycle, kind),
-                                  variables, meta)
+        checkpoints.save_snapshot(run.snapshot_dir(config.fold, cycle, kind), variables, meta)
     history.append(record)
     _log_epoch(record, total, writer)
     if jax.process_index() == 0:
-      _write_history(history_path, history)
+      fileio.write_jsonl(history_path, history)
     latest.save(epoch, state, loop)
     latest.wait()
 
@@ -279,9 +272,12 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (configlib.ConfigError, rundir.WorkdirError, DataError) as e:
+    sys.exit(f"salt_jax.train: {e}")
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=configlib.parse_flags)

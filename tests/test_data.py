@@ -1,4 +1,6 @@
 """Strict, fast loading of the Kaggle folder: a synthetic folder for every error case, then the real data."""
+import os
+import shutil
 import time
 
 import cv2
@@ -60,6 +62,86 @@ def test_cache_is_reused_and_invalidated(fake, tmp_path, monkeypatch):
   pd.concat([frame, pd.DataFrame({"id": [new_id], "rle_mask": [""]})]).to_csv(root / "train.csv", index=False)
   fresh = load_train(root, cache_dir=cache)
   assert reads and list(fresh.ids) == list(train_ids) + [new_id] and (fresh.images[-1] == 7).all()
+
+
+@pytest.fixture
+def mini(mini_data_dir, tmp_path):
+  """(root, cache): a writable copy of the real mini folder (96 train, 24 test tiles), both splits cached."""
+  root, cache = tmp_path / "tgs", tmp_path / "cache"
+  shutil.copytree(mini_data_dir, root)
+  load_train(root, cache_dir=cache)
+  load_test(root, cache_dir=cache)
+  return root, cache
+
+
+def test_unchanged_real_folder_is_served_from_the_cache(mini, monkeypatch):
+  root, cache = mini
+  cold_train, cold_test = load_train(root), load_test(root)
+  assert sorted(p.name for p in cache.iterdir()) == ["tgs_test.npz", "tgs_train.npz"]   # no temporary files
+  (root / "test/images" / "notes.txt").write_text("not a tile")                         # not read: ignored
+  monkeypatch.setattr(kaggle, "read_images", lambda *a, **k: pytest.fail("images decoded again"))
+  monkeypatch.setattr(kaggle, "read_masks", lambda *a, **k: pytest.fail("masks decoded again"))
+  warm_train, warm_test = load_train(root, cache_dir=cache), load_test(root, cache_dir=cache)
+  for cold, warm in ((cold_train, warm_train), (cold_test, warm_test)):
+    for name in ("ids", "images", "masks", "depths"):
+      np.testing.assert_array_equal(getattr(warm, name), getattr(cold, name))
+
+
+def test_cache_sees_a_png_rewritten_with_new_pixels(mini):
+  root, cache = mini
+  test = load_test(root, cache_dir=cache)
+  path = root / "test/images" / f"{test.ids[5]}.png"
+  mtime_ns, new = path.stat().st_mtime_ns, 255 - test.images[5]
+  cv2.imwrite(str(path), new)
+  assert path.stat().st_mtime_ns != mtime_ns
+  fresh = load_test(root, cache_dir=cache)
+  np.testing.assert_array_equal(fresh.images[5], new)
+  np.testing.assert_array_equal(np.delete(fresh.images, 5, 0), np.delete(test.images, 5, 0))
+
+
+def test_cache_sees_a_same_size_rewrite_by_its_mtime_ns(mini):
+  root, cache = mini
+  train = load_train(root, cache_dir=cache)
+  path = root / "train/images" / f"{train.ids[7]}.png"
+  stored = [cv2.IMWRITE_PNG_COMPRESSION, 0]            # uncompressed: the file size depends only on the shape
+  cv2.imwrite(str(path), train.images[7], stored)
+  load_train(root, cache_dir=cache)                     # cached with this file
+  before, new = path.stat(), 255 - train.images[7]
+  cv2.imwrite(str(path), new, stored)
+  os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))   # only 1 ns apart
+  after = path.stat()
+  assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns + 1)
+  np.testing.assert_array_equal(load_train(root, cache_dir=cache).images[7], new)
+
+
+def test_cache_sees_a_truncated_png(mini):
+  root, cache = mini
+  test = load_test(root, cache_dir=cache)
+  path = root / "test/images" / f"{test.ids[3]}.png"
+  before = path.stat()
+  os.truncate(path, before.st_size // 2)
+  os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))     # only the size tells
+  with pytest.raises(DataError, match=f"unreadable image PNG: .*{test.ids[3]}.png"):
+    load_test(root, cache_dir=cache)
+
+
+def test_cache_sees_a_mask_changed_in_place(mini):
+  root, cache = mini
+  train = load_train(root, cache_dir=cache)
+  i = int(np.argmax(train.masks.reshape(len(train), -1).any(1)))   # a tile with salt
+  new = 1 - train.masks[i]
+  cv2.imwrite(str(root / "train/masks" / f"{train.ids[i]}.png"), new * 255)
+  np.testing.assert_array_equal(load_train(root, cache_dir=cache, verify_rle=False).masks[i], new)
+  with pytest.raises(DataError, match=f"disagree with their mask PNGs, e.g. id '{train.ids[i]}'"):
+    load_train(root, cache_dir=cache)
+
+
+def test_cache_sees_a_changed_depths_csv(mini):
+  root, cache = mini
+  depths = load_train(root, cache_dir=cache).depths
+  frame = pd.read_csv(root / "depths.csv", dtype={"id": str})
+  frame.assign(z=frame["z"] + 1).to_csv(root / "depths.csv", index=False)
+  np.testing.assert_array_equal(load_train(root, cache_dir=cache).depths, depths + 1)
 
 
 def _edit_csv(path, **changes):

@@ -1,4 +1,6 @@
 """Stratified, seeded k-fold split saved to disk and reused (SPEC 1.3 note)."""
+import pathlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,6 +94,40 @@ def test_load_or_make_folds_mismatch_raises(tmp_path):
   path.write_text("id,fold\nabc,x\n")
   with pytest.raises(DataError, match="integer folds"):
     load_or_make_folds(path, ids, masks, 10, 0)
+
+
+def test_fold_file_errors_show_plain_values(tmp_path):
+  ids, masks = _synthetic(30)
+  path = tmp_path / "folds.csv"
+  load_or_make_folds(path, ids, masks, 3, seed=0)
+  with pytest.raises(DataError) as missing:
+    load_or_make_folds(path, np.append(ids, ["ffffffffff", "eeeeeeeeee"]), masks[np.arange(32) % 30], 3, 0)
+  assert "2 ids missing ('eeeeeeeeee', 'ffffffffff'), 0 unknown;" in str(missing.value)
+  with pytest.raises(DataError) as folds:
+    load_or_make_folds(path, ids, masks, 4, 0)
+  assert "holds folds 0, 1, 2, expected 0..3" in str(folds.value)
+  pd.DataFrame({"id": ids, "fold": np.arange(30)}).to_csv(path, index=False)
+  with pytest.raises(DataError) as many:
+    load_or_make_folds(path, ids, masks, 3, 0)
+  assert "holds folds 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 (and 18 more), expected 0..2" in str(many.value)
+  for error in (missing, folds, many):
+    assert "np." not in str(error.value)
+
+
+def test_write_folds_is_atomic(tmp_path, monkeypatch):
+  ids, masks = _synthetic(30)
+  path = tmp_path / "folds.csv"
+  folds_lib.write_folds(path, ids, make_folds(ids, masks, 3, seed=0))
+  before = path.read_bytes()
+
+  def crash(frame, target, **kwargs):
+    pathlib.Path(target).write_text("id,fold\n0123")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(pd.DataFrame, "to_csv", crash)
+  with pytest.raises(OSError, match="disk full"):
+    folds_lib.write_folds(path, ids, make_folds(ids, masks, 3, seed=1))
+  assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["folds.csv"]
 
 
 def test_fold_split_out_of_range():

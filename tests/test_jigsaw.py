@@ -1,5 +1,6 @@
 """Jigsaw solver and post-processing rules (SPEC 8): synthetic reassembly, one test per rule, real data."""
 import importlib.util
+import json
 import pathlib
 import time
 
@@ -8,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from salt_jax.data import DataError
 from salt_jax.data import rle as rle_lib
 from salt_jax.data import submission
 from salt_jax.jigsaw import __main__ as cli
-from salt_jax.jigsaw import edges, effect, render, rules, solver, tables
+from salt_jax.jigsaw import edges, effect, render, rules, solver, tables, tasks
 
 S = 101
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -225,8 +227,9 @@ def test_synthesis_exclusive_ends():
 
 
 # ------------------------------------------------------------------------------------ effect and CLI
-def _fake_data_dir(root: pathlib.Path, masks, images=None):
-  """A tiny Kaggle-style train folder (train.csv, train/images, train/masks)."""
+def _fake_data_dir(root: pathlib.Path, masks, images=None, test_ids=()):
+  """A tiny Kaggle-style train folder (train.csv, train/images, train/masks; sample_submission.csv of
+  `test_ids`)."""
   (root / "train" / "images").mkdir(parents=True)
   (root / "train" / "masks").mkdir(parents=True)
   for i, (tid, m) in enumerate(masks.items()):
@@ -235,6 +238,8 @@ def _fake_data_dir(root: pathlib.Path, masks, images=None):
     cv2.imwrite(str(root / "train" / "masks" / f"{tid}.png"), (m * 255).astype(np.uint8))
   pd.DataFrame({"id": list(masks), "rle_mask": [rle_lib.rle_encode(m) for m in masks.values()]}).to_csv(
       root / "train.csv", index=False)
+  if test_ids:
+    pd.DataFrame({"id": list(test_ids), "rle_mask": ""}).to_csv(root / "sample_submission.csv", index=False)
 
 
 def _effect_case():
@@ -273,24 +278,125 @@ def test_rule_effect_script(tmp_path):
   assert (tmp_path / "effect.csv").exists()
 
 
-def test_postprocess_and_render_cli(tmp_path):
+def test_postprocess_and_render_cli(tmp_path, capsys):
   cells, truth = _effect_case()
   known = {"k": truth["k"], "o": truth["o"]}
-  _fake_data_dir(tmp_path / "data", known)
+  _fake_data_dir(tmp_path / "data", known, test_ids=["w", "v"])
   submission.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
   tables.write_submission({"v": EMPTY, "w": BLOB}, tmp_path / "sub.csv")
   cli.main(["postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
             f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'pp.csv'}", "--keep_intermediate"])
+  assert capsys.readouterr().out.splitlines() == [  # the printed report is part of the CLI's contract
+      "vertical: 1 tiles changed {'vertical_2': 1}", "empty: 0 tiles changed {}",
+      "smooth: 0 tiles changed {}",
+      f"-> {tmp_path / 'pp.csv'}"]
   out = tables.read_submission(tmp_path / "pp.csv")
   assert list(out) == ["v", "w"]
   np.testing.assert_array_equal(out["v"], STRIPES)
   assert (tmp_path / "pp.vertical.csv").exists() and (tmp_path / "pp.vertical-empty.csv").exists()
   assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
+              f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'x.csv'}",
+              "--steps=vertical,emtpy"])
+  assert exit_info.value.code == 2 and "unknown rule step(s) 'emtpy'" in capsys.readouterr().err
   images = {t: np.full((S, S), 100, np.uint8) for t in truth}
   rgb = render.render_mosaic(_mosaic(cells), images, known, out)
   assert rgb.shape == (2 * S, 2 * S, 3)
   assert tuple(rgb[S + 50, 25]) != tuple(rgb[S + 50, 50])  # v: predicted salt tinted, background not
   assert rgb[50, 25, 1] > rgb[50, 25, 0]  # k: train mask tinted green
+
+
+def _postprocess_case(root: pathlib.Path):
+  """Data folder with sample ids v, w (k, o known), mosaics.csv; returns the postprocess arguments."""
+  cells, truth = _effect_case()
+  _fake_data_dir(root / "data", {"k": truth["k"], "o": truth["o"]}, test_ids=["v", "w"])
+  submission.write_csv_atomic(_mosaic(cells), root / "mosaics.csv")
+  return root / "data", root / "sub.csv", root / "mosaics.csv", root / "pp.csv"
+
+
+def test_postprocess_task_returns_its_results(tmp_path):
+  data, sub, mosaics, out = _postprocess_case(tmp_path)
+  tables.write_submission({"w": BLOB, "v": EMPTY}, sub)
+  res = tasks.postprocess(data, sub, mosaics, out, keep_intermediate=True)
+  assert res == json.loads(json.dumps(res))  # plain values: the pipeline records them in its step markers
+  assert res["steps"] == {"vertical": {"changed": 1, "by_rule": {"vertical_2": 1}},
+                          "empty": {"changed": 0, "by_rule": {}}, "smooth": {"changed": 0, "by_rule": {}}}
+  assert res["tiles"] == 2 and res["out"] == str(out)
+  assert res["intermediate"] == [str(tmp_path / "pp.vertical.csv"), str(tmp_path / "pp.vertical-empty.csv")]
+  pp = tables.read_submission(out)
+  assert list(pp) == ["w", "v"]  # the submission's row order
+  np.testing.assert_array_equal(pp["v"], STRIPES)
+  res = tasks.postprocess(data, sub, mosaics, tmp_path / "only_empty.csv", steps=("empty",))
+  assert list(res["steps"]) == ["empty"] and res["intermediate"] == []
+  with pytest.raises(ValueError, match="unknown rule step.*'vert'"):
+    tasks.postprocess(data, sub, mosaics, tmp_path / "x.csv", steps=("vert",))
+  assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("ids,message", [
+    (["v"], r"sub\.csv: ids differ from sample_submission\.csv: 1 missing: 'w'$"),
+    (["v", "w", "zz", "zy"], r"sub\.csv: ids differ from sample_submission\.csv: 2 unknown: 'zz', 'zy'$"),
+    (["v", "w", "v"], r"sub\.csv: ids differ from sample_submission\.csv: 1 duplicated: 'v'$"),
+])
+def test_postprocess_rejects_submissions_without_exactly_the_sample_ids(tmp_path, capsys, ids, message):
+  data, sub, mosaics, out = _postprocess_case(tmp_path)
+  pd.DataFrame({"id": ids, "rle_mask": "1 5"}).to_csv(sub, index=False)
+  out.write_text("previous\n")
+  before = sorted(p.name for p in tmp_path.iterdir())
+  with pytest.raises(DataError, match=message):
+    tasks.postprocess(data, sub, mosaics, out, keep_intermediate=True)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["postprocess", f"--data_dir={data}", f"--submission={sub}", f"--mosaics={mosaics}",
+              f"--out={out}", "--keep_intermediate"])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert "postprocess: error:" in err and str(sub) in err and "np." not in err
+  assert out.read_text() == "previous\n"  # nothing written, no intermediate file, no temporary file
+  assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_postprocess_needs_a_readable_sample_submission(tmp_path):
+  data, sub, mosaics, out = _postprocess_case(tmp_path)
+  tables.write_submission({"v": EMPTY, "w": EMPTY}, sub)
+  (data / "sample_submission.csv").write_bytes(b"id,rle_mask\n\xe9t\xe9,\n")
+  with pytest.raises(DataError, match=r"cannot parse .*sample_submission\.csv.*utf-8"):
+    tasks.postprocess(data, sub, mosaics, out)
+  assert not out.exists()
+
+
+def test_bad_mosaic_table_names_the_file(tmp_path):
+  path = tmp_path / "mosaics.csv"
+  path.write_text("id,mosaic_id,x,y\na,0,1,\n")
+  with pytest.raises(DataError, match=r"mosaics\.csv: column\(s\) y must hold integers"):
+    tables.read_mosaics(path)
+  path.write_text("")
+  with pytest.raises(DataError, match=r"cannot parse .*mosaics\.csv"):
+    tables.read_mosaics(path)
+  path.write_text("id,mosaic_id,x,y\n")
+  assert len(tables.read_mosaics(path)) == 0
+
+
+def test_solve_postprocess_render_tasks_on_real_tiles(mini_data_dir, tmp_path):
+  mosaics = tmp_path / "mosaics.csv"
+  res = tasks.solve(mini_data_dir, mosaics)
+  assert res == json.loads(json.dumps(res)) and res["out"] == str(mosaics)
+  assert res["stats"]["n_tiles"] == 120 and set(res["seconds"]) == {"load", "solve"}
+  table = tables.read_mosaics(mosaics)
+  assert res["stats"]["placed"] == len(table) == 120  # 514 mosaics: the singletons too
+  assert res["stats"]["mosaics"] == table["mosaic_id"].nunique()
+  sample_ids = submission.read_sample_ids(mini_data_dir)
+  masks = np.zeros((len(sample_ids), S, S), np.uint8)
+  masks[::2, 50:] = 1
+  submission.write_submission(tmp_path / "sub.csv", sample_ids, masks, sample_ids)
+  res = tasks.postprocess(mini_data_dir, tmp_path / "sub.csv", mosaics, tmp_path / "pp.csv",
+                          max_mosaic_id=None)
+  assert list(res["steps"]) == list(rules.STEPS) and res["tiles"] == len(sample_ids)
+  for step in res["steps"].values():
+    assert step["changed"] == sum(step["by_rule"].values())
+  assert list(tables.read_submission(tmp_path / "pp.csv", sample_ids=sample_ids)) == sample_ids
+  paths = tasks.render(mini_data_dir, mosaics, tmp_path / "png", submission=tmp_path / "pp.csv", top=2)
+  assert len(paths) == 2 and all(p.stat().st_size > 0 for p in paths)
 
 
 # ----------------------------------------------------------------------------------------- real data

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import checkpoints, ensemble, predict
-from salt_jax.data import submission
+from salt_jax import checkpoints, ensemble, predict, rundir
+from salt_jax.data import DataError, submission
 
 
 def test_pack_unpack_round_trip():
@@ -61,7 +61,7 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   config, workdir, summary = tiny_run
   metas = predict.predict_workdir(workdir, save_logits=True)
   assert [(m["fold"], m["cycle"]) for m in metas] == [(0, 0)]
-  pred = predict.load_prediction(predict.prediction_path(workdir, "max_map", 0, 0))
+  pred = predict.load_prediction(rundir.RunDir(workdir).prediction_file("max_map", 0, 0))
   # Same threshold rule as training: the re-derived validation mAP equals the snapshot's.
   assert pred["meta"]["val_map"] == pytest.approx(pred["meta"]["snapshot_val_map"], abs=1e-6)
   assert pred["test_masks"].shape == (24, 101, 101) and pred["test_logits"].dtype == np.float16
@@ -95,7 +95,7 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
 
 
 def _fake_prediction(workdir, fold, valid_ids, valid_masks, val_map):
-  predict.save_prediction(predict.prediction_path(workdir, "max_map", fold, 0),
+  predict.save_prediction(rundir.RunDir(workdir).prediction_file("max_map", fold, 0),
                           meta={"fold": fold, "cycle": 0, "val_map": val_map, "threshold": 0.0},
                           valid_ids=valid_ids,
                           valid_masks=valid_masks, test_ids=np.array(["t"]),
@@ -114,3 +114,20 @@ def test_oof_table_ensemble_row_covers_models_validated_on_different_folds(tmp_p
   assert table.loc["part1", "OOF mAP"] == 1.0 and table.loc["part1", "fold 1"] == 1.0
   assert table.loc["ensemble", "images"] == 3 and table.loc["ensemble", "snapshots"] == 2
   assert table.loc["ensemble", "OOF mAP"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "cannot parse .*sample_submission.csv"),
+    (b"id,rle_mask\n\xff\xfet,\n", "cannot parse .*sample_submission.csv.*utf-8"),
+])
+def test_ensemble_with_unreadable_sample_submission_names_it_and_writes_nothing(tmp_path, content, match):
+  """The sample ids are read before any vote (the workdir here has no predictions at all)."""
+  (tmp_path / "data").mkdir()
+  sample = tmp_path / "data" / "sample_submission.csv"
+  sample.write_bytes(content)
+  out = tmp_path / "submission.csv"
+  with pytest.raises(DataError, match=match) as err:
+    ensemble.ensemble([str(tmp_path / "model")], str(out), str(tmp_path / "data"), oof=False)
+  assert str(sample) in str(err.value)
+  assert not out.exists() and sample.read_bytes() == content
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

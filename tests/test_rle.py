@@ -74,6 +74,18 @@ def test_decode_many_names_the_bad_entry():
     rle.rle_decode_many(["1 1", "1 1 1"], (3, 3))
 
 
+@pytest.mark.parametrize("bad, message", [
+    (np.int64(3), "got int64 3$"),
+    (np.array(["1 x"])[0], "non-integer token 'x'$"),
+    (np.array(["1\x1c1"])[0], r"malformed RLE '1\\x1c1'$"),
+])
+def test_errors_show_plain_values_not_numpy_reprs(bad, message):
+  with pytest.raises(DataError, match=message) as err:
+    rle.rle_decode_many(np.array([bad], dtype=object), (3, 3), names=np.array(["a"]))
+  assert "np." not in str(err.value)
+  assert not rle.rle_decode_many([np.float32("nan")], (3, 3)).any()  # a NumPy NaN is an empty mask too
+
+
 def test_encode_wrong_rank_raises():
   with pytest.raises(ValueError):
     rle.rle_encode(np.zeros((2, 3, 3)))

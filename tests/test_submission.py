@@ -1,18 +1,56 @@
-"""Submission CSVs: exact ids, RLE round trip, atomic writes, reading a subset of ids."""
+"""Submission CSVs: exact ids, RLE round trip, atomic writes, reading a subset of ids, sample ids."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax.data import submission
+from salt_jax.data import DataError, submission
 
 
 def test_submission_ids_must_match_sample():
-  with pytest.raises(ValueError, match="1 missing .*'c'.*0 extra"):
-    submission.check_ids(["a", "b"], ["a", "b", "c"])
-  with pytest.raises(ValueError, match="0 missing .*1 extra .*'z'"):
+  with pytest.raises(DataError, match=r"sub\.csv: ids differ from sample_submission\.csv: 1 missing: 'c'$"):
+    submission.check_ids(["a", "b"], ["a", "b", "c"], "sub.csv")
+  with pytest.raises(DataError, match=r"ids differ from sample_submission\.csv: 1 unknown: 'z'$"):
     submission.check_ids(["a", "z"], ["a"])
-  with pytest.raises(ValueError, match="duplicate ids"):
+  with pytest.raises(DataError, match=r"1 duplicated: 'a'$"):
     submission.check_ids(["a", "a"], ["a"])
+  with pytest.raises(DataError, match=r"sample_submission\.csv lists 1 id\(s\) more than once: 'a'"):
+    submission.check_ids(["a"], ["a", "a"])
+  submission.check_ids(np.array(["b", "a"]), ["a", "b"])  # order does not matter
+
+
+def test_check_ids_names_a_few_plain_ids_of_each_problem():
+  sample = np.array([f"s{i}" for i in range(10)])
+  ids = np.concatenate([sample[5:], ["x1", "x2", "s7", "s9", "s7"]])
+  with pytest.raises(DataError) as err:
+    submission.check_ids(ids, sample, "sub.csv")
+  msg = str(err.value)
+  assert msg == ("sub.csv: ids differ from sample_submission.csv: 5 missing: 's0', 's1', 's2' (and 2 more); "
+                 "2 unknown: 'x1', 'x2'; 2 duplicated: 's7', 's9'")
+  assert "np." not in msg
+
+
+def test_sample_ids_are_read_in_file_order(tmp_path):
+  pd.DataFrame({"id": ["b", "a"], "rle_mask": ["1 1", ""]}).to_csv(tmp_path / "sample_submission.csv",
+                                                                   index=False)
+  assert submission.read_sample_ids(tmp_path) == ["b", "a"]
+  assert all(type(i) is str for i in submission.read_sample_ids(tmp_path))
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "missing file"),
+    (b"", "cannot parse"),
+    (b"id,rle_mask\n\xff\xfeab,1 1\n", "cannot parse .*utf-8"),
+    (b"id,mask\na,\n", "expected columns id,rle_mask, got id,mask"),
+    (b"id,rle_mask\n", "lists no ids"),
+    (b"id,rle_mask\na,\na,\n", "duplicate id 'a'"),
+])
+def test_bad_sample_submission_is_an_error_naming_the_file(tmp_path, content, match):
+  path = tmp_path / "sample_submission.csv"
+  if content is not None:
+    path.write_bytes(content)
+  with pytest.raises(DataError, match=match) as err:
+    submission.read_sample_ids(tmp_path)
+  assert str(path) in str(err.value)
 
 
 def test_submission_round_trips_through_rle(tmp_path):
@@ -42,7 +80,7 @@ def test_read_selected_ids_in_their_order_and_missing_ids_are_errors(tmp_path):
   ids, masks = submission.read_submission(path, ["c", "a"])
   assert list(ids) == ["c", "a"] and masks.shape == (2, 101, 101)
   assert masks[0].sum() == 1 and masks[1].sum() == 2
-  with pytest.raises(ValueError, match="no mask for 1 of the requested ids .*'z'"):
+  with pytest.raises(DataError, match="no mask for 1 of the 2 requested ids: 'z'$"):
     submission.read_submission(path, ["a", "z"])
 
 
@@ -51,3 +89,32 @@ def test_wrong_columns_are_an_error(tmp_path):
   pd.DataFrame({"id": ["a"], "mask": [""]}).to_csv(path, index=False)
   with pytest.raises(ValueError, match="expected columns id,rle_mask"):
     submission.read_submission(path)
+
+
+def test_read_submission_checks_ids_on_the_raw_csv(tmp_path):
+  path = tmp_path / "sub.csv"
+  pd.DataFrame({"id": ["a", "b", "a"], "rle_mask": ["1 2", "", "1 1"]}).to_csv(path, index=False)
+  with pytest.raises(DataError, match=r"sub\.csv: 1 duplicated id\(s\): 'a'"):
+    submission.read_submission(path)  # never collapsed into one mask
+  pd.DataFrame({"id": ["a", "z"], "rle_mask": ["1 2", ""]}).to_csv(path, index=False)
+  with pytest.raises(DataError, match=r"sub\.csv: ids differ .*1 missing: 'b'; 1 unknown: 'z'$"):
+    submission.read_submission(path, sample_ids=np.array(["a", "b"]))
+  with pytest.raises(DataError, match=r"sub\.csv: ids differ .*1 unknown: 'z'$"):
+    submission.check_file(path, ["a"])
+  submission.check_file(path, ["z", "a"])
+
+
+def test_bad_rle_names_the_file_and_the_id(tmp_path):
+  path = tmp_path / "sub.csv"
+  pd.DataFrame({"id": ["a", "b"], "rle_mask": ["1 2", "5 x"]}).to_csv(path, index=False)
+  with pytest.raises(DataError, match=r"sub\.csv id 'b': malformed RLE, non-integer token 'x'"):
+    submission.read_submission(path)
+
+
+def test_write_with_wrong_ids_writes_nothing(tmp_path):
+  path = tmp_path / "sub.csv"
+  path.write_text("old\n")
+  with pytest.raises(DataError, match="1 missing: 'c'"):
+    submission.write_submission(path, np.array(["a", "b"]), np.zeros((2, 101, 101), np.uint8),
+                                ["a", "b", "c"])
+  assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["sub.csv"]

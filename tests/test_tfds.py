@@ -10,6 +10,7 @@ pytest.importorskip("array_record.python.array_record_module", reason="ArrayReco
 import tensorflow_datasets as tfds  # noqa: E402
 
 from fake_kaggle import make_fake_kaggle  # noqa: E402
+from salt_jax import geometry  # noqa: E402
 from salt_jax.data import tfds_tgs_salt  # noqa: E402
 
 
@@ -18,6 +19,8 @@ def test_build_array_record_and_read_back_without_tensorflow(tmp_path):
   out = tmp_path / "tfds"
   builder = tfds_tgs_salt.build(root, out)
   assert builder.name == "tgs_salt" and str(builder.version) == "1.0.0"
+  features = builder.info.features
+  assert features["image"].shape == features["mask"].shape == (*geometry.TILE_SHAPE, 1)
   assert builder.info.splits["train"].num_examples == 6 and builder.info.splits["test"].num_examples == 4
   assert sorted(p.name for p in (out / "tgs_salt" / "1.0.0").glob("*.array_record*")) == [
       "tgs_salt-test.array_record-00000-of-00001", "tgs_salt-train.array_record-00000-of-00001"]

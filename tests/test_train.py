@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, train
+from salt_jax import checkpoints, models, rundir, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,11 +37,12 @@ def test_run_writes_history_snapshots_and_config(finished_run):
   assert list((fdir / "tb").iterdir()), "no TensorBoard event file"
   # The max_map snapshot holds the best-mAP evaluation of the cycle, with its threshold.
   best = max((r for r in history if "val_map" in r), key=lambda r: (r["val_map"], -r["epoch"]))
-  meta = checkpoints.load_snapshot_meta(checkpoints.snapshot_path(workdir, 0, 0, "max_map"))
+  run = rundir.RunDir(workdir)
+  meta = checkpoints.load_snapshot_meta(run.snapshot_dir(0, 0, "max_map"))
   assert meta["epoch"] == best["epoch"] and meta["val_map"] == pytest.approx(best["val_map"])
   assert -0.5 <= meta["val_threshold"] < 0.5
-  assert [(f, c) for f, c, _ in checkpoints.list_snapshots(workdir)] == [(0, 0)]
-  assert checkpoints.snapshot_path(workdir, 0, 0, "min_loss").is_dir()
+  assert [(f, c) for f, c, _ in run.snapshots()] == [(0, 0)]
+  assert run.snapshot_dir(0, 0, "min_loss").is_dir()
 
 
 @pytest.mark.slow
@@ -51,10 +52,11 @@ def test_rerun_of_a_finished_fold_does_no_work(finished_run):
   assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]
 
 
-def test_workdir_of_another_model_is_refused(tmp_path):
-  checkpoints.claim_workdir(tmp_path, "model_50A")
+def test_workdir_of_another_model_is_refused(tmp_path, tiny_config):
+  run = rundir.RunDir(tmp_path)
+  run.record_run(tiny_config(model="model_50A"))
   with pytest.raises(checkpoints.WorkdirError, match="holds checkpoints of model 'model_50A'"):
-    checkpoints.claim_workdir(tmp_path, "model_34")
+    run.check_run(tiny_config(model="model_34"))
 
 
 def test_bad_fold_is_refused(tmp_path, tiny_config):
@@ -74,7 +76,7 @@ def _final_params(workdir, config):
   ckpt = checkpoints.LatestCheckpoint(pathlib.Path(workdir) / "fold_0" / "checkpoints")
   epoch = ckpt.latest_epoch()
   assert epoch is not None
-  model = train.build_model(config)
+  model = models.from_config(config)
   from salt_jax import schedules, steps
   state = steps.create_train_state(model, schedules.make_optimizer(lr=config.lr), jax.random.key(0))
   state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))

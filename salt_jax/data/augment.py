@@ -9,10 +9,9 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-IMAGE_SIZE = 101
-CANVAS = 128
-PAD_TOTAL = CANVAS - IMAGE_SIZE  # 27
-PAD_CENTER = 13
+from salt_jax.geometry import CANVAS, CROP, PAD_CENTER, PAD_TOTAL, TILE
+
+IMAGE_SIZE = TILE
 SHIFT_RANGE = (-13, 13)  # numpy randint semantics: high exclusive, so top/left in [0, 25]
 
 
@@ -28,8 +27,8 @@ def pad_at(x: jax.Array, top: jax.Array, left: jax.Array) -> jax.Array:
   top, left: (B,) int. A gather with clipped index maps: out[i, j] = x[clip(i - top), clip(j - left)].
   """
   ar = jnp.arange(CANVAS, dtype=jnp.int32)
-  rows = jnp.clip(ar[None, :] - top[:, None], 0, IMAGE_SIZE - 1)  # (B,128)
-  cols = jnp.clip(ar[None, :] - left[:, None], 0, IMAGE_SIZE - 1)
+  rows = jnp.clip(ar[None, :] - top[:, None], 0, TILE - 1)  # (B,128)
+  cols = jnp.clip(ar[None, :] - left[:, None], 0, TILE - 1)
   return jax.vmap(lambda img, r, c: img[r][:, c])(x, rows, cols)
 
 
@@ -70,8 +69,7 @@ def center_pad(x: jax.Array) -> jax.Array:
 
 def crop(x: jax.Array) -> jax.Array:
   """Inverse of `center_pad`: (B,128,128,...) -> (B,101,101,...), the slice [13:114] on H and W."""
-  end = PAD_CENTER + IMAGE_SIZE
-  return x[:, PAD_CENTER:end, PAD_CENTER:end]
+  return x[:, CROP, CROP]
 
 
 def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:

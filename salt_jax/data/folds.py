@@ -3,14 +3,14 @@
 The original fold CSVs are not available; like sklearn's StratifiedKFold we deal each coverage class
 round-robin over the folds, so fold sizes differ by at most 1 within every class and overall.
 """
-import os
 import pathlib
 from typing import Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from salt_jax.data.errors import DataError
+from salt_jax import fileio
+from salt_jax.data.errors import DataError, plain, preview
 
 NUM_CLASSES = 11
 
@@ -57,11 +57,12 @@ def make_folds(ids: Sequence[str], masks: np.ndarray, num_folds: int = 10, seed:
 
 def write_folds(path, ids: Sequence[str], folds: np.ndarray) -> None:
   """Writes CSV `id,fold` atomically."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-  pd.DataFrame({"id": np.asarray(ids, dtype=str), "fold": np.asarray(folds)}).to_csv(tmp, index=False)
-  os.replace(tmp, path)
+  with fileio.atomic_path(path) as tmp:
+    pd.DataFrame({"id": np.asarray(ids, dtype=str), "fold": np.asarray(folds)}).to_csv(tmp, index=False)
+
+
+def _listed(values) -> str:
+  return f" ({preview(values)})" if len(values) else ""
 
 
 def read_folds(path, ids: Sequence[str], num_folds: int) -> np.ndarray:
@@ -74,16 +75,17 @@ def read_folds(path, ids: Sequence[str], num_folds: int) -> np.ndarray:
   if list(frame.columns) != ["id", "fold"] or not pd.api.types.is_integer_dtype(frame["fold"]):
     raise DataError(f"{path}: expected columns id,fold with integer folds")
   if frame["id"].duplicated().any():
-    raise DataError(f"{path}: duplicate id {frame['id'][frame['id'].duplicated()].iloc[0]!r}")
+    raise DataError(f"{path}: duplicate id {plain(frame['id'][frame['id'].duplicated()].iloc[0])!r}")
   ids = np.asarray(ids, dtype=str)
   have, want = set(frame["id"]), set(ids.tolist())
   if have != want:
     missing, extra = sorted(want - have), sorted(have - want)
-    raise DataError(f"{path} does not match the data: {len(missing)} ids missing (e.g. {missing[:3]}), "
-                    f"{len(extra)} unknown (e.g. {extra[:3]}); delete it to re-split")
+    raise DataError(f"{path} does not match the data: {len(missing)} ids missing{_listed(missing)}, "
+                    f"{len(extra)} unknown{_listed(extra)}; delete it to re-split")
   found = int(frame["fold"].max()) + 1
   if frame["fold"].min() < 0 or found != num_folds or frame["fold"].nunique() != num_folds:
-    raise DataError(f"{path} holds folds {sorted(frame['fold'].unique())[:12]}, expected 0..{num_folds - 1}")
+    raise DataError(f"{path} holds folds {preview(sorted(frame['fold'].unique()), 12)}, "
+                    f"expected 0..{num_folds - 1}")
   return frame.set_index("id")["fold"].reindex(ids).to_numpy(np.int64)
 
 

@@ -11,6 +11,7 @@ masks must hold only 0 and the dtype's maximum (255 or 65535) and are binarised 
 """
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -21,12 +22,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from salt_jax import fileio
 from salt_jax.data import rle as rle_lib
 from salt_jax.data.errors import DataError
+from salt_jax.geometry import TILE, TILE_PIXELS, TILE_SHAPE
 
-SIZE = 101
 SPLITS = ("train", "test")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _CHUNK = 256
 
 
@@ -41,11 +43,11 @@ class Samples:
 
   def __post_init__(self):
     n = len(self.ids)
-    if self.images.shape != (n, SIZE, SIZE) or self.images.dtype != np.uint8:
-      raise ValueError(f"images must be ({n},{SIZE},{SIZE}) uint8, got {self.images.shape} "
+    if self.images.shape != (n, TILE, TILE) or self.images.dtype != np.uint8:
+      raise ValueError(f"images must be ({n},{TILE},{TILE}) uint8, got {self.images.shape} "
                        f"{self.images.dtype}")
     if self.masks is not None and (self.masks.shape != self.images.shape or self.masks.dtype != np.uint8):
-      raise ValueError(f"masks must be ({n},{SIZE},{SIZE}) uint8, got {self.masks.shape} {self.masks.dtype}")
+      raise ValueError(f"masks must be ({n},{TILE},{TILE}) uint8, got {self.masks.shape} {self.masks.dtype}")
     if self.depths.shape != (n,):
       raise ValueError(f"depths must be ({n},), got {self.depths.shape}")
 
@@ -60,15 +62,22 @@ def _require(path: pathlib.Path, kind: str = "file") -> pathlib.Path:
   return path
 
 
-def _read_csv(path: pathlib.Path, columns: Sequence[str]) -> pd.DataFrame:
-  """A CSV with exactly `columns` (all read as str, empty cells as ""), unique non-empty ids."""
-  _require(path)
+def read_frame(path, columns: Sequence[str], dtype=str) -> pd.DataFrame:
+  """The raw CSV frame (empty cells as ""), rows not checked; DataError naming `path` when the file is
+  missing, empty, not UTF-8, malformed or has other columns than `columns`."""
+  path = _require(pathlib.Path(path))
   try:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(path, dtype=dtype, keep_default_na=False)
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise DataError(f"cannot parse {path}: {e}") from e
   if list(frame.columns) != list(columns):
     raise DataError(f"{path}: expected columns {','.join(columns)}, got {','.join(map(str, frame.columns))}")
+  return frame
+
+
+def read_csv(path: pathlib.Path, columns: Sequence[str]) -> pd.DataFrame:
+  """A CSV with exactly `columns` (all read as str, empty cells as ""), unique non-empty ids."""
+  frame = read_frame(path, columns)
   ids = frame["id"]
   if (ids == "").any():
     raise DataError(f"{path}: empty id in row {int(np.argmax((ids == '').to_numpy())) + 2}")
@@ -107,14 +116,14 @@ def _parallel(n: int, work: Callable[[int], None], num_threads: Optional[int]) -
 
 def read_images(paths: Sequence[pathlib.Path], num_threads: Optional[int] = None) -> np.ndarray:
   """PNG paths -> (N,101,101) uint8 grayscale."""
-  out = np.empty((len(paths), SIZE, SIZE), np.uint8)
+  out = np.empty((len(paths), *TILE_SHAPE), np.uint8)
 
   def work(i):
     image = cv2.imread(str(paths[i]), cv2.IMREAD_GRAYSCALE)
     if image is None:
       raise DataError(f"unreadable image PNG: {paths[i]}")
-    if image.shape != (SIZE, SIZE):
-      raise DataError(f"image {paths[i]} is {image.shape[1]}x{image.shape[0]}, expected {SIZE}x{SIZE}")
+    if image.shape != TILE_SHAPE:
+      raise DataError(f"image {paths[i]} is {image.shape[1]}x{image.shape[0]}, expected {TILE}x{TILE}")
     out[i] = image
 
   _parallel(len(paths), work, num_threads)
@@ -123,7 +132,7 @@ def read_images(paths: Sequence[pathlib.Path], num_threads: Optional[int] = None
 
 def read_masks(paths: Sequence[pathlib.Path], num_threads: Optional[int] = None) -> np.ndarray:
   """Mask PNG paths (values 0 and 255, or 0 and 65535) -> (N,101,101) uint8 {0,1}."""
-  out = np.empty((len(paths), SIZE, SIZE), np.uint8)
+  out = np.empty((len(paths), *TILE_SHAPE), np.uint8)
 
   def work(i):
     mask = cv2.imread(str(paths[i]), cv2.IMREAD_UNCHANGED)
@@ -131,8 +140,8 @@ def read_masks(paths: Sequence[pathlib.Path], num_threads: Optional[int] = None)
       raise DataError(f"unreadable mask PNG: {paths[i]}")
     if mask.ndim != 2:
       raise DataError(f"mask {paths[i]} has {mask.shape[2]} channels, expected a single-channel PNG")
-    if mask.shape != (SIZE, SIZE):
-      raise DataError(f"mask {paths[i]} is {mask.shape[1]}x{mask.shape[0]}, expected {SIZE}x{SIZE}")
+    if mask.shape != TILE_SHAPE:
+      raise DataError(f"mask {paths[i]} is {mask.shape[1]}x{mask.shape[0]}, expected {TILE}x{TILE}")
     top = np.iinfo(mask.dtype).max
     bad = (mask != 0) & (mask != top)
     if bad.any():
@@ -149,7 +158,7 @@ def _depths(data_dir: pathlib.Path, ids: np.ndarray) -> np.ndarray:
   path = data_dir / "depths.csv"
   if not path.exists():
     return np.full(len(ids), np.nan, np.float32)
-  frame = _read_csv(path, ["id", "z"])
+  frame = read_csv(path, ["id", "z"])
   z = pd.to_numeric(frame["z"], errors="coerce")
   if z.isna().any():
     raise DataError(f"{path}: non-numeric depth for id {frame['id'][z.isna()].iloc[0]!r}")
@@ -158,7 +167,7 @@ def _depths(data_dir: pathlib.Path, ids: np.ndarray) -> np.ndarray:
 
 def verify_rles(ids: np.ndarray, rles: Sequence[str], masks: np.ndarray, source: str = "train.csv") -> None:
   """Raises DataError unless every RLE decodes to its mask (N,101,101); errors name the id."""
-  decoded = rle_lib.rle_decode_many(list(rles), (SIZE, SIZE), names=[f"{source} id '{i}'" for i in ids])
+  decoded = rle_lib.rle_decode_many(list(rles), TILE_SHAPE, names=[f"{source} id '{i}'" for i in ids])
   wrong = np.flatnonzero(np.any((decoded != masks).reshape(len(ids), -1), axis=1))
   if len(wrong):
     i = wrong[0]
@@ -172,7 +181,7 @@ def _split_files(data_dir: pathlib.Path, split: str) -> Tuple[pathlib.Path, np.n
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   _require(data_dir, "folder")
   csv = data_dir / ("train.csv" if split == "train" else "sample_submission.csv")
-  frame = _read_csv(csv, ["id", "rle_mask"])
+  frame = read_csv(csv, ["id", "rle_mask"])
   ids = frame["id"].to_numpy(str)
   _check_ids(ids, data_dir / split / "images", csv, f"{split} image")
   if split == "train":
@@ -180,15 +189,34 @@ def _split_files(data_dir: pathlib.Path, split: str) -> Tuple[pathlib.Path, np.n
   return csv, ids, {"rle_mask": frame["rle_mask"].to_numpy()}
 
 
+def _stat_line(name: str, stat: Optional[os.stat_result]) -> str:
+  return f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n" if stat else f"{name}\0missing\n"
+
+
+def _png_stats(folder: pathlib.Path) -> str:
+  """One `name size mtime_ns` line per PNG of a folder, sorted by name (one stat per file)."""
+  with os.scandir(folder) as entries:
+    stats = [(e.name, e.stat()) for e in entries if e.name.endswith(".png")]
+  stats.sort(key=lambda s: s[0])
+  return "".join(_stat_line(name, stat) for name, stat in stats)
+
+
 def _fingerprint(data_dir: pathlib.Path, split: str, csv: pathlib.Path) -> str:
-  """What a cached split depends on besides its ids: the folder, the CSVs and the PNG folders' mtimes."""
-  paths = [csv, data_dir / "depths.csv", data_dir / split / "images"]
-  if split == "train":
-    paths.append(data_dir / "train" / "masks")
-  stats = {str(p.name if p.is_file() else p.relative_to(data_dir)):
-           [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None for p in paths}
+  """What a cached split depends on: the folder, and a SHA-256 of the name, size and mtime (ns) of every
+  file the split reads (its CSV, depths.csv or its absence, every PNG of its image and mask folders), so
+  any PNG or CSV rewritten, truncated or replaced in place invalidates the cache. ~0.1 s per 20k files."""
+  digest = hashlib.sha256()
+  for path in (csv, data_dir / "depths.csv"):
+    try:
+      stat = path.stat()
+    except FileNotFoundError:
+      stat = None
+    digest.update(_stat_line(path.name, stat).encode("utf-8", "surrogateescape"))
+  folders = [data_dir / split / "images"] + ([data_dir / "train" / "masks"] if split == "train" else [])
+  for folder in folders:
+    digest.update(f"{folder.relative_to(data_dir)}/\n{_png_stats(folder)}".encode("utf-8", "surrogateescape"))
   return json.dumps({"version": _CACHE_VERSION, "data_dir": str(data_dir.resolve()), "split": split,
-                     "stats": stats}, sort_keys=True)
+                     "files": digest.hexdigest()}, sort_keys=True)
 
 
 def cache_path(cache_dir, split: str) -> pathlib.Path:
@@ -206,30 +234,29 @@ def _load_cache(path: pathlib.Path, fingerprint: str, ids: np.ndarray) -> Option
         return None
       masks = None
       if "masks_packed" in z.files:
-        masks = np.unpackbits(z["masks_packed"], axis=1, count=SIZE * SIZE).reshape(-1, SIZE, SIZE)
+        masks = np.unpackbits(z["masks_packed"], axis=1, count=TILE_PIXELS).reshape(-1, *TILE_SHAPE)
       return Samples(ids=z["ids"], images=z["images"], masks=masks, depths=z["depths"])
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):   # unreadable cache: rebuild
     return None
 
 
 def _save_cache(path: pathlib.Path, fingerprint: str, samples: Samples) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
   arrays = dict(fingerprint=np.array(fingerprint), ids=samples.ids, images=samples.images,
                 depths=samples.depths)
   if samples.masks is not None:
     arrays["masks_packed"] = np.packbits(samples.masks.reshape(len(samples), -1), axis=1)
-  tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  with fileio.atomic_path(path) as tmp:
+    np.savez(tmp, **arrays)
 
 
 def load_split(data_dir, split: str, cache_dir=None, verify_rle: bool = True,
                num_threads: Optional[int] = None) -> Samples:
   """Loads 'train' (with masks) or 'test' (masks None); see the module docstring for order and checks.
 
-  With `cache_dir`, the decoded arrays are kept in `<cache_dir>/tgs_<split>.npz` and reused while the ids,
-  the CSVs and the PNG folders are unchanged. `verify_rle` (train only) checks that every train.csv RLE
-  decodes to its mask PNG, also when the arrays come from the cache.
+  With `cache_dir`, the decoded arrays are kept in `<cache_dir>/tgs_<split>.npz` and reused while the ids
+  are the same and no file the split reads changed name, size or mtime (see `_fingerprint`). `verify_rle`
+  (train only) checks that every train.csv RLE decodes to its mask PNG, also when the arrays come from the
+  cache.
   """
   data_dir = pathlib.Path(data_dir)
   csv, ids, columns = _split_files(data_dir, split)

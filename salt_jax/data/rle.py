@@ -9,7 +9,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from salt_jax.data.errors import DataError
+from salt_jax import geometry
+from salt_jax.data.errors import DataError, plain
 
 _TOKEN = re.compile(r"-?\d+", re.ASCII)
 _WELL_FORMED = re.compile(r"\s*(\d+\s+\d+(\s+\d+\s+\d+)*)?\s*", re.ASCII)
@@ -46,7 +47,7 @@ def rle_encode(mask: np.ndarray) -> str:
 
 
 def _is_empty(rle: RleLike) -> bool:
-  return rle is None or (isinstance(rle, float) and np.isnan(rle))
+  return rle is None or (isinstance(rle, (float, np.floating)) and bool(np.isnan(rle)))
 
 
 def _parse(rle: RleLike, size: int, name: str) -> np.ndarray:
@@ -54,7 +55,7 @@ def _parse(rle: RleLike, size: int, name: str) -> np.ndarray:
   if _is_empty(rle):
     return np.zeros((0, 2), np.int64)
   if not isinstance(rle, str):
-    raise DataError(f"{name}: RLE must be a string, NaN or None, got {type(rle).__name__} {rle!r}")
+    raise DataError(f"{name}: RLE must be a string, NaN or None, got {type(rle).__name__} {plain(rle)!r}")
   tokens = rle.split()
   bad = [t for t in tokens if not _TOKEN.fullmatch(t)]
   if bad:
@@ -82,7 +83,7 @@ def _parse(rle: RleLike, size: int, name: str) -> np.ndarray:
 
 def _parse_all(rles: Sequence[RleLike], size: int, names: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
   """All runs at once: ((R,2) [start, length], (N,) run counts); falls back to `_parse` to name an error."""
-  strings = ["" if _is_empty(r) else r for r in rles]
+  strings = ["" if _is_empty(r) else plain(r) for r in rles]
   if not all(isinstance(r, str) and _WELL_FORMED.fullmatch(r) for r in strings):
     for r, text, n in zip(rles, strings, names):
       _parse(r, size, n)
@@ -108,7 +109,7 @@ def _parse_all(rles: Sequence[RleLike], size: int, names: Sequence[str]) -> Tupl
   return runs, counts
 
 
-def rle_decode_many(rles: Sequence[RleLike], shape: Tuple[int, int] = (101, 101),
+def rle_decode_many(rles: Sequence[RleLike], shape: Tuple[int, int] = geometry.TILE_SHAPE,
                     names: Optional[Sequence[str]] = None) -> np.ndarray:
   """N RLEs (str, or NaN/None for empty) -> (N,H,W) uint8 {0,1}; `names` label errors (e.g. image ids)."""
   h, w = shape
@@ -126,6 +127,6 @@ def rle_decode_many(rles: Sequence[RleLike], shape: Tuple[int, int] = (101, 101)
   return np.ascontiguousarray(flat.reshape(len(rles), w, h).transpose(0, 2, 1))
 
 
-def rle_decode(rle: RleLike, shape: Tuple[int, int] = (101, 101)) -> np.ndarray:
+def rle_decode(rle: RleLike, shape: Tuple[int, int] = geometry.TILE_SHAPE) -> np.ndarray:
   """Kaggle RLE (str, or NaN/None = empty) -> (H,W) uint8 {0,1} mask."""
   return rle_decode_many([rle], shape)[0]

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from salt_jax.data import kaggle
+from salt_jax.geometry import TILE_SHAPE
 
 FILE_FORMAT = "array_record"
 
@@ -54,8 +55,8 @@ class TgsSalt(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "id": tfds.features.Text(),
-            "image": tfds.features.Image(shape=(kaggle.SIZE, kaggle.SIZE, 1), dtype=np.uint8),
-            "mask": tfds.features.Image(shape=(kaggle.SIZE, kaggle.SIZE, 1), dtype=np.uint8),
+            "image": tfds.features.Image(shape=(*TILE_SHAPE, 1), dtype=np.uint8),
+            "mask": tfds.features.Image(shape=(*TILE_SHAPE, 1), dtype=np.uint8),
             "depth": tfds.features.Scalar(dtype=np.float32),
         }),
         supervised_keys=("image", "mask"),
@@ -69,7 +70,7 @@ class TgsSalt(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root: pathlib.Path, split: str):
     samples = kaggle.load_split(root, split)
-    empty = _png(np.zeros((kaggle.SIZE, kaggle.SIZE), np.uint8))
+    empty = _png(np.zeros(TILE_SHAPE, np.uint8))
     for i, sample_id in enumerate(samples.ids):
       yield str(sample_id), {
           "id": str(sample_id),

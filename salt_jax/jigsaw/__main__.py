@@ -7,66 +7,49 @@
   render       --data_dir=DIR --mosaics=mosaics.csv [--submission=sub.csv] --out_dir=DIR [--top=3] [--grid]
 
 Every output CSV is written atomically (temporary file, then os.replace). `--cache_dir` (all commands) keeps
-the decoded PNGs in an npz cache (salt_jax.data.kaggle).
+the decoded PNGs in an npz cache (salt_jax.data.kaggle). A submission must hold exactly the ids of
+DIR/sample_submission.csv; bad input files exit with status 1 and a message naming the file and a few ids,
+before anything is written. The steps themselves are library functions in salt_jax.jigsaw.tasks.
 """
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
-import time
 
 
 def _solve(args) -> None:
-  from salt_jax.data import submission  # pylint: disable=import-outside-toplevel
-  from salt_jax.jigsaw import edges, solver  # pylint: disable=import-outside-toplevel
-  t0 = time.perf_counter()
-  tiles = edges.load_tile_set(args.data_dir, args.cache_dir)
-  t1 = time.perf_counter()
-  sol = solver.solve(tiles, knn=args.knn, mutual=args.mutual, check_collisions=args.check_collisions,
-                     n_mosaics=None if args.all_mosaics else solver.N_MOSAICS, mark_seed=args.mark_seed)
-  t2 = time.perf_counter()
-  submission.write_csv_atomic(sol.table, args.out)
-  print(" ".join(f"{k}={v}" for k, v in sol.stats.items()))
-  print(f"load {t1 - t0:.1f}s solve {t2 - t1:.1f}s -> {args.out}")
+  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
+  res = tasks.solve(args.data_dir, args.out, cache_dir=args.cache_dir, knn=args.knn, mutual=args.mutual,
+                    check_collisions=args.check_collisions, all_mosaics=args.all_mosaics,
+                    mark_seed=args.mark_seed)
+  print(" ".join(f"{k}={v}" for k, v in res["stats"].items()))
+  print(f"load {res['seconds']['load']:.1f}s solve {res['seconds']['solve']:.1f}s -> {args.out}")
 
 
 def _postprocess(args) -> None:
-  from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
-  from salt_jax.jigsaw import rules, tables  # pylint: disable=import-outside-toplevel
-  train = kaggle.load_train(args.data_dir, cache_dir=args.cache_dir, verify_rle=False)
-  known = dict(zip(train.ids.tolist(), train.masks))
-  sub = tables.read_submission(args.submission)
-  mosaics = tables.read_mosaics(args.mosaics)
-  steps = tuple(s for s in args.steps.split(",") if s)
+  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
   max_id = None if args.max_mosaic_id < 0 else args.max_mosaic_id
-  res = rules.apply_rules(mosaics, known, sub, steps, max_id)
-  out = pathlib.Path(args.out)
-  if args.keep_intermediate:
-    for j, step in enumerate(steps[:-1]):
-      name = "-".join(steps[:j + 1])
-      tables.write_submission(res.stages[step], out.with_name(f"{out.stem}.{name}{out.suffix}"))
-  tables.write_submission(res.stages[steps[-1]] if steps else sub, out)
-  for step in steps:
-    counts = {}
-    for rule in res.changed[step].values():
-      counts[rule] = counts.get(rule, 0) + 1
-    print(f"{step}: {len(res.changed[step])} tiles changed {dict(sorted(counts.items()))}")
-  print(f"-> {out}")
+  res = tasks.postprocess(args.data_dir, args.submission, args.mosaics, args.out, cache_dir=args.cache_dir,
+                          steps=args.steps, max_mosaic_id=max_id, keep_intermediate=args.keep_intermediate)
+  for step, r in res["steps"].items():
+    print(f"{step}: {r['changed']} tiles changed {r['by_rule']}")
+  print(f"-> {res['out']}")
 
 
 def _render(args) -> None:
-  from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
-  from salt_jax.jigsaw import render, tables  # pylint: disable=import-outside-toplevel
-  mosaics = tables.read_mosaics(args.mosaics)
-  train = kaggle.load_train(args.data_dir, cache_dir=args.cache_dir, verify_rle=False)
-  test = kaggle.load_test(args.data_dir, cache_dir=args.cache_dir)
-  images = dict(zip(train.ids.tolist(), train.images))
-  images.update(zip(test.ids.tolist(), test.images))
-  known = dict(zip(train.ids.tolist(), train.masks))
-  pred = tables.read_submission(args.submission) if args.submission else None
-  for path in render.render_top(mosaics, images, args.out_dir, args.top, known, pred, grid=args.grid):
+  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
+  for path in tasks.render(args.data_dir, args.mosaics, args.out_dir, submission=args.submission,
+                           cache_dir=args.cache_dir, top=args.top, grid=args.grid):
     print(path)
+
+
+def _steps(text: str) -> tuple:
+  """--steps=vertical,empty,smooth -> ("vertical", "empty", "smooth"); an unknown step is a usage error."""
+  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
+  try:
+    return tasks.check_steps(s for s in text.split(",") if s)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True)
   p.add_argument("--keep_intermediate", action="store_true",
                  help="also write <out>.vertical.csv and <out>.vertical-empty.csv")
-  p.add_argument("--steps", default="vertical,empty,smooth")
+  p.add_argument("--steps", default="vertical,empty,smooth", type=_steps)
   p.add_argument("--max_mosaic_id", type=int, default=158, help="empty/smooth rules only; -1 = all mosaics")
   p.set_defaults(func=_postprocess)
 
@@ -110,8 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-  args = build_parser().parse_args(argv)
-  args.func(args)
+  """Runs one command; bad input data (DataError: the message names the file and ids) exits with status 1
+  before anything is written."""
+  from salt_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    args.func(args)
+  except DataError as e:
+    parser.exit(1, f"{parser.prog} {args.command}: error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from typing import Dict
 
 import numpy as np
 
-TILE = 101
 SIDES = ("left", "right", "top", "bottom")
 
 

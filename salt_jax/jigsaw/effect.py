@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from salt_jax import metrics
+from salt_jax.data.errors import preview
 from salt_jax.jigsaw import rules
 
 Masks = Dict[str, np.ndarray]
@@ -43,8 +44,9 @@ def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Masks, truth: Ma
     n_changed, map_changed_before, map_changed_after (over the tiles the step changed), n_tiles.
   """
   ids = list(predicted)
-  if set(ids) & set(known):
-    raise ValueError("evaluated ids must not be known tiles")
+  both = [i for i in ids if i in known]
+  if both:
+    raise ValueError(f"evaluated ids must not be known tiles: {preview(both)}")
   unknown = dict(predicted)
   unknown.update(extra_unknown or {})
   mos = rules.MosaicIndex(mosaics)

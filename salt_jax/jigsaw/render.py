@@ -11,7 +11,8 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-TILE = 101
+from salt_jax.geometry import TILE
+
 TRAIN_TINT = (0, 255, 0)  # RGB
 PRED_TINT = (255, 0, 0)
 

@@ -28,7 +28,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 import numpy as np
 import pandas as pd
 
-SIZE = 101
+from salt_jax import geometry
+from salt_jax.data.errors import plain
+
+SIZE = geometry.TILE
 AREA_LARGE = 833  # vertical rule 3_2: "predicted area > 833 px" (nominal 50*50*255 on 3 channels)
 AREA_TINY = 3  # vertical rule 3_2(b): "own predicted area <= 3 px" (nominal 10*255 on 3 channels)
 SEMI_VERTICAL_FROM_ROW = int(SIZE * 0.8)  # rows 80..100 must equal the bottom row (vertical_y_ratio 0.8)
@@ -428,7 +431,7 @@ def apply_rules(mosaics: pd.DataFrame, known: Masks, unknown: Masks, steps: Iter
     elif step == "smooth":
       cur, ch = apply_smooth(mos, known, cur, max_mosaic_id)
     else:
-      raise ValueError(f"unknown rule step {step!r}")
+      raise ValueError(f"unknown rule step {plain(step)!r}; choose from {', '.join(STEPS)}")
     stages[step] = cur
     changed[step] = ch
   return RuleResult(stages=stages, changed=changed)

@@ -1,6 +1,8 @@
-"""The seven model variants of the solution (SPEC 3), plus `model_tiny`: `MODELS` registry and `get_model`.
+"""The seven model variants of the solution (SPEC 3), plus `model_tiny`: `MODELS` registry, `get_model` and
+`from_config`, the one way every program builds the model of a training config.
 
     model = get_model("model_34", dtype=jnp.bfloat16)
+    model = from_config(config)                               # config.model, .dtype and the switches
     variables = model.init(rng, images, train=False)          # images (B,128,128,3)
     class_logits, no_empty_logits, final_logits = model.apply(variables, images, train=False)
 """
@@ -8,6 +10,7 @@ import dataclasses
 from typing import Any, Dict, Tuple, Type
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from salt_jax.models.unet import HypercolumnUNet, IBNDecoderUNet, SlimHypercolumnUNet
 
@@ -40,4 +43,37 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
   return family(**{**defaults, **overrides})
 
 
-__all__ = ["MODELS", "get_model", "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Config keys that switch a model option; None in a config means "the variant's default" (MODELS, family).
+CONFIG_OPTIONS = ("align_corners", "decoder_dropout", "head_dropout")
+
+
+def compute_dtype(name: str):
+  """'float32' | 'bfloat16' -> the JAX dtype of the model's computation (parameters stay float32)."""
+  if name not in DTYPES:
+    raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+def default_options(name: str) -> Dict[str, Any]:
+  """The values of CONFIG_OPTIONS that variant `name` uses when a config leaves them unset."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+  family, defaults = MODELS[name]
+  fields = {f.name: f.default for f in dataclasses.fields(family)}
+  return {k: defaults.get(k, fields[k]) for k in CONFIG_OPTIONS}
+
+
+def config_options(config) -> Dict[str, Any]:
+  """CONFIG_OPTIONS of a training config, unset (None or absent) ones filled from the variant's defaults."""
+  return {k: (config.get(k) if config.get(k) is not None else v)
+          for k, v in default_options(config.model).items()}
+
+
+def from_config(config, **overrides: Any) -> nn.Module:
+  """The model a training config describes: `config.model` with its dtype and the options it sets."""
+  return get_model(config.model, dtype=compute_dtype(config.dtype), **{**config_options(config), **overrides})
+
+
+__all__ = ["MODELS", "DTYPES", "get_model", "from_config", "compute_dtype", "config_options",
+           "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]

@@ -7,10 +7,11 @@ import json
 import jax
 import jax.numpy as jnp
 
+from salt_jax import geometry
 from salt_jax.models import MODELS, get_model
 
 
-def describe(name: str, batch: int = 2, size: int = 128) -> dict:
+def describe(name: str, batch: int = 2, size: int = geometry.CANVAS) -> dict:
   """{'name', 'params', 'encoder_params', 'class_logits', 'no_empty_logits', 'final_logits'}."""
   model = get_model(name)
   x = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)

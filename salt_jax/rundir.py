@@ -1,0 +1,236 @@
+"""The run directory (workdir) of one model: its layout, its records, its lock and the rules for re-runs.
+
+Every other module asks `RunDir` for paths and records; none builds a workdir path itself.
+
+  <workdir>/run.json                            {"model": ...}: the model this workdir belongs to
+  <workdir>/folds.csv                           the k-fold split (id,fold), shared by every fold run
+  <workdir>/pseudo_split.csv                    test halves for pseudo labels (unless config.pseudo_split_file)
+  <workdir>/lock                                flock'ed while train or predict runs; names its last holder
+  <workdir>/fold_<k>/config.json                the config of that fold's run (checked on every re-run)
+  <workdir>/fold_<k>/checkpoints/<epoch>        the two latest end-of-epoch states (resume)
+  <workdir>/fold_<k>/checkpoints_corrupt/<epoch>  unreadable latest states, moved aside on resume
+  <workdir>/fold_<k>/snapshots/cycle_<c>_<kind> per-cycle best params + batch_stats + metadata
+  <workdir>/fold_<k>/history.jsonl              one JSON line per epoch
+  <workdir>/fold_<k>/tb/                        TensorBoard events
+  <workdir>/predictions/<kind>/fold_<k>_cycle_<c>.npz   salt_jax.predict's output per snapshot
+"""
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import re
+import socket
+import sys
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import ml_collections
+import numpy as np
+
+from salt_jax import configlib, fileio
+from salt_jax.data import folds as folds_lib
+
+try:
+  import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not protected against each other there.
+  fcntl = None
+
+SNAPSHOT_KINDS = ("max_map", "min_loss")
+_FOLD_RE = re.compile(r"fold_(\d+)")
+_SNAPSHOT_RE = re.compile(r"cycle_(\d+)_(max_map|min_loss)")
+_PREDICTION_RE = re.compile(r"fold_(\d+)_cycle_(\d+)\.npz")
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used for this run (other model, other settings, in use, broken records)."""
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in SNAPSHOT_KINDS:
+    raise ValueError(f"snapshot kind must be one of {SNAPSHOT_KINDS}, got {kind!r}")
+
+
+class RunDir:
+  """Paths and records of one model's workdir (see the module docstring for the layout)."""
+
+  def __init__(self, workdir):
+    self.root = pathlib.Path(workdir)
+
+  def __repr__(self) -> str:
+    return f"RunDir({str(self.root)!r})"
+
+  # Layout.
+  @property
+  def run_json(self) -> pathlib.Path:
+    return self.root / "run.json"
+
+  @property
+  def folds_csv(self) -> pathlib.Path:
+    return self.root / "folds.csv"
+
+  @property
+  def lock_file(self) -> pathlib.Path:
+    return self.root / "lock"
+
+  def fold_dir(self, fold: int) -> pathlib.Path:
+    return self.root / f"fold_{fold}"
+
+  def config_json(self, fold: int) -> pathlib.Path:
+    return self.fold_dir(fold) / "config.json"
+
+  def checkpoints_dir(self, fold: int) -> pathlib.Path:
+    return self.fold_dir(fold) / "checkpoints"
+
+  def corrupt_checkpoints_dir(self, fold: int) -> pathlib.Path:
+    return self.fold_dir(fold) / "checkpoints_corrupt"
+
+  def history_jsonl(self, fold: int) -> pathlib.Path:
+    return self.fold_dir(fold) / "history.jsonl"
+
+  def tb_dir(self, fold: int) -> pathlib.Path:
+    return self.fold_dir(fold) / "tb"
+
+  def snapshot_dir(self, fold: int, cycle: int, kind: str) -> pathlib.Path:
+    _check_kind(kind)
+    return self.fold_dir(fold) / "snapshots" / f"cycle_{cycle}_{kind}"
+
+  def predictions_dir(self, kind: str) -> pathlib.Path:
+    _check_kind(kind)
+    return self.root / "predictions" / kind
+
+  def prediction_file(self, kind: str, fold: int, cycle: int) -> pathlib.Path:
+    return self.predictions_dir(kind) / f"fold_{fold}_cycle_{cycle}.npz"
+
+  def pseudo_split_csv(self, config) -> pathlib.Path:
+    """The test-half split of a pseudo-label run: the config's file, else the workdir's."""
+    return pathlib.Path(config.pseudo_split_file) if config.pseudo_split_file else self.root / "pseudo_split.csv"
+
+  # Listings.
+  def folds(self) -> List[int]:
+    """Folds that have a recorded config, sorted."""
+    found = [int(m.group(1)) for p in self.root.glob("fold_*")
+             if (m := _FOLD_RE.fullmatch(p.name)) and (p / "config.json").is_file()]
+    return sorted(found)
+
+  def snapshots(self, kind: str = "max_map") -> List[Tuple[int, int, pathlib.Path]]:
+    """[(fold, cycle, path)] of every finished snapshot of one kind, sorted."""
+    _check_kind(kind)
+    found = []
+    for fdir in self.root.glob("fold_*"):
+      m = _FOLD_RE.fullmatch(fdir.name)
+      if not m or not (fdir / "snapshots").is_dir():
+        continue
+      for sdir in (fdir / "snapshots").iterdir():
+        sm = _SNAPSHOT_RE.fullmatch(sdir.name)
+        if sm and sm.group(2) == kind:
+          found.append((int(m.group(1)), int(sm.group(1)), sdir))
+    return sorted(found)
+
+  def prediction_files(self, kind: str = "max_map") -> List[pathlib.Path]:
+    """Every snapshot prediction of one kind, sorted by (fold, cycle); none at all is an error."""
+    pdir = self.predictions_dir(kind)
+    found = sorted((int(m.group(1)), int(m.group(2)), p) for p in pdir.glob("fold_*_cycle_*.npz")
+                   if (m := _PREDICTION_RE.fullmatch(p.name)))
+    if not found:
+      raise WorkdirError(f"no predictions in {pdir}; run python -m salt_jax.predict --workdir={self.root} first")
+    return [p for _, _, p in found]
+
+  # Records.
+  def recorded_model(self) -> Optional[str]:
+    """The model the workdir holds: run.json, else the fold configs (run.json lost); None if new."""
+    if self.run_json.is_file():
+      return _read_json(self.run_json).get("model")
+    models = {self.fold_config(f).model for f in self.folds()}
+    if len(models) > 1:
+      raise WorkdirError(f"{self.root} holds folds of several models {sorted(models)} and no run.json")
+    return models.pop() if models else None
+
+  def fold_config(self, fold: int) -> ml_collections.ConfigDict:
+    """The config fold `fold` was (last) trained with."""
+    path = self.config_json(fold)
+    if not path.is_file():
+      raise WorkdirError(f"{path} is missing: fold {fold} of {self.root} was never trained")
+    return ml_collections.ConfigDict(_read_json(path))
+
+  def check_run(self, config) -> None:
+    """Refuses a training run this workdir must not take; reads only.
+
+    The model must be the workdir's, and a fold trained before must be re-run with the same value of
+    every key in configlib.RESUME_FIXED_KEYS (the others, e.g. logging or the eval batch, may change).
+    """
+    held = self.recorded_model()
+    if held is not None and held != config.model:
+      raise WorkdirError(f"workdir {self.root} holds checkpoints of model {held!r}, not {config.model!r}; "
+                         "use one workdir per model")
+    if self.config_json(config.fold).is_file():
+      changed = configlib.resume_conflicts(_read_json(self.config_json(config.fold)), config)
+      if changed:
+        diff = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed)
+        raise WorkdirError(
+            f"fold {config.fold} of {self.root} was trained with other settings ({diff}); these keys must "
+            f"stay as recorded in {self.config_json(config.fold)} to resume or re-run it: use another "
+            "workdir for other settings")
+
+  def record_run(self, config) -> None:
+    """Writes run.json (if new) and the fold's config.json (if changed); call after check_run, under
+    the lock."""
+    if not self.run_json.is_file():
+      fileio.write_json(self.run_json, {"model": config.model})
+    record = json.loads(config.to_json_best_effort())
+    path = self.config_json(config.fold)
+    if not path.is_file() or _read_json(path) != record:
+      fileio.write_json(path, record)
+
+  # Data selection.
+  def fold_assignment(self, ids: np.ndarray, masks: np.ndarray, num_folds: int, fold_seed: int) -> np.ndarray:
+    """(N,) int fold of each id: the workdir's folds.csv (made on first use, then reused)."""
+    return folds_lib.load_or_make_folds(self.folds_csv, ids, masks, num_folds, fold_seed)
+
+  def fold_rows(self, config, ids: np.ndarray, masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) of `config.fold` into the train set, with the config's subsets.
+
+    The one place the selection is made: training and prediction both call it, so they see the same
+    validation tiles.
+    """
+    assignment = self.fold_assignment(ids, masks, config.num_folds, config.fold_seed)
+    train_idx, valid_idx = folds_lib.fold_split(assignment, config.fold)
+    if config.train_subset:
+      train_idx = np.random.default_rng(config.seed).permutation(train_idx)[:config.train_subset]
+    if config.valid_subset:
+      valid_idx = valid_idx[:config.valid_subset]
+    return train_idx, valid_idx
+
+  # Lock.
+  @contextlib.contextmanager
+  def lock(self, process_index: int = 0) -> Iterator[None]:
+    """Holds the workdir for this process: a second train or predict on it gets a WorkdirError naming
+    the holder. An advisory flock, released by the OS when the holder dies (also on kill -9)."""
+    self.root.mkdir(parents=True, exist_ok=True)
+    path = self.lock_file if process_index == 0 else self.root / f"lock.process{process_index}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      if fcntl is not None:
+        try:
+          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+          holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+          raise WorkdirError(f"workdir {self.root} is in use by {holder}; wait for that run to end or "
+                             "stop it") from None
+      os.ftruncate(fd, 0)
+      os.write(fd, _holder().encode())
+      yield
+    finally:
+      os.close(fd)  # closing the descriptor releases the flock
+
+
+def _holder() -> str:
+  started = datetime.datetime.now().isoformat(timespec="seconds")
+  command = " ".join([pathlib.Path(sys.executable).name] + sys.argv)
+  return f"pid {os.getpid()} on {socket.gethostname()} since {started} ({command})\n"
+
+
+def _read_json(path: pathlib.Path) -> Dict[str, Any]:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise WorkdirError(f"cannot read {path}: {e}") from e

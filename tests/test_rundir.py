@@ -1,0 +1,251 @@
+"""The run directory: layout, config checks before anything is written, resume rules, lock, corrupt checkpoints.
+
+Every refused command is checked for its message and for leaving the workdir byte-for-byte unchanged.
+"""
+import ast
+import hashlib
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from salt_jax import checkpoints, configlib, predict, rundir, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tree_state(root: pathlib.Path, lock: bool = True):
+  """{relative path: (size, mtime_ns, sha256)} of every file under root (None if root is absent).
+
+  lock=False leaves out the lock file, which names the last process that held the workdir: a run
+  refused after taking the lock (an unreadable checkpoint is found under it) rewrites that name.
+  """
+  if not root.exists():
+    return None
+  out = {}
+  for p in sorted(root.rglob("*")):
+    if p.is_file() and (lock or p != root / "lock"):
+      st = p.stat()
+      out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+  return out
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+  """(config, workdir) of a private copy of the finished tiny run (fold 0, epochs 0-2)."""
+  config, workdir, _ = tiny_run
+  dst = tmp_path / "copy"
+  shutil.copytree(workdir, dst)
+  return config, dst
+
+
+def _final_params(config, workdir):
+  run = rundir.RunDir(workdir)
+  restored = checkpoints.LatestCheckpoint(run.checkpoints_dir(0))
+  state = train.steps.create_train_state(train.models.from_config(config),
+                                         train.schedules.make_optimizer(lr=config.lr), jax.random.key(0))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_put(state))
+  epoch, state, _ = restored.restore_latest(abstract)
+  restored.close()
+  return epoch, state.params
+
+
+# Case 1: a re-run must keep every key that changes the data, the model or the schedule.
+@pytest.mark.slow
+@pytest.mark.parametrize("key,value,shown", [("num_folds", 5, "num_folds: 4 -> 5"),
+                                             ("valid_subset", 5, "valid_subset: 0 -> 5"),
+                                             ("lr", 0.02, "lr: 0.01 -> 0.02")])
+def test_rerun_with_a_changed_fixed_key_is_refused_and_changes_nothing(run_copy, key, value, shown):
+  config, workdir = run_copy
+  before = tree_state(workdir)
+  with pytest.raises(rundir.WorkdirError, match=f"fold 0 of .* was trained with other settings \\({shown}\\)"):
+    train.train_and_evaluate(_with(config, **{key: value}), str(workdir))
+  assert tree_state(workdir) == before
+  # predict still reads the recorded config and re-derives the recorded threshold.
+  meta = predict.predict_workdir(workdir, overwrite=True)[0]
+  assert meta["val_map"] == pytest.approx(meta["snapshot_val_map"], abs=1e-6)
+  assert meta["n_valid"] == len(rundir.RunDir(workdir).fold_rows(config, *_ids_masks(config))[1])
+
+
+def _with(config, **overrides):
+  c = config.copy_and_resolve_references()
+  c.update(overrides)
+  return c
+
+
+def _ids_masks(config):
+  from salt_jax.data import kaggle
+  s = kaggle.load_train(config.data_dir)
+  return s.ids, s.masks
+
+
+@pytest.mark.slow
+def test_rerun_may_change_safe_keys_and_records_them(run_copy):
+  config, workdir = run_copy
+  summary = train.train_and_evaluate(_with(config, eval_batch_size=16, log_every=3), str(workdir))
+  assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]  # finished: no epoch trained again
+  recorded = json.loads(rundir.RunDir(workdir).config_json(0).read_text())
+  assert (recorded["eval_batch_size"], recorded["log_every"]) == (16, 3)
+
+
+def test_every_config_key_is_either_fixed_or_safe_on_resume():
+  keys = set(configlib.base_config().keys())
+  assert keys == configlib.RESUME_FIXED_KEYS | configlib.RESUME_SAFE_KEYS
+  assert not configlib.RESUME_FIXED_KEYS & configlib.RESUME_SAFE_KEYS
+
+
+def test_unset_model_options_compare_as_the_variants_defaults():
+  config = configlib.load_config_file(REPO / "configs" / "model_101A.py")
+  recorded = json.loads(config.to_json_best_effort())
+  recorded["head_dropout"] = 0.5  # written out explicitly by an older version: same model
+  assert configlib.resume_conflicts(recorded, config) == []
+  assert configlib.resume_conflicts(recorded, _with(config, head_dropout=0.0)) == [("head_dropout", 0.5, 0.0)]
+
+
+# Case 2: the model name is checked before anything is written; run.json lost is not a blank slate.
+def test_unknown_model_is_refused_before_anything_is_written(tmp_path, tiny_config):
+  workdir = tmp_path / "new"
+  with pytest.raises(configlib.ConfigError, match="config.model 'model_nope' is not a registered model"):
+    train.train_and_evaluate(tiny_config(model="model_nope"), str(workdir))
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_missing_run_json_still_protects_the_workdir(run_copy, tiny_config):
+  config, workdir = run_copy
+  (workdir / "run.json").unlink()
+  before = tree_state(workdir)
+  with pytest.raises(rundir.WorkdirError, match="holds checkpoints of model 'model_tiny', not 'model_34'"):
+    train.train_and_evaluate(_with(config, model="model_34"), str(workdir))
+  assert tree_state(workdir) == before
+  assert rundir.RunDir(workdir).recorded_model() == "model_tiny"
+
+
+# Case 3: one run per workdir.
+def test_second_run_on_a_locked_workdir_names_the_holder(tmp_path, tiny_config):
+  run = rundir.RunDir(tmp_path / "w")
+  with run.lock():
+    before = tree_state(run.root)
+    with pytest.raises(rundir.WorkdirError, match=rf"workdir .* is in use by pid {os.getpid()} on "):
+      train.train_and_evaluate(tiny_config(), str(run.root))
+    with pytest.raises(rundir.WorkdirError, match="is in use by pid"):
+      with rundir.RunDir(run.root).lock():
+        pass
+    assert tree_state(run.root) == before
+  with run.lock():  # released on exit
+    pass
+
+
+def test_cli_on_a_locked_workdir_exits_with_one_line(tmp_path, tiny_config):
+  run = rundir.RunDir(tmp_path / "w")
+  config = tiny_config()
+  with run.lock():
+    done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py",
+                           f"--workdir={run.root}", f"--config.data_dir={config.data_dir}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert done.returncode != 0
+  assert "Traceback" not in done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("salt_jax.train: workdir ") and f"is in use by pid {os.getpid()}" in last
+
+
+# Case 6: a corrupt latest checkpoint falls back to the previous one.
+@pytest.mark.slow
+def test_corrupt_latest_checkpoint_falls_back_and_ends_identical(run_copy, tiny_run, caplog):
+  config, workdir = run_copy
+  run = rundir.RunDir(workdir)
+  assert sorted(int(p.name) for p in run.checkpoints_dir(0).iterdir() if p.name.isdigit()) == [1, 2]
+  (run.checkpoints_dir(0) / "2" / "loop" / "metadata").write_text("{not json")
+  summary = train.train_and_evaluate(config, str(workdir))
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(f"checkpoint {run.checkpoints_dir(0).absolute() / '2'} is unreadable (JSONDecodeError" in w
+             and "\n" not in w for w in warnings), warnings
+  assert (run.corrupt_checkpoints_dir(0) / "2").is_dir()
+  assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]
+  epoch_a, params_a = _final_params(config, tiny_run[1])
+  epoch_b, params_b = _final_params(config, workdir)
+  assert epoch_a == epoch_b == 2
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_no_readable_checkpoint_is_one_line_error_and_changes_nothing(run_copy):
+  config, workdir = run_copy
+  run = rundir.RunDir(workdir)
+  for epoch in ("1", "2"):
+    for f in (run.checkpoints_dir(0) / epoch / "state").rglob("*"):
+      if f.is_file() and f.parent.name == "d":
+        f.write_bytes(f.read_bytes()[:8])
+  before = tree_state(workdir, lock=False)
+  with pytest.raises(rundir.WorkdirError) as err:
+    train.train_and_evaluate(config, str(workdir))
+  msg = str(err.value)
+  assert msg.startswith("no readable checkpoint to resume from: checkpoint ") and "\n" not in msg
+  assert str(run.checkpoints_dir(0).absolute() / "2") in msg and str(run.checkpoints_dir(0).absolute() / "1") in msg
+  assert "start this fold again from scratch" in msg
+  assert tree_state(workdir, lock=False) == before
+
+
+# Case 7: values that cannot run are refused up front.
+@pytest.mark.parametrize("overrides,message", [
+    (dict(batch_size=0), "config.batch_size must be > 0, got 0"),
+    (dict(eval_every=0), "config.eval_every must be > 0, got 0"),
+    (dict(lr=math.nan), "config.lr must be a finite number >= 0, got nan"),
+    (dict(weight_decay=-1.0), "config.weight_decay must be a finite number >= 0"),
+    (dict(dtype="float16"), "config.dtype must be one of"),
+    (dict(fold=4), r"config.fold=4 is outside 0..3"),
+    (dict(cycle_len=3, eval_start=5), "no validation epoch in a cycle"),
+    (dict(pseudo_prob=1.5), r"config.pseudo_prob must be in \[0, 1\]"),
+    (dict(keep_checkpoints=1), "config.keep_checkpoints must be >= 2"),
+    (dict(batch_sise=8), "unknown config key 'batch_sise'; closest known keys: batch_size"),
+    (dict(init_from="/nonexistent/model.pth"), "config.init_from: file /nonexistent/model.pth does not exist"),
+])
+def test_bad_values_are_refused_before_anything_is_written(tmp_path, tiny_config, overrides, message):
+  workdir = tmp_path / "w"
+  with pytest.raises(configlib.ConfigError, match=message):
+    train.train_and_evaluate(tiny_config(**overrides), str(workdir))
+  assert not workdir.exists()
+
+
+def test_unknown_flag_key_names_the_closest_keys(tmp_path):
+  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py",
+                         f"--workdir={tmp_path / 'w'}", "--config.eval_evry=3"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert done.returncode != 0 and "Traceback" not in done.stderr
+  assert "unknown config key 'eval_evry'; closest known keys: eval_every" in done.stderr
+  assert not (tmp_path / "w").exists()
+
+
+# Structure: one owner of the workdir; inference does not import training.
+def _imports(path: pathlib.Path):
+  tree = ast.parse(path.read_text())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      yield from (f"{node.module}.{a.name}" for a in node.names)
+    elif isinstance(node, ast.Import):
+      yield from (a.name for a in node.names)
+
+
+def test_only_the_pipeline_imports_the_training_program():
+  importers = sorted(p.name for p in (REPO / "salt_jax").rglob("*.py")
+                     if any(i in ("salt_jax.train", "salt_jax.train.train_and_evaluate") for i in _imports(p)))
+  assert importers == ["pipeline.py"]
+
+
+def test_run_dir_layout():
+  run = rundir.RunDir("/w")
+  assert str(run.snapshot_dir(3, 1, "max_map")) == "/w/fold_3/snapshots/cycle_1_max_map"
+  assert str(run.prediction_file("min_loss", 2, 0)) == "/w/predictions/min_loss/fold_2_cycle_0.npz"
+  assert str(run.checkpoints_dir(0)) == "/w/fold_0/checkpoints"
+  with pytest.raises(ValueError, match="snapshot kind must be one of"):
+    run.snapshot_dir(0, 0, "best")
