@@ -75,7 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 32
   c.keep_min_loss = True          # also keep the lowest-validation-loss snapshot per cycle
   c.keep_checkpoints = 2          # latest end-of-epoch states kept; a corrupt newest falls back to older
-  c.log_every = 20                # progress-bar refresh (steps); one log line per epoch regardless
+  c.steps_per_call = 0            # train steps per compiled call on device-resident data (0 = a whole epoch)
+  c.compilation_cache_dir = "~/.cache/salt_jax/jax"  # JAX's persistent compilation cache ("" = off)
   c.seed = 0
   c.distributed = False           # call jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
   return c
@@ -83,8 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 # Keys a re-run or resume of a fold may change: they do not change the data, the model or the schedule of
 # the epochs already trained (cycle_num only moves where the run stops).
-RESUME_SAFE_KEYS = frozenset({"data_dir", "cache_dir", "eval_batch_size", "log_every", "distributed",
-                              "cycle_num", "keep_checkpoints"})
+RESUME_SAFE_KEYS = frozenset({"data_dir", "cache_dir", "eval_batch_size", "distributed", "cycle_num",
+                              "keep_checkpoints", "steps_per_call", "compilation_cache_dir"})
 # Keys that must equal the fold's recorded config (data, model, schedule, losses, seeds, snapshots).
 RESUME_FIXED_KEYS = frozenset({
     "model", "align_corners", "decoder_dropout", "head_dropout", "dtype", "pretrained", "init_from",
@@ -94,7 +95,7 @@ RESUME_FIXED_KEYS = frozenset({
     "eval_every", "class_weight", "no_empty_weight", "dice_weight", "bce_weight", "keep_min_loss", "seed"})
 
 _POSITIVE_INTS = ("batch_size", "eval_batch_size", "cycle_num", "cycle_len", "eval_every")
-_NON_NEGATIVE_INTS = ("warmup_epochs", "eval_start", "train_subset", "valid_subset", "log_every", "seed",
+_NON_NEGATIVE_INTS = ("warmup_epochs", "eval_start", "train_subset", "valid_subset", "steps_per_call", "seed",
                       "fold_seed", "pseudo_seed", "fold")
 _NON_NEGATIVE_FLOATS = ("lr", "eta_min", "momentum", "weight_decay", "class_weight", "no_empty_weight",
                         "dice_weight", "bce_weight")

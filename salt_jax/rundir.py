@@ -225,7 +225,8 @@ class RunDir:
 
 def _holder() -> str:
   started = datetime.datetime.now().isoformat(timespec="seconds")
-  command = " ".join([pathlib.Path(sys.executable).name] + sys.argv)
+  argv = getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv  # as typed: python -m salt_jax.train ...
+  command = " ".join([pathlib.Path(argv[0]).name] + list(argv[1:]))
   return f"pid {os.getpid()} on {socket.gethostname()} since {started} ({command})\n"
 
 

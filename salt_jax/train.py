@@ -7,8 +7,10 @@ each cycle; the best-mAP and lowest-loss snapshot of every cycle is kept (SPEC 5
 saved after every epoch, so re-running the same command after a crash resumes where it stopped and
 gives the same result as an uninterrupted run.
 """
+import functools
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, Dict
@@ -77,9 +79,10 @@ def fold_data(config, run: rundir.RunDir):
           samples.masks[valid_idx], samples.ids[valid_idx])
 
 
-def _mean_metrics(per_step, fold, epoch, first_step):
-  """Averages per-step device metrics; stops the run at the first non-finite loss."""
-  stacked = jax.device_get({k: jnp.stack([m[k] for m in per_step]) for k in per_step[0]})
+def _mean_metrics(per_call, fold, epoch, first_step):
+  """Averages the per-step device metrics of an epoch's calls ({name: (S,)} each); stops the run at the
+  first non-finite loss."""
+  stacked = {k: np.concatenate([np.asarray(m[k]) for m in per_call]) for k in per_call[0]}
   bad = np.flatnonzero(~np.isfinite(stacked["loss"]))
   if bad.size:
     raise FloatingPointError(
@@ -108,9 +111,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   Nothing is written before the config is validated and checked against the workdir's records
   (RunDir.check_run); the workdir is locked for the whole run.
   """
+  phases = _Phases()
   configlib.validate(config)
   run = rundir.RunDir(workdir)
   run.check_run(config)
+  set_compilation_cache(config.compilation_cache_dir)
   parallel.maybe_initialize_distributed(config.distributed)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
@@ -119,37 +124,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     run.check_run(config)  # again under the lock: another run may have recorded in between
     data = fold_data(config, run)
     pseudo_arrays = pseudo_data(config, run)
-    return _train_fold(config, run, mesh, data, pseudo_arrays)
+    return _train_fold(config, run, mesh, data, pseudo_arrays, phases)
 
 
-def _train_fold(config, run: rundir.RunDir, mesh, data, pseudo_arrays) -> Dict[str, Any]:
+class _Phases:
+  """Wall time of the start-up phases (data, init, restore, compile), logged and kept in the history."""
+
+  def __init__(self):
+    self.t0 = self._last = time.perf_counter()
+    self.seconds: Dict[str, float] = {}
+
+  def done(self, name: str) -> None:
+    now = time.perf_counter()
+    self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+    self._last = now
+
+  def summary(self) -> Dict[str, float]:
+    return dict(self.seconds, first_step=self._last - self.t0)
+
+
+def set_compilation_cache(path: str) -> None:
+  """Turns on JAX's persistent compilation cache in `path` ("" leaves it off): a second start of the
+  same program loads its executables instead of compiling them."""
+  if path:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+
+
+def epoch_rows(config, epoch: int, n_real: int, n_pseudo: int, steps_per_epoch: int) -> np.ndarray:
+  """(steps_per_epoch, batch_size) int32 sample indices of an epoch: a seeded permutation of the real
+  samples, each slot replaced by a pseudo-labelled one with probability pseudo_prob (SPEC 9)."""
+  epoch_rng = np.random.default_rng([config.seed, config.fold, epoch])
+  order = epoch_rng.permutation(n_real)
+  if n_pseudo:
+    order = pseudo.mix_epoch(epoch_rng, order, n_real, n_pseudo, config.pseudo_prob)
+  return order[:steps_per_epoch * config.batch_size].reshape(steps_per_epoch, config.batch_size).astype(np.int32)
+
+
+def _chunks(steps_per_epoch: int, steps_per_call: int):
+  """[(first step, number of steps)] of one epoch's compiled calls (steps_per_call 0 = whole epoch)."""
+  size = steps_per_call or steps_per_epoch
+  return [(a, min(size, steps_per_epoch - a)) for a in range(0, steps_per_epoch, size)]
+
+
+def _train_fold(config, run: rundir.RunDir, mesh, data, pseudo_arrays, phases: _Phases) -> Dict[str, Any]:
   """The training loop of one fold on its data (see train_and_evaluate)."""
   dtype = models.compute_dtype(config.dtype)
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   train_images, train_masks, valid_images, valid_masks, _ = data
   n_real = len(train_images)
   pseudo_images, pseudo_masks = pseudo_arrays
-  if len(pseudo_images):
-    train_images = np.concatenate([train_images, pseudo_images])
-    train_masks = np.concatenate([train_masks, pseudo_masks])
   steps_per_epoch = n_real // config.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f"fold {config.fold} has {len(train_images)} training images, fewer than one batch")
+    raise ValueError(f"fold {config.fold} has {n_real} training images, fewer than one batch")
   logging.info("fold %d: %d train images (%d steps of %d), %d validation images, %d devices",
                config.fold, n_real, steps_per_epoch, config.batch_size, len(valid_images),
                mesh.devices.size)
+  # Every training sample (and pseudo-labelled test tile) goes to the devices once; epochs send rows.
+  device_data = parallel.replicate({"image": np.concatenate([train_images, pseudo_images]),
+                                    "mask": np.concatenate([train_masks, pseudo_masks])}, mesh)
+  phases.done("data")
 
   model = models.from_config(config)
   tx = schedules.make_optimizer(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = steps.create_train_state(model, tx, init_key)
+  init = jax.jit(functools.partial(steps.create_train_state, model, tx), out_shardings=repl)
+  state = init(parallel.replicate(init_key, mesh))
   if config.pretrained:
     state = load_pretrained(state, model, config.pretrained)
   if config.init_from:
     state = load_original(state, config)
-  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
   state = parallel.replicate(state, mesh)
   step_key = parallel.replicate(step_key, mesh)
+  phases.done("init")
 
   latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(config.fold), run.corrupt_checkpoints_dir(config.fold),
                                         keep=config.keep_checkpoints)
@@ -167,50 +213,51 @@ def _train_fold(config, run: rundir.RunDir, mesh, data, pseudo_arrays) -> Dict[s
     if history_path.exists():
       history = [r for r in map(json.loads, history_path.read_text().splitlines()) if r["epoch"] <= done]
     logging.info("resuming fold %d after epoch %d", config.fold, done)
+  phases.done("restore")
 
   total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
-  batch_spec = {k: jax.ShapeDtypeStruct((config.batch_size, *geometry.TILE_SHAPE), jnp.uint8,
-                                        sharding=batch_sharding) for k in ("image", "mask")}
   compiled = {}
 
-  def step_fn(seg_loss):
-    if seg_loss not in compiled:
+  def steps_fn(seg_loss: str, n_steps: int):
+    if (seg_loss, n_steps) not in compiled:
       t0 = time.perf_counter()
-      compiled[seg_loss] = steps.compile_train_step(
-          state, batch_spec, step_key, mesh_shardings=(repl, batch_sharding), seg_loss=seg_loss,
+      rows_spec = jax.ShapeDtypeStruct((n_steps, config.batch_size), jnp.int32, sharding=repl)
+      compiled[seg_loss, n_steps] = steps.compile_train_steps(
+          state, device_data, rows_spec, step_key, mesh_shardings=(repl, batch_sharding), seg_loss=seg_loss,
           loss_weights=loss_weights(config), dtype=dtype)
-      logging.info("compiled the %s train step in %.1f s", seg_loss, time.perf_counter() - t0)
-    return compiled[seg_loss]
+      logging.info("compiled %d %s train steps per call in %.1f s", n_steps, seg_loss, time.perf_counter() - t0)
+      phases.done("compile")
+    return compiled[seg_loss, n_steps]
 
   predictor = inference.Predictor(model.apply, mesh, config.eval_batch_size, dtype)
   writer = _summary_writer(run.tb_dir(config.fold))
-  host_rows = parallel.host_slice(config.batch_size)
-  for epoch in range(start_epoch, total):
+  chunks = _chunks(steps_per_epoch, config.steps_per_call)
+  startup = None
+  for epoch in tqdm.tqdm(range(start_epoch, total), desc=f"fold {config.fold}", initial=start_epoch, total=total,
+                         disable=None, unit="epoch"):
+    t_epoch = time.perf_counter()
     cycle = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len)
     seg_loss = "bce_dice" if cycle is None else "lovasz"
     lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
     state = state.replace(opt_state=parallel.replicate(schedules.set_learning_rate(state.opt_state, lr), mesh))
-    fn = step_fn(seg_loss)
-    epoch_rng = np.random.default_rng([config.seed, config.fold, epoch])
-    order = epoch_rng.permutation(n_real)
-    if len(train_images) > n_real:
-      order = pseudo.mix_epoch(epoch_rng, order, n_real, len(train_images) - n_real, config.pseudo_prob)
+    rows = epoch_rows(config, epoch, n_real, len(pseudo_images), steps_per_epoch)
     first_step = int(state.step)
-    per_step = []
+    per_call = []
+    fns = [steps_fn(seg_loss, n) for _, n in chunks]
+    if startup is None:
+      startup = phases.summary()
+      logging.info("start-up %.1f s: %s", startup["first_step"],
+                   ", ".join(f"{k} {v:.1f} s" for k, v in startup.items() if k != "first_step"))
     t0 = time.perf_counter()
-    bar = tqdm.tqdm(range(steps_per_epoch), desc=f"fold {config.fold} epoch {epoch + 1}/{total}",
-                    leave=False, disable=None, unit="step")
-    for i in bar:
-      rows = order[i * config.batch_size:(i + 1) * config.batch_size][host_rows]
-      batch = parallel.to_global({"image": train_images[rows], "mask": train_masks[rows]}, batch_sharding)
-      state, m = fn(state, batch, step_key)
-      per_step.append(m)
-      if config.log_every and (i + 1) % config.log_every == 0:
-        bar.set_postfix(loss=f"{float(m['loss']):.4f}")
-    record = _mean_metrics(per_step, config.fold, epoch, first_step)
+    for fn, (a, n) in zip(fns, chunks):
+      state, m = fn(state, device_data, parallel.replicate(rows[a:a + n], mesh), step_key)
+      per_call.append(m)
+    record = _mean_metrics(per_call, config.fold, epoch, first_step)
     seconds = time.perf_counter() - t0
     record.update(epoch=epoch, cycle=cycle, lr=lr, seg_loss=seg_loss, seconds=seconds,
                   images_per_s=steps_per_epoch * config.batch_size / seconds)
+    if epoch == start_epoch:
+      record["startup"] = startup
 
     if cycle is not None and schedules.is_eval_epoch(
         epoch, warmup_epochs=config.warmup_epochs, cycle_len=config.cycle_len,
@@ -225,13 +272,14 @@ def _train_fold(config, run: rundir.RunDir, mesh, data, pseudo_arrays) -> Dict[s
           continue
         meta = dict(result, epoch=epoch, cycle=cycle, fold=config.fold, model=config.model, kind=kind)
         checkpoints.save_snapshot(run.snapshot_dir(config.fold, cycle, kind), variables, meta)
+    latest.save(epoch, state, loop)  # asynchronous: the next epoch does not wait for the disk
+    record["epoch_seconds"] = time.perf_counter() - t_epoch
     history.append(record)
     _log_epoch(record, total, writer)
     if jax.process_index() == 0:
       fileio.write_jsonl(history_path, history)
-    latest.save(epoch, state, loop)
-    latest.wait()
 
+  latest.wait()
   latest.close()
   if writer is not None:
     writer.close()

@@ -89,10 +89,10 @@ def _ids_masks(config):
 @pytest.mark.slow
 def test_rerun_may_change_safe_keys_and_records_them(run_copy):
   config, workdir = run_copy
-  summary = train.train_and_evaluate(_with(config, eval_batch_size=16, log_every=3), str(workdir))
+  summary = train.train_and_evaluate(_with(config, eval_batch_size=16, steps_per_call=2), str(workdir))
   assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]  # finished: no epoch trained again
   recorded = json.loads(rundir.RunDir(workdir).config_json(0).read_text())
-  assert (recorded["eval_batch_size"], recorded["log_every"]) == (16, 3)
+  assert (recorded["eval_batch_size"], recorded["steps_per_call"]) == (16, 2)
 
 
 def test_every_config_key_is_either_fixed_or_safe_on_resume():

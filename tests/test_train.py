@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -32,6 +33,10 @@ def test_run_writes_history_snapshots_and_config(finished_run):
   assert history[2]["lr"] == pytest.approx(config.eta_min)
   assert "val_map" not in history[0] and "val_map" in history[1] and "val_map" in history[2]
   assert all(np.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in history)
+  assert all(r["epoch_seconds"] >= r["seconds"] > 0 for r in history)
+  startup = history[0]["startup"]  # the first epoch a process trains records its start-up phases
+  assert set(startup) == {"data", "init", "restore", "compile", "first_step"}
+  assert startup["first_step"] >= startup["compile"] > 0 and "startup" not in history[1]
   assert json.loads((fdir / "config.json").read_text())["model"] == "model_tiny"
   assert json.loads((workdir / "run.json").read_text())["model"] == "model_tiny"
   assert list((fdir / "tb").iterdir()), "no TensorBoard event file"
@@ -50,6 +55,15 @@ def test_rerun_of_a_finished_fold_does_no_work(finished_run):
   config, workdir, _ = finished_run
   summary = train.train_and_evaluate(config, str(workdir))
   assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]
+
+
+def test_epoch_chunks_cover_every_step_once():
+  assert train._chunks(202, 0) == [(0, 202)]
+  assert train._chunks(202, 100) == [(0, 100), (100, 100), (200, 2)]
+  rows = train.epoch_rows(ml_collections.ConfigDict(dict(seed=0, fold=1, batch_size=4, pseudo_prob=0.5)),
+                          3, n_real=10, n_pseudo=0, steps_per_epoch=2)
+  assert rows.shape == (2, 4) and rows.dtype == np.int32 and len(set(rows.ravel())) == 8
+  np.testing.assert_array_equal(rows.ravel(), np.random.default_rng([0, 1, 3]).permutation(10)[:8])
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, tiny_config):
