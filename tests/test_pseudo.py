@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import inference, parallel, pseudo, train
+from salt_jax import inference, parallel, pseudo, rundir, train
 from salt_jax.data import kaggle, rle
 
 
@@ -61,18 +61,24 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
   test = kaggle.load_test(str(mini_data_dir))
   csv = tmp_path / "pseudo.csv"
   pd.DataFrame({"id": test.ids, "rle_mask": [rle.rle_encode(checker)] * len(test.ids)}).to_csv(csv, index=False)
-  seen_train, seen_valid = [], []
-  to_global = parallel.to_global
+  seen_rows, seen_data, seen_valid = [], {}, []
+  epoch_rows, replicate = train.epoch_rows, parallel.replicate
 
-  def record_batch(batch, sharding):
-    seen_train.append({k: np.array(v) for k, v in batch.items()})
-    return to_global(batch, sharding)
+  def record_rows(*args, **kwargs):  # the samples of each step: rows into the device-resident data
+    seen_rows.append(epoch_rows(*args, **kwargs))
+    return seen_rows[-1]
+
+  def record_data(tree, mesh):
+    if isinstance(tree, dict) and set(tree) == {"image", "mask"}:
+      seen_data.update({k: np.array(v) for k, v in tree.items()})
+    return replicate(tree, mesh)
 
   def record_validate(self, variables, images, masks):
     seen_valid.append((np.array(images), np.array(masks)))
     return {"val_loss": 1.0, "val_map": 0.5, "val_threshold": 0.0}
 
-  monkeypatch.setattr(parallel, "to_global", record_batch)
+  monkeypatch.setattr(train, "epoch_rows", record_rows)
+  monkeypatch.setattr(parallel, "replicate", record_data)
   monkeypatch.setattr(inference.Predictor, "validate", record_validate)
   workdir = tmp_path / "pseudo_run"
   config = tiny_config(pseudo_csv=str(csv), pseudo_split=1, pseudo_prob=0.5, cycle_len=1, eval_start=1)
@@ -80,13 +86,13 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
 
   half = pseudo.load_or_make_split(workdir / "pseudo_split.csv", test.ids, 0)
   half_images = test.images[half == 1]
-  masks = np.concatenate([b["mask"] for b in seen_train])
-  images = np.concatenate([b["image"] for b in seen_train])
+  rows = np.concatenate([r.ravel() for r in seen_rows])
+  masks, images = seen_data["mask"][rows], seen_data["image"][rows]
   is_pseudo = (masks == checker).all(axis=(1, 2))
   assert 0.3 < is_pseudo.mean() < 0.7  # 96 samples at p=0.5: about 4 standard deviations
   for image in images[is_pseudo]:
     assert (half_images == image).all(axis=(1, 2)).any()
-  _, _, valid_images, valid_masks, _ = train.fold_data(config, str(workdir))
+  _, _, valid_images, valid_masks, _ = train.fold_data(config, rundir.RunDir(workdir))
   assert len(seen_valid) == 1
   np.testing.assert_array_equal(seen_valid[0][0], valid_images)
   np.testing.assert_array_equal(seen_valid[0][1], valid_masks)

@@ -110,8 +110,7 @@ def read_submission(path, ids: Optional[Sequence[str]] = None, sample_ids: Optio
     lookup = frame.set_index("id")["rle_mask"]
     missing = [i for i in ids if i not in lookup.index]
     if missing:
-      raise DataError(f"{path} has no mask for {len(missing)} of the {len(ids)} requested ids: "
-                      f"{preview(missing)}")
+      raise DataError(f"{path} has no mask for {len(missing)} of the requested ids: {preview(missing)}")
     frame = pd.DataFrame({"id": ids, "rle_mask": lookup.loc[ids].to_numpy()})
   names = [f"{path} id {i!r}" for i in frame["id"].tolist()]
   masks = rle.rle_decode_many(frame["rle_mask"].tolist(), geometry.TILE_SHAPE, names=names)
