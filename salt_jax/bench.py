@@ -1,35 +1,58 @@
 """Speed of the hot paths, optionally side by side with the PyTorch reference, one JSON line per figure.
 
     python -m salt_jax.bench --model=model_34 --batch=16 --size=128 [--dtype=bfloat16] [--vs-torch]
+    python -m salt_jax.bench --model=model_34 --batch=16 --dtype=bfloat16 --data_dir=../shared/tgs --folds=2
 
 Figures (after compilation; compile times are reported separately): training step images/s (on-device
-augmentation, forward, backward, SGD), flip-TTA inference images/s, Lovasz hinge forward+backward ms
-(batch 32 of 101x101 by default), and the 80-threshold metric sweep over 3,600 tiles. On an accelerator,
-the model FLOP utilisation (XLA's FLOP count of the step over time, divided by --peak_tflops).
+augmentation, forward, backward, SGD; with --folds=F the step is vmapped over F folds, each with its own
+state and batch, and the figure is images/s over all folds), flip-TTA inference images/s, Lovasz hinge
+forward+backward ms (batch 32 of 101x101 by default), and the 80-threshold metric sweep over 3,600 tiles.
+
+FLOPs come from XLA's cost analysis of the lowered (pre-optimisation) program, which counts every
+convolution; the compiled executable's count (`compiled_gflop_per_image`) leaves out library calls such as
+cuDNN convolutions on GPU. On an accelerator the step's model FLOP utilisation is the lowered count over
+time, divided by --peak_tflops.
+
+With --data_dir the real training program (`python -m salt_jax.train`, a subprocess, started before this
+process touches a device) trains the same model, batch, dtype and folds for a short schedule on the real
+data, and three figures are read off its history.jsonl: epoch_images_per_s (images/s of the training steps
+of the Lovasz epochs after the first; whole-epoch images/s including validation and checkpointing beside
+it), loop_efficiency (that over the compiled step's images/s) and startup_s (process start to the end of
+the first training step, as the program measures it; `process_s` beside it is the whole run's wall
+time). The first epoch of each loss is left out: it includes compilation. JAX's persistent compilation
+cache is off for that run unless --compilation_cache_dir is given, so start-up is a cold start.
+
 --vs-torch runs ../shared/bench/torch_reference.py (eager PyTorch model_34 and Lovasz) with the same
 settings in the same run and adds the ratio JAX/PyTorch (its inference has no TTA, so it is run on
-2x the batch and counted per original image).
+2x the batch and counted per original image). On a GPU it also runs the reference with bfloat16 autocast
+and channels_last and compares with the faster of the two.
 """
 import argparse
 import functools
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from salt_jax import geometry, losses, metrics, models, schedules, steps
+from salt_jax import geometry, losses, metrics, models, rundir, schedules, steps
 
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
                ("NVIDIA H200", "bfloat16"): 989.0, ("NVIDIA H200", "float32"): 494.0}
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# What the PyTorch reference is run with: its default, and on a GPU what a PyTorch user would try for speed.
+TORCH_VARIANTS = {"float32": [], "bfloat16_channels_last": ["--dtype", "bfloat16", "--channels_last"]}
+HISTORY_FIELDS = ("images_per_s", "epoch_seconds", "startup")
+FIGURES = ("train", "infer", "lovasz", "sweep", "epoch")
 
 
 def timed(fn: Callable, args, steps_: int, warmup: int) -> float:
@@ -46,15 +69,19 @@ def timed(fn: Callable, args, steps_: int, warmup: int) -> float:
 
 
 def compile_timed(jitted, *args):
+  """(lowered, compiled, seconds to lower and compile)."""
   t0 = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  return compiled, time.perf_counter() - t0
+  lowered = jitted.lower(*args)
+  compiled = lowered.compile()
+  return lowered, compiled, time.perf_counter() - t0
 
 
-def flops_of(compiled) -> Optional[float]:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"]) if cost and "flops" in cost else None
+def flops_of(stage) -> Optional[float]:
+  """XLA's FLOP count of a Lowered (every op, convolutions included) or Compiled (what the backend
+  reports: on GPU, cuDNN convolutions count 0) stage; None where the backend gives none."""
+  cost = stage.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  return float(cost["flops"]) if cost and cost.get("flops") else None
 
 
 def fake_batch(batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
@@ -68,32 +95,48 @@ def fake_batch(batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
   return {"image": images, "mask": masks}
 
 
-def bench_train(model, batch: int, dtype, steps_: int, warmup: int):
+def train_setup(model, batch: int, dtype, folds: int = 1):
+  """(jitted Lovasz train step, (state, batch, key)) on fake data; the state is donated.
+
+  folds > 1: the step is vmapped over a leading fold axis of the state (F copies), the batch (F different
+  batches, (F,B,101,101)) and the key, as fold-parallel training runs it.
+  """
   tx = schedules.make_optimizer(lr=0.01)
   state = steps.create_train_state(model, tx, jax.random.key(0))
   state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, 0.01))
-  data = jax.tree.map(jnp.asarray, fake_batch(batch))
   weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
-  fn = jax.jit(functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights, dtype=dtype),
-               donate_argnums=(0,))
-  compiled, compile_s = compile_timed(fn, state, data, jax.random.key(1))
+  step = functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights, dtype=dtype)
+  if folds == 1:
+    return jax.jit(step, donate_argnums=(0,)), (state, jax.tree.map(jnp.asarray, fake_batch(batch)),
+                                                jax.random.key(1))
+  state = jax.tree.map(lambda x: jnp.stack([x] * folds), state)
+  data = jax.tree.map(lambda *b: jnp.stack(b), *[fake_batch(batch, seed=f) for f in range(folds)])
+  keys = jax.random.split(jax.random.key(1), folds)
+  return jax.jit(jax.vmap(step), donate_argnums=(0,)), (state, data, keys)
+
+
+def bench_train(model, batch: int, dtype, steps_: int, warmup: int, folds: int = 1):
+  """(images/s over all folds, compile s, lowered FLOPs, compiled FLOPs, s per step) of train_setup's step."""
+  fn, (state, data, key) = train_setup(model, batch, dtype, folds)
+  lowered, compiled, compile_s = compile_timed(fn, state, data, key)
   holder = [state]
 
-  def step():
-    holder[0], m = compiled(holder[0], data, jax.random.key(1))
+  def run():
+    holder[0], m = compiled(holder[0], data, key)
     return m["loss"]
-  sec = timed(step, (), steps_, warmup)
-  return batch / sec, compile_s, flops_of(compiled), sec
+  sec = timed(run, (), steps_, warmup)
+  return folds * batch / sec, compile_s, flops_of(lowered), flops_of(compiled), sec
 
 
 def bench_infer(model, batch: int, dtype, steps_: int, warmup: int):
+  """Flip-TTA inference: (images/s, compile s, lowered FLOPs, s per batch)."""
   x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
   variables = model.init(jax.random.key(0), x, train=False)
   images = jnp.asarray(fake_batch(batch)["image"])
   fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x, dtype))
-  compiled, compile_s = compile_timed(fn, variables, images)
+  lowered, compiled, compile_s = compile_timed(fn, variables, images)
   sec = timed(compiled, (variables, images), steps_, warmup)
-  return batch / sec, compile_s, flops_of(compiled), sec
+  return batch / sec, compile_s, flops_of(lowered), sec
 
 
 def bench_lovasz(batch: int, size: int, steps_: int, warmup: int):
@@ -101,7 +144,7 @@ def bench_lovasz(batch: int, size: int, steps_: int, warmup: int):
   logits = jnp.asarray(rng.normal(size=(batch, size, size)).astype(np.float32))
   labels = jnp.asarray((rng.random((batch, size, size)) > 0.6).astype(np.float32))
   fn = jax.jit(jax.value_and_grad(losses.lovasz_hinge))
-  compiled, compile_s = compile_timed(fn, logits, labels)
+  _, compiled, compile_s = compile_timed(fn, logits, labels)
   return timed(compiled, (logits, labels), steps_, warmup) * 1e3, compile_s
 
 
@@ -118,15 +161,114 @@ def bench_sweep(n: int = 3600, repeats: int = 3) -> float:
 
 
 def torch_figure(reference: pathlib.Path, what: str, batch: int, size: int, device: str, steps_: int,
-                 warmup: int) -> float:
+                 warmup: int, extra_args: Sequence[str] = ()) -> float:
   """Runs the PyTorch reference in a subprocess; returns its images/s (train, infer) or ms (lovasz)."""
   cmd = [sys.executable, str(reference), "--what", what, "--batch", str(batch), "--size", str(size),
-         "--steps", str(steps_), "--warmup", str(warmup), "--device", device]
+         "--steps", str(steps_), "--warmup", str(warmup), "--device", device, *extra_args]
   out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
   m = re.search(r"images_per_s=([\d.]+) ms_per_step=([\d.]+)", out)
   if not m:
     raise RuntimeError(f"unexpected output from {reference}: {out!r}")
   return float(m.group(2)) if what == "lovasz" else float(m.group(1))
+
+
+def torch_best(reference: pathlib.Path, what: str, batch: int, size: int, device: str, steps_: int,
+               warmup: int):
+  """(the faster PyTorch figure, {variant: figure}): on a GPU the model is also run with bfloat16
+  autocast and channels_last; elsewhere, and for the Lovasz loss (no model), only the default."""
+  variants = TORCH_VARIANTS if device.startswith("cuda") and what != "lovasz" else {"float32": []}
+  runs = {name: torch_figure(reference, what, batch, size, device, steps_, warmup, args)
+          for name, args in variants.items()}
+  best = min(runs.values()) if what == "lovasz" else max(runs.values())
+  return best, runs
+
+
+def epoch_images(record: Dict, batch: int) -> Optional[float]:
+  """Training images of one history record: steps x batch, or images/s x training seconds."""
+  if "steps" in record:
+    return float(record["steps"] * batch)
+  if "seconds" in record and "images_per_s" in record:
+    return float(round(record["images_per_s"] * record["seconds"]))
+  return None
+
+
+def history_figures(histories: Dict[int, List[Dict]], batch: int) -> Dict:
+  """Throughput and start-up read off the history.jsonl records of every fold of one run.
+
+  histories: fold -> its records (one per epoch). Per loss ("bce_dice", "lovasz"), over the epochs after
+  the first of that loss (the first includes compilation): "images_per_s", the training steps' images/s
+  summed over folds (each fold's record counts its own images); "whole_epoch_images_per_s", all folds'
+  images over the epochs' wall time including validation and checkpointing (None without
+  "epoch_seconds"); "epochs", how many epochs were used. "startup": the slowest fold's "startup" dict of
+  its first record (None if absent). "missing": the HISTORY_FIELDS that no record carries.
+  """
+  out = {"missing": [f for f in HISTORY_FIELDS if not any(f in r for h in histories.values() for r in h)]}
+  loss_of = lambda r: r.get("seg_loss") or ("bce_dice" if r.get("cycle") is None else "lovasz")
+  for loss in ("bce_dice", "lovasz"):
+    by_epoch: Dict[int, List[Dict]] = {}
+    for records in histories.values():
+      for r in sorted((r for r in records if loss_of(r) == loss), key=lambda r: r["epoch"])[1:]:
+        by_epoch.setdefault(r["epoch"], []).append(r)
+    rates, images, walls = [], [], []
+    for records in by_epoch.values():
+      rates.append(sum(r["images_per_s"] for r in records))
+      n = [epoch_images(r, batch) for r in records]
+      images.append(None if None in n else sum(n))
+      walls.append(max(r["epoch_seconds"] for r in records) if all("epoch_seconds" in r for r in records)
+                   else None)
+    counted = bool(rates) and None not in images
+    in_loop = (sum(images) / sum(n / r for n, r in zip(images, rates)) if counted
+               else float(np.mean(rates)) if rates else None)
+    whole = sum(images) / sum(walls) if counted and None not in walls else None
+    out[loss] = {"epochs": len(rates), "images_per_s": in_loop, "whole_epoch_images_per_s": whole}
+  starts = [h[0]["startup"] for h in histories.values() if h and "startup" in h[0]]
+  out["startup"] = max(starts, key=lambda s: s.get("first_step", 0)) if starts else None
+  return out
+
+
+def read_histories(workdir, folds: int) -> Dict[int, List[Dict]]:
+  run = rundir.RunDir(workdir)
+  return {k: [json.loads(l) for l in run.history_jsonl(k).read_text().splitlines() if l.strip()]
+          for k in range(folds)}
+
+
+def train_command(a, workdir) -> List[str]:
+  """The training run behind the epoch figures: `a.epoch_warmup` BCE+Dice epochs, then one Lovasz cycle
+  of `a.epoch_cycle` epochs validated once, at its end."""
+  cmd = [sys.executable, "-m", "salt_jax.train", f"--config={a.epoch_config}", f"--workdir={workdir}",
+         f"--config.model={a.model}", f"--config.dtype={a.dtype}", f"--config.batch_size={a.batch}",
+         f"--config.data_dir={a.data_dir}", f"--config.warmup_epochs={a.epoch_warmup}",
+         "--config.cycle_num=1", f"--config.cycle_len={a.epoch_cycle}",
+         f"--config.eval_start={a.epoch_cycle}", f"--config.eval_every={a.epoch_cycle}",
+         f"--config.train_subset={a.train_subset}", f"--config.valid_subset={a.valid_subset}",
+         f"--config.compilation_cache_dir={a.compilation_cache_dir}"]
+  if a.cache_dir:
+    cmd.append(f"--config.cache_dir={a.cache_dir}")
+  if a.folds > 1:
+    cmd.append(f"--config.folds={','.join(map(str, range(a.folds)))}")
+  return cmd
+
+
+def run_epochs(a) -> Dict:
+  """Runs the training program in a fresh workdir; history_figures of its run plus "process_s"."""
+  workdir = pathlib.Path(a.epoch_workdir) if a.epoch_workdir else pathlib.Path(
+      tempfile.mkdtemp(prefix="salt_bench_"))
+  try:
+    t0 = time.perf_counter()
+    done = subprocess.run(train_command(a, workdir), cwd=REPO, capture_output=True, text=True)
+    process_s = time.perf_counter() - t0
+    if done.returncode != 0:
+      raise RuntimeError(f"the training run for the epoch figures failed (exit {done.returncode}):\n"
+                         + "\n".join(done.stderr.strip().splitlines()[-15:]))
+    figures = history_figures(read_histories(workdir, a.folds), a.batch)
+  finally:
+    if not a.epoch_workdir:
+      shutil.rmtree(workdir, ignore_errors=True)
+  figures["process_s"] = process_s
+  if figures["missing"]:
+    print(f"salt_jax.bench: the training history has no {', '.join(figures['missing'])} field(s) (a "
+          f"salt_jax.train from before issue 13); the figures that need them are left out", file=sys.stderr)
+  return figures
 
 
 def emit(figure: str, value: float, unit: str, context: Dict, torch_value: Optional[float] = None,
@@ -139,60 +281,133 @@ def emit(figure: str, value: float, unit: str, context: Dict, torch_value: Optio
   return row
 
 
+def _rounded(x: Optional[float], digits: int = 2) -> Optional[float]:
+  return None if x is None else round(x, digits)
+
+
+def epoch_rows(figures: Dict, train_ips: Optional[float], context: Dict, a) -> List[Dict]:
+  """epoch_images_per_s, loop_efficiency (when the compiled step ran too) and startup_s rows."""
+  lov, bce = figures["lovasz"], figures["bce_dice"]
+  ctx = dict(context, folds=a.folds, train_subset=a.train_subset,
+             schedule=f"{a.epoch_warmup} bce_dice + {a.epoch_cycle} lovasz epochs",
+             compilation_cache=a.compilation_cache_dir or "off")
+  rows = [emit("epoch_images_per_s", lov["images_per_s"], "images/s", ctx, loss="lovasz",
+               epochs=lov["epochs"], whole_epoch_images_per_s=_rounded(lov["whole_epoch_images_per_s"]),
+               bce_dice_epochs=bce["epochs"], bce_dice_images_per_s=_rounded(bce["images_per_s"]),
+               bce_dice_whole_epoch_images_per_s=_rounded(bce["whole_epoch_images_per_s"]))]
+  if train_ips:
+    whole = lov["whole_epoch_images_per_s"]
+    rows.append(emit("loop_efficiency", lov["images_per_s"] / train_ips, "epoch / compiled-step images/s",
+                     ctx, train_images_per_s=round(train_ips, 4),
+                     whole_epoch_efficiency=_rounded(None if whole is None else whole / train_ips, 4)))
+  startup = figures["startup"]
+  if startup:
+    rows.append(emit("startup_s", startup["first_step"], "s (process start to first step done)", ctx,
+                     startup={k: _rounded(v) for k, v in startup.items()},
+                     process_s=round(figures["process_s"], 2)))
+  return rows
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m salt_jax.bench", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", default="model_34", choices=sorted(models.MODELS))
-  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--batch", type=int, default=16, help="per fold")
   p.add_argument("--size", type=int, default=geometry.CANVAS,
                  help="network input size; the solution fixes 128")
   p.add_argument("--dtype", default="float32", choices=sorted(models.DTYPES))
+  p.add_argument("--folds", type=int, default=1, help="folds trained together (vmapped step)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--lovasz_batch", type=int, default=32)
   p.add_argument("--lovasz_size", type=int, default=geometry.TILE)
-  p.add_argument("--only", default="train,infer,lovasz,sweep", help="comma list of figures to run")
-  p.add_argument("--vs-torch", dest="vs_torch", action="store_true")
+  p.add_argument("--only", default=None,
+                 help="comma list of train,infer,lovasz,sweep,epoch (default: all; epoch with --data_dir)")
+  p.add_argument("--data_dir", default=None, help="real data for the epoch figures (Kaggle layout)")
+  p.add_argument("--epoch_config", default=str(REPO / "configs" / "cpu_small.py"),
+                 help="config the epoch run starts from (model, dtype, batch and schedule are overridden)")
+  p.add_argument("--epoch_warmup", type=int, default=2, help="BCE+Dice epochs of the epoch run")
+  p.add_argument("--epoch_cycle", type=int, default=3, help="Lovasz epochs of the epoch run (>= 2)")
+  p.add_argument("--train_subset", type=int, default=0, help="epoch run: train on N tiles per fold (0 = all)")
+  p.add_argument("--valid_subset", type=int, default=0, help="epoch run: validate on N tiles (0 = all)")
+  p.add_argument("--cache_dir", default="", help="epoch run: cache of the decoded data")
+  p.add_argument("--epoch_workdir", default=None, help="epoch run: keep its workdir here (new or empty)")
+  p.add_argument("--compilation_cache_dir", default="",
+                 help="epoch run: JAX's persistent compilation cache (default off: a cold start)")
+  p.add_argument("--vs-torch", dest="vs_torch", action="store_true",
+                 help="also time the PyTorch reference (one model: not with --folds > 1 for training)")
   p.add_argument("--torch_reference", default=str(REPO.parent / "shared" / "bench" / "torch_reference.py"))
-  p.add_argument("--device", default=None, help="torch device for --vs-torch (default: cuda if JAX has a GPU)")
+  p.add_argument("--device", default=None,
+                 help="torch device for --vs-torch (default: cuda if JAX has a GPU)")
   p.add_argument("--peak_tflops", type=float, default=None, help="peak for the utilisation figure")
   a = p.parse_args(argv)
   if a.size != geometry.CANVAS:
     p.error("--size must be 128: tiles are padded 101 -> 128 and the model broadcasts at 128 (SPEC 10.4)")
+  if a.folds < 1:
+    p.error("--folds must be >= 1")
+  only = set((a.only or "train,infer,lovasz,sweep" + (",epoch" if a.data_dir else "")).split(","))
+  unknown = sorted(only - set(FIGURES))
+  if unknown:
+    p.error(f"--only: unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+  if "epoch" in only:
+    if not a.data_dir:
+      p.error("the epoch figures train on the real data: give --data_dir")
+    if a.epoch_cycle < 2 or a.epoch_warmup < 0:
+      p.error("--epoch_cycle must be >= 2 (its first epoch is left out) and --epoch_warmup >= 0")
+    kept = pathlib.Path(a.epoch_workdir) if a.epoch_workdir else None
+    if kept and kept.exists() and any(kept.iterdir()):
+      p.error(f"--epoch_workdir {a.epoch_workdir} is not empty (a finished run there would not train)")
+  reference = pathlib.Path(a.torch_reference)
+  if a.vs_torch and not reference.exists():
+    p.error(f"--vs-torch: {reference} not found (set --torch_reference)")
+  # Before this process touches a device: on a GPU the child would otherwise find its memory taken.
+  epoch = run_epochs(a) if "epoch" in only else None
   dev = jax.devices()[0]
   torch_device = a.device or ("cuda" if dev.platform == "gpu" else "cpu")
   context = dict(model=a.model, batch=a.batch, size=a.size, dtype=a.dtype, device=dev.device_kind,
                  backend=dev.platform, n_devices=jax.device_count())
   peak = a.peak_tflops or PEAK_TFLOPS.get((dev.device_kind, a.dtype))
-  reference = pathlib.Path(a.torch_reference)
-  if a.vs_torch and not reference.exists():
-    p.error(f"--vs-torch: {reference} not found (set --torch_reference)")
-  torch_val = lambda *args: torch_figure(reference, *args, torch_device, a.steps, a.warmup) if a.vs_torch else None
-  only = set(a.only.split(","))
+
+  def torch_val(what, batch, size):
+    if not a.vs_torch:
+      return None, None
+    return torch_best(reference, what, batch, size, torch_device, a.steps, a.warmup)
   model = models.get_model(a.model, dtype=models.DTYPES[a.dtype])
-  rows = []
+  rows, train_ips = [], None
   if "train" in only:
-    ips, compile_s, flops, sec = bench_train(model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup)
-    extra = {"compile_s": round(compile_s, 2)}
+    train_ips, compile_s, flops, compiled_flops, sec = bench_train(
+        model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup, a.folds)
+    images = a.folds * a.batch
+    extra = {"folds": a.folds, "compile_s": round(compile_s, 2)}
     if flops:
-      extra["tflops_per_s"] = round(flops / sec / 1e12, 3)
+      extra.update(gflop_per_image=round(flops / images / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
       if peak:
         extra["mfu_percent"] = round(100 * flops / sec / 1e12 / peak, 2)
-    rows.append(emit("train_images_per_s", ips, "images/s", context,
-                     torch_val("train", a.batch, a.size), **extra))
+    if compiled_flops:
+      extra["compiled_gflop_per_image"] = round(compiled_flops / images / 1e9, 3)
+    t, runs = torch_val("train", a.batch, a.size) if a.folds == 1 else (None, None)
+    rows.append(emit("train_images_per_s", train_ips, "images/s", context, t, **extra,
+                     **({"torch_runs": runs} if runs else {})))
   if "infer" in only:
-    ips, compile_s, _, _ = bench_infer(model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup)
-    t = torch_val("infer", 2 * a.batch, a.size)
-    rows.append(emit("infer_tta_images_per_s", ips, "images/s", context, t / 2 if t else None,
-                     compile_s=round(compile_s, 2)))
+    ips, compile_s, flops, sec = bench_infer(model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup)
+    t, runs = torch_val("infer", 2 * a.batch, a.size)
+    extra = {"compile_s": round(compile_s, 2)}
+    if flops:
+      extra.update(gflop_per_image=round(flops / a.batch / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
+    if runs:
+      extra["torch_runs"] = {k: round(v / 2, 4) for k, v in runs.items()}
+    rows.append(emit("infer_tta_images_per_s", ips, "images/s", context, t / 2 if t else None, **extra))
   if "lovasz" in only:
     ms, compile_s = bench_lovasz(a.lovasz_batch, a.lovasz_size, a.steps, a.warmup)
+    t, _ = torch_val("lovasz", a.lovasz_batch, a.lovasz_size)
     rows.append(emit("lovasz_fwd_bwd_ms", ms, "ms/batch", dict(context, batch=a.lovasz_batch,
-                     size=a.lovasz_size, dtype="float32"), torch_val("lovasz", a.lovasz_batch, a.lovasz_size),
-                     higher_is_better=False, compile_s=round(compile_s, 2)))
+                     size=a.lovasz_size, dtype="float32"), t, higher_is_better=False,
+                     compile_s=round(compile_s, 2)))
   if "sweep" in only:
     rows.append(emit("metric_sweep_s", bench_sweep(), "s (80 thresholds x 3,600 tiles)",
                      dict(backend="numpy", device="host CPU")))
+  if epoch is not None:
+    rows.extend(epoch_rows(epoch, train_ips, context, a))
   return rows
 
 

@@ -75,7 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 32
   c.keep_min_loss = True          # also keep the lowest-validation-loss snapshot per cycle
   c.keep_checkpoints = 2          # latest end-of-epoch states kept; a corrupt newest falls back to older
-  c.steps_per_call = 0            # train steps per compiled call on device-resident data (0 = a whole epoch)
+  # Train steps per compiled call on device-resident data: 0 = the whole epoch in one lax.scan (no
+  # per-step dispatch; to be measured on GPUs), 1 = one step per call (XLA:CPU runs scanned steps ~10x
+  # slower than single steps, so 1 is the default until the accelerator figures are in).
+  c.steps_per_call = 1
   c.compilation_cache_dir = "~/.cache/salt_jax/jax"  # JAX's persistent compilation cache ("" = off)
   c.seed = 0
   c.distributed = False           # call jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)

@@ -12,6 +12,26 @@ def _default_data_dir() -> pathlib.Path:
   return pathlib.Path(env) if env else REPO.parent / "shared" / "tgs"
 
 
+@pytest.fixture
+def highest_precision():
+  """Full float32 matmuls and convolutions in JAX and PyTorch while a test runs, for comparisons against
+  another framework or a float reference: on NVIDIA GPUs both default to TF32 (~1e-3 relative error)."""
+  import jax
+  try:
+    import torch
+  except ImportError:
+    torch = None
+  if torch is not None:
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+  try:
+    with jax.default_matmul_precision("highest"):
+      yield
+  finally:
+    if torch is not None:
+      torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
   """The Kaggle folder (train/, test/, train.csv, ...); tests needing it skip without it."""

@@ -1,9 +1,13 @@
-"""Smoke test of the benchmark CLI (tiny settings; no timing assertions)."""
+"""The benchmark CLI: smoke runs on tiny settings (no timing assertions), FLOP counts, history parsing."""
+import functools
 import json
+import subprocess
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from salt_jax import bench
+from salt_jax import bench, fileio, models, rundir, schedules, steps
 
 
 def test_bench_prints_one_json_line_per_figure(capsys):
@@ -13,10 +17,167 @@ def test_bench_prints_one_json_line_per_figure(capsys):
                                           "metric_sweep_s"]
   assert lines == rows
   assert all(r["value"] > 0 for r in rows)
-  assert rows[0]["compile_s"] > 0 and rows[0]["tflops_per_s"] > 0
-  assert "ratio_vs_torch" not in rows[0]
+  train = rows[0]
+  assert train["compile_s"] > 0 and train["tflops_per_s"] > 0 and train["folds"] == 1
+  # The lowered program counts every op; the compiled executable's count can only have lost some
+  # (library calls such as cuDNN convolutions count 0 on GPU).
+  assert train["gflop_per_image"] >= train["compiled_gflop_per_image"] > 0
+  assert rows[1]["gflop_per_image"] > 0
+  assert "ratio_vs_torch" not in train
 
 
-def test_bench_refuses_other_sizes():
-  with pytest.raises(SystemExit):
-    bench.main(["--size=256"])
+def test_bench_refuses_bad_options():
+  for argv in (["--size=256"], ["--folds=0"], ["--only=epoch"], ["--only=train,epochs"],
+               ["--only=epoch", "--data_dir=x", "--epoch_cycle=1"]):
+    with pytest.raises(SystemExit):
+      bench.main(argv)
+
+
+def _lowered_gflop_per_image(name, batch=2):
+  """The lowered (pre-optimisation) FLOP count of a Lovasz train step per image, from shapes only."""
+  model = models.get_model(name)
+  tx = schedules.make_optimizer(lr=0.01)
+  state = jax.eval_shape(lambda: steps.create_train_state(model, tx, jax.random.key(0)))
+  data = {k: jax.ShapeDtypeStruct((batch, 101, 101), jnp.uint8) for k in ("image", "mask")}
+  weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
+  fn = jax.jit(functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights))
+  return bench.flops_of(fn.lower(state, data, jax.random.key(1))) / batch / 1e9
+
+
+def test_lowered_flops_of_model_34_training():
+  """79.4 GFLOP per 128x128 image (forward, backward, SGD), as XLA counted it on an H100."""
+  assert _lowered_gflop_per_image("model_34") == pytest.approx(79.4, abs=0.2)
+
+
+@pytest.mark.slow
+def test_vmapped_two_fold_step(capsys):
+  rows = bench.main(["--model=model_tiny", "--batch=2", "--steps=1", "--warmup=0", "--only=train",
+                     "--folds=2"])
+  assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == rows
+  (row,) = rows
+  assert row["figure"] == "train_images_per_s" and row["folds"] == 2 and row["value"] > 0
+  # Two folds do twice the work of one: the same FLOPs per image.
+  assert row["gflop_per_image"] == pytest.approx(_lowered_gflop_per_image("model_tiny"), rel=1e-3)
+
+
+def _record(epoch, seg_loss, ips, seconds, epoch_seconds=None, **extra):
+  r = dict(epoch=epoch, cycle=None if seg_loss == "bce_dice" else 0, seg_loss=seg_loss, loss=1.0,
+           images_per_s=ips, seconds=seconds, **extra)
+  if epoch_seconds is not None:
+    r["epoch_seconds"] = epoch_seconds
+  return r
+
+
+STARTUP = {"data": 1.0, "init": 2.0, "restore": 0.0, "compile": 3.0, "first_step": 7.5}
+
+
+def _history(startup=STARTUP, whole=True):
+  """2 BCE+Dice + 3 Lovasz epochs of 64 images; the first epoch of each loss is slow (compilation)."""
+  w = lambda s: s if whole else None
+  return [_record(0, "bce_dice", 8.0, 8.0, w(20.0), **({"startup": startup} if startup else {})),
+          _record(1, "bce_dice", 32.0, 2.0, w(4.0)),
+          _record(2, "lovasz", 4.0, 16.0, w(30.0)),
+          _record(3, "lovasz", 16.0, 4.0, w(5.0)),
+          _record(4, "lovasz", 32.0, 2.0, w(3.0))]
+
+
+def test_history_figures_leave_out_the_first_epoch_of_each_loss():
+  f = bench.history_figures({0: _history()}, batch=8)
+  assert f["missing"] == []
+  assert f["bce_dice"] == {"epochs": 1, "images_per_s": 32.0, "whole_epoch_images_per_s": 16.0}
+  # 128 images in 4 + 2 training seconds and 5 + 3 wall seconds.
+  assert f["lovasz"]["epochs"] == 2
+  assert f["lovasz"]["images_per_s"] == pytest.approx(128 / 6)
+  assert f["lovasz"]["whole_epoch_images_per_s"] == pytest.approx(128 / 8)
+  assert f["startup"] == STARTUP
+
+
+def test_history_figures_sum_the_folds_of_a_fold_parallel_run():
+  slow = dict(STARTUP, first_step=9.0)
+  f = bench.history_figures({0: _history(), 1: _history(startup=slow)}, batch=8)
+  # The folds train in the same seconds, each record counting its own fold's images: they add up.
+  assert f["lovasz"]["images_per_s"] == pytest.approx(256 / 6)
+  assert f["lovasz"]["whole_epoch_images_per_s"] == pytest.approx(256 / 8)
+  assert f["startup"]["first_step"] == 9.0
+
+
+def test_history_figures_without_the_new_fields():
+  f = bench.history_figures({0: _history(startup=None, whole=False)}, batch=8)
+  assert f["missing"] == ["epoch_seconds", "startup"]
+  assert f["lovasz"]["images_per_s"] == pytest.approx(128 / 6)
+  assert f["lovasz"]["whole_epoch_images_per_s"] is None and f["startup"] is None
+
+
+def _fake_train(histories):
+  """A stand-in for subprocess.run of salt_jax.train: writes the given fold histories into --workdir."""
+  calls = []
+
+  def run(cmd, **kwargs):
+    calls.append(cmd)
+    workdir = next(c.split("=", 1)[1] for c in cmd if c.startswith("--workdir="))
+    for k, records in histories.items():
+      fileio.write_jsonl(rundir.RunDir(workdir).history_jsonl(k), records)
+    return subprocess.CompletedProcess(cmd, 0, "", "")
+  return run, calls
+
+
+def test_epoch_figures_from_the_training_program(monkeypatch, capsys, tmp_path):
+  run, calls = _fake_train({0: _history(), 1: _history()})
+  monkeypatch.setattr(bench.subprocess, "run", run)
+  rows = bench.main(["--model=model_tiny", "--batch=8", "--only=epoch", f"--data_dir={tmp_path}", "--folds=2",
+                     "--train_subset=64", f"--epoch_workdir={tmp_path / 'w'}"])
+  (cmd,) = calls
+  assert cmd[1:3] == ["-m", "salt_jax.train"]
+  for flag in ("--config.model=model_tiny", "--config.batch_size=8", "--config.folds=0,1",
+               "--config.train_subset=64", "--config.warmup_epochs=2", "--config.cycle_len=3",
+               "--config.eval_start=3", "--config.eval_every=3", f"--config.data_dir={tmp_path}",
+               "--config.compilation_cache_dir="):  # a cold start: every compilation is counted
+    assert flag in cmd
+  out = capsys.readouterr()
+  assert [json.loads(l) for l in out.out.splitlines()] == rows
+  assert [r["figure"] for r in rows] == ["epoch_images_per_s", "startup_s"]  # no compiled step: no ratio
+  assert rows[0]["value"] == pytest.approx(256 / 6, abs=1e-4) and rows[0]["folds"] == 2
+  assert rows[0]["whole_epoch_images_per_s"] == 32.0 and rows[0]["bce_dice_images_per_s"] == 64.0
+  assert rows[1]["value"] == 7.5 and rows[1]["startup"] == STARTUP and rows[1]["process_s"] >= 0
+  assert out.err == ""
+
+
+def test_epoch_figures_say_what_the_history_lacks(monkeypatch, capsys, tmp_path):
+  run, calls = _fake_train({0: _history(startup=None, whole=False)})
+  monkeypatch.setattr(bench.subprocess, "run", run)
+  rows = bench.main(["--model=model_tiny", "--only=epoch", f"--data_dir={tmp_path}"])
+  assert not any(c.startswith("--config.folds") for c in calls[0])
+  assert [r["figure"] for r in rows] == ["epoch_images_per_s"]
+  assert rows[0]["whole_epoch_images_per_s"] is None
+  assert "has no epoch_seconds, startup field(s)" in capsys.readouterr().err
+
+
+def test_loop_efficiency_is_epoch_over_compiled_step(capsys):
+  figures = bench.history_figures({0: _history()}, batch=8)
+  figures["process_s"] = 12.0
+  args = bench.argparse.Namespace(folds=1, train_subset=0, epoch_warmup=2, epoch_cycle=3,
+                                  compilation_cache_dir="")
+  rows = bench.epoch_rows(figures, 128 / 3, {"model": "model_tiny"}, args)
+  assert [r["figure"] for r in rows] == ["epoch_images_per_s", "loop_efficiency", "startup_s"]
+  assert rows[1]["value"] == 0.5 and rows[1]["whole_epoch_efficiency"] == 0.375
+
+
+def test_a_failed_training_run_is_reported(monkeypatch, tmp_path):
+  fail = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "salt_jax.train: unknown config key 'x'")
+  monkeypatch.setattr(bench.subprocess, "run", fail)
+  with pytest.raises(RuntimeError, match="unknown config key 'x'"):
+    bench.main(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
+
+
+@pytest.mark.slow
+def test_history_of_a_real_training_run(tiny_run):
+  """The fields the epoch figures read are the ones salt_jax.train writes (tiny_run: 1 BCE+Dice epoch and
+  one 2-epoch Lovasz cycle of model_tiny on real tiles, trained once for several test files). A real
+  `--data_dir` bench run starts a cold training process (~100 s on 2 busy cores), so it is not run here."""
+  config, workdir, _ = tiny_run
+  f = bench.history_figures(bench.read_histories(workdir, 1), config.batch_size)
+  assert f["missing"] == []
+  assert f["lovasz"]["epochs"] == 1 and f["lovasz"]["images_per_s"] > 0
+  assert 0 < f["lovasz"]["whole_epoch_images_per_s"] <= f["lovasz"]["images_per_s"]
+  assert f["bce_dice"] == {"epochs": 0, "images_per_s": None, "whole_epoch_images_per_s": None}
+  assert set(f["startup"]) >= {"data", "init", "restore", "compile", "first_step"}

@@ -6,6 +6,7 @@ import pytest
 
 from salt_jax.models import blocks
 
+pytestmark = pytest.mark.usefixtures("highest_precision")  # float32 references; GPUs default to TF32
 KEY = jax.random.PRNGKey(0)
 
 

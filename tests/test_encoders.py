@@ -1,5 +1,6 @@
 """Encoders (SPEC 3.3): shapes, and faithfulness of the torch -> Flax weight import against PyTorch
-reference backbones with timm / IBN-Net parameter names (tests/torch_encoders.py)."""
+reference backbones with timm / IBN-Net parameter names (tests/torch_encoders.py) and, where timm is
+installed, against timm's own modules."""
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from salt_jax.models.encoders import ENCODER_CHANNELS, ENCODERS, get_encoder
 # Input side per encoder for the torch comparison: the biggest nets run on a 64x64 crop to stay fast.
 SIZES = {"resnet34": 128, "seresnext50_32x4d": 128, "seresnext101_32x4d": 64, "legacy_seresnet152": 64,
          "legacy_senet154": 64, "resnext101_ibn_a": 64}
-TOL = 1e-4  # max |flax - torch| / max |torch| per stage
+TOL = 1e-4  # max |flax - torch| / max |torch| per stage, at full float32 precision (GPUs default to TF32)
+pytestmark = pytest.mark.usefixtures("highest_precision")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +109,43 @@ def test_matches_torch_eval(name, images):
   got = get_encoder(name).apply(variables, jnp.asarray(x), train=False)
   errs = [_rel_err(g, e) for g, e in zip(got, expected)]
   print(f"{name}: params {_n_params(variables['params'])}, max rel err per stage {errs}")
+  assert [g.shape for g in got] == [e.shape for e in expected]
+  assert max(errs) < TOL, errs
+
+
+TIMM_ENCODERS = [n for n in IMAGENET_ENCODERS if n != "resnext101_ibn_a"]  # IBN-Net is not part of timm
+
+
+def _timm_features(net, x):
+  """layer1..layer4 outputs (NHWC) of a timm ResNet or legacy SENet, its stem max-pool skipped (SPEC 3.1)."""
+  import torch
+  y = torch.from_numpy(x).permute(0, 3, 1, 2)
+  with torch.no_grad():
+    if hasattr(net, "layer0"):  # legacy SENet: the stem is layer0 (its pool is pool0, or inside in old timm)
+      for m in net.layer0.children():
+        y = y if isinstance(m, torch.nn.MaxPool2d) else m(y)
+    else:
+      y = net.act1(net.bn1(net.conv1(y)))
+    outs = []
+    for i in range(1, 5):
+      y = getattr(net, f"layer{i}")(y)
+      outs.append(y.permute(0, 2, 3, 1).numpy())
+  return outs
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", TIMM_ENCODERS)
+def test_matches_timm_eval(name, images):
+  """The real timm module with the reference's random weights (its state dict loads strictly into timm)."""
+  timm = pytest.importorskip("timm")
+  net = timm.create_model(name, pretrained=False)
+  net.load_state_dict(_reference(name).state_dict())
+  net.eval()
+  x = _crop(images, SIZES[name])
+  expected = _timm_features(net, x)
+  got = get_encoder(name).apply(torch_to_flax(name, _state_dict(net)), jnp.asarray(x), train=False)
+  errs = [_rel_err(g, e) for g, e in zip(got, expected)]
+  print(f"{name} vs timm {timm.__version__}: max rel err per stage {errs}")
   assert [g.shape for g in got] == [e.shape for e in expected]
   assert max(errs) < TOL, errs
 

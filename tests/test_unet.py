@@ -14,6 +14,7 @@ from model_param_counts import decoder_params
 from salt_jax import models
 from salt_jax.models import unet
 
+pytestmark = pytest.mark.usefixtures("highest_precision")  # torch comparisons; GPUs default to TF32
 NAMES = ["model_34", "model_50A", "model_50A_slim", "model_101A", "model_101B", "model_152", "model_154"]
 RNGS = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
 
