@@ -8,6 +8,7 @@ sigmoid(logit - threshold) instead (needs `predict --save_logits`). The same vot
 validation predictions gives the out-of-fold mAP of every model and of the ensemble.
 """
 import pathlib
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -16,6 +17,7 @@ from absl import app, flags, logging
 
 from salt_jax import geometry, metrics, predict, rundir, viz
 from salt_jax.data import kaggle, submission
+from salt_jax.data.errors import DataError
 
 MODES = ("vote", "prob")
 
@@ -187,8 +189,11 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  ensemble(FLAGS.workdirs, FLAGS.out, FLAGS.data_dir, mode=FLAGS.mode, kind=FLAGS.kind,
-           save_png=FLAGS.save_png, oof=FLAGS.oof, oof_csv=FLAGS.oof_csv)
+  try:
+    ensemble(FLAGS.workdirs, FLAGS.out, FLAGS.data_dir, mode=FLAGS.mode, kind=FLAGS.kind,
+             save_png=FLAGS.save_png, oof=FLAGS.oof, oof_csv=FLAGS.oof_csv)
+  except (rundir.WorkdirError, DataError, ValueError) as e:
+    sys.exit(f"salt_jax.ensemble: {e}")
 
 
 if __name__ == "__main__":
