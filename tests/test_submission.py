@@ -1,4 +1,7 @@
 """Submission CSVs: exact ids, RLE round trip, atomic writes, reading a subset of ids, sample ids."""
+import os
+import pathlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,11 +70,44 @@ def test_submission_round_trips_through_rle(tmp_path):
   assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]  # no temporary file left behind
 
 
-def test_failed_write_leaves_no_csv(tmp_path):
+@pytest.mark.parametrize("old", [None, "id,rle_mask\nold,1 1\n"])
+def test_write_failing_midway_leaves_no_partial_file(tmp_path, monkeypatch, old):
+  """The writer opens the file, writes the header and the first row, then fails (a full disk): the error
+  propagates, the target is absent or untouched, and no temporary file is left."""
   path = tmp_path / "sub.csv"
-  with pytest.raises(ValueError):
-    submission.write_submission(path, ["a"], np.zeros((1, 101, 101), np.uint8), ["b"])
-  assert not path.exists()
+  if old is not None:
+    path.write_text(old)
+  opened = []
+
+  def failing_to_csv(frame, target, index=True):
+    with open(target, "w") as f:
+      opened.append(target)
+      f.write("id,rle_mask\n" + f"{frame['id'][0]},{frame['rle_mask'][0]}\n")
+      f.flush()
+      raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
+  masks = np.ones((2, 101, 101), np.uint8)
+  with pytest.raises(OSError, match="No space left on device"):
+    submission.write_submission(path, ["a", "b"], masks, ["a", "b"])
+  assert len(opened) == 1 and opened[0] != path and opened[0].parent == tmp_path
+  assert sorted(p.name for p in tmp_path.iterdir()) == ([] if old is None else ["sub.csv"])
+  if old is not None:
+    assert path.read_text() == old
+
+
+def test_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
+  """The whole CSV is written, then putting it in place fails: the temporary file is removed."""
+  path = tmp_path / "sub.csv"
+
+  def failing_replace(src, dst):
+    assert pathlib.Path(src).read_text().startswith("id,rle_mask\na,")  # complete before the rename
+    raise PermissionError(13, "Permission denied")
+
+  monkeypatch.setattr(os, "replace", failing_replace)
+  with pytest.raises(PermissionError):
+    submission.write_submission(path, ["a"], np.ones((1, 101, 101), np.uint8), ["a"])
+  assert list(tmp_path.iterdir()) == []
 
 
 def test_read_selected_ids_in_their_order_and_missing_ids_are_errors(tmp_path):
