@@ -1,12 +1,20 @@
 """The two-stage pipeline on the mini data: it finishes, and a re-run skips every finished step."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import ml_collections
+import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import ensemble, pipeline, predict, train
+from salt_jax import ensemble, metrics, pipeline, predict, train
 from salt_jax.data import rle
+from salt_jax.jigsaw import rules, tasks
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = dict(batch_size=8, train_subset=48, eval_batch_size=8, num_folds=4, warmup_epochs=1, cycle_num=1,
             cycle_len=2, eval_start=1, eval_every=1, cache_dir="")
@@ -38,7 +46,6 @@ def test_pipeline_writes_final_submission_and_summary(finished, mini_data_dir):
   assert list(sub["id"]) == list(sample["id"])
   assert rle.rle_decode_many(list(sub["rle_mask"]), (101, 101)).shape == (len(sample), 101, 101)
   assert set(table["stage"]) == {"stage1", "stage2"}
-  assert table["OOF mAP"].between(0, 1).all()
   assert (outdir / "summary.csv").exists() and (outdir / "pseudo_split.csv").exists()
   # stage 2 part k trained on test half k and predicted only the other half
   half = pd.read_csv(outdir / "pseudo_split.csv", dtype={"id": str}).set_index("id")["half"]
@@ -49,6 +56,79 @@ def test_pipeline_writes_final_submission_and_summary(finished, mini_data_dir):
     config = json.loads((outdir / "stage2" / f"tiny_pseudo_part{part}" / f"fold_{part}" / "config.json")
                         .read_text())
     assert config["pseudo_split"] == part and config["pseudo_csv"].endswith("ensemble-vertical-empty-smooth.csv")
+
+
+def _csv_masks(path):
+  """{id: (101,101) uint8} of a submission CSV, decoded here."""
+  frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+  return dict(zip(frame["id"], rle.rle_decode_many(list(frame["rle_mask"]), (101, 101))))
+
+
+def _npz(path):
+  """(test ids, test masks, valid ids, valid masks) of a prediction file, unpacked here."""
+  with np.load(path) as z:
+    unpack = lambda k: np.unpackbits(z[k], axis=1, count=101 * 101).reshape(-1, 101, 101)
+    return ([str(i) for i in z["test_ids"]], unpack("test_masks"), [str(i) for i in z["valid_ids"]],
+            unpack("valid_masks"))
+
+
+def test_pipeline_submission_masks_follow_from_the_recorded_predictions(finished, mini_data_dir):
+  """Stage 2's ensemble CSV is the vote of its models' prediction files (each pseudo part predicted the
+  other test half, one snapshot each); every post-processing step changes exactly the tiles it reports;
+  the submission is the last step's output; each OOF mAP is the mAP of that model's validation masks."""
+  outdir, table = finished
+  votes = {}
+  for part in (0, 1):
+    ids, masks, _, _ = _npz(outdir / "stage2" / f"tiny_pseudo_part{part}" / "predictions" / "max_map"
+                            / f"fold_{part}_cycle_0.npz")
+    for i, m in zip(ids, masks):
+      votes.setdefault(i, []).append(m)
+  ensembled = _csv_masks(outdir / "stage2" / "ensemble.csv")
+  assert sorted(votes) == sorted(ensembled) and all(len(v) == 1 for v in votes.values())
+  for i, v in votes.items():
+    np.testing.assert_array_equal(ensembled[i], (np.mean(v, axis=0) >= 0.5).astype(np.uint8))
+
+  out = outdir / "stage2" / "ensemble-vertical-empty-smooth.csv"
+  report = json.loads((outdir / "done" / "stage2__postprocess.json").read_text())["result"]["steps"]
+  chain = [outdir / "stage2" / "ensemble.csv"] + [tasks.intermediate_path(out, rules.STEPS[:j + 1])
+                                                  for j in range(len(rules.STEPS) - 1)] + [out]
+  for step, before, after in zip(rules.STEPS, chain, chain[1:]):
+    a, b = _csv_masks(before), _csv_masks(after)
+    assert sum(not np.array_equal(a[i], b[i]) for i in a) == report[step]["changed"], step
+  final = _csv_masks(outdir / "submission.csv")
+  assert all(np.array_equal(final[i], m) for i, m in _csv_masks(out).items())
+
+  train_csv = pd.read_csv(mini_data_dir / "train.csv", dtype=str, keep_default_na=False)
+  truth = dict(zip(train_csv["id"], rle.rle_decode_many(list(train_csv["rle_mask"]), (101, 101))))
+  rows = table.set_index(["stage", "model"])["OOF mAP"]
+  files = {("stage1", "tiny"): outdir / "stage1" / "tiny" / "predictions" / "max_map" / "fold_0_cycle_0.npz"}
+  for part in (0, 1):
+    files["stage2", f"tiny_pseudo_part{part}"] = (outdir / "stage2" / f"tiny_pseudo_part{part}" / "predictions"
+                                                 / "max_map" / f"fold_{part}_cycle_0.npz")
+  for key, path in files.items():
+    _, _, valid_ids, valid_masks = _npz(path)
+    assert rows[key] == pytest.approx(metrics.kaggle_map(valid_masks, np.stack([truth[i] for i in valid_ids])))
+
+
+def test_pipeline_command_line_resumes_and_rejects_bad_data(finished, mini_data_dir, tmp_path):
+  outdir, _ = finished
+  before = (outdir / "submission.csv").read_bytes()
+  config = tmp_path / "tiny_pipeline.py"
+  config.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\n"
+                    "from test_pipeline import tiny_pipeline_config\n\n\n"
+                    f"def get_config():\n  return tiny_pipeline_config({str(mini_data_dir)!r})\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  run = lambda *extra: subprocess.run([sys.executable, "-m", "salt_jax.pipeline", f"--config={config}",
+                                       *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  done = run(f"--outdir={outdir}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "[skip] stage2/ensemble" in done.stderr and "[run ]" not in done.stderr
+  assert "stage1" in done.stdout and "OOF mAP" in done.stdout
+  assert (outdir / "submission.csv").read_bytes() == before
+  done = run(f"--outdir={tmp_path / 'new'}", f"--config.data_dir={tmp_path / 'nowhere'}")
+  assert done.returncode == 1 and "Traceback" not in done.stderr
+  assert f"salt_jax.pipeline: missing folder: {tmp_path / 'nowhere'}" in done.stderr
+  assert not list((tmp_path / "new").rglob("*.json")) and not (tmp_path / "new" / "submission.csv").exists()
 
 
 def test_pipeline_rerun_skips_finished_steps(finished, mini_data_dir, monkeypatch):
