@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -52,9 +53,14 @@ def test_run_writes_history_snapshots_and_config(finished_run):
 
 @pytest.mark.slow
 def test_rerun_of_a_finished_fold_does_no_work(finished_run):
-  config, workdir, _ = finished_run
-  summary = train.train_and_evaluate(config, str(workdir))
+  config, workdir, first = finished_run
+  fdir = workdir / "fold_0"
+  files = sorted(p for p in fdir.rglob("*") if p.is_file() and p.parent.name != "tb")
+  stamps = {p: p.stat().st_mtime_ns for p in files if "snapshots" in p.parts or "checkpoints" in p.parts}
+  summary = train.train_and_evaluate(config, str(workdir))[config.fold]
   assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]
+  assert summary["history"] == first["history"]  # the same records (timings included): nothing retrained
+  assert stamps and {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no snapshot or state rewritten
 
 
 def test_epoch_chunks_cover_every_step_once():
@@ -113,14 +119,17 @@ def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   ckpt_dir = workdir / "fold_0" / "checkpoints"
   deadline = time.time() + 600
-  while not (ckpt_dir / "0").is_dir() and proc.poll() is None and time.time() < deadline:
+  history_path = workdir / "fold_0" / "history.jsonl"
+  while (not ((ckpt_dir / "0").is_dir() and history_path.exists()) and proc.poll() is None
+         and time.time() < deadline):
     time.sleep(0.2)
   assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
+  before = [json.loads(l) for l in history_path.read_text().splitlines()]
   done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert "resuming fold 0 after epoch" in done.stderr
+  resumed_after = int(re.search(r"resuming fold 0 after epoch (\d+)", done.stderr).group(1))
   epoch_a, params_a = _final_params(ref_workdir, config)
   epoch_b, params_b = _final_params(workdir, config)
   assert epoch_a == epoch_b == 2
@@ -131,3 +140,9 @@ def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
   assert [r["epoch"] for r in history] == [0, 1, 2]
   for r, s in zip(history, ref):
     assert r["loss"] == s["loss"] and r.get("val_map") == s.get("val_map")
+  # Epochs up to the restored one keep the killed process's records (its timings); the resumed process
+  # starts at the next epoch, which records its start-up. A run that retrained would rewrite them all.
+  kept = [r for r in before if r["epoch"] <= resumed_after]
+  assert [r["epoch"] for r in kept] == list(range(resumed_after + 1))
+  assert history[:resumed_after + 1] == kept
+  assert [r["epoch"] for r in history if "startup" in r] == [0, resumed_after + 1]
