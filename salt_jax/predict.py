@@ -1,12 +1,18 @@
 """Predict every trained snapshot of a workdir: its fold's validation tiles and all test tiles.
 
     python -m salt_jax.predict --workdir=runs/model_50 [--kind=max_map] [--save_logits]
+    python -m salt_jax.predict --workdir=runs/original_34 --config=configs/model_34.py \
+        --config.init_from=fold_0/Cycle_0_Lsoftmax_maxMap_G.pth --config.fold=0 [--cycle=0]
 
 For each fold and cycle snapshot (SPEC 7.1): flip-TTA logits on the fold's validation tiles re-derive
 the best logit threshold (and report the mAP), then the test tiles are binarised at that threshold
 (logit > thr, as in validation; the original used >= for test, SPEC 10.7). One compact `.npz` per
 snapshot under <workdir>/predictions/<kind>/: bit-packed masks, ids, the threshold and metrics, and
 optionally float16 logits. Finished snapshots are skipped unless --overwrite.
+
+With `--config` and `--config.init_from=<file.pth>`, a checkpoint of the original PyTorch solution
+(models.convert.load_original) is predicted instead, as snapshot (config.fold, --cycle) of the workdir: the
+config is recorded there like a training run's, so `ensemble` votes it with the workdir's other snapshots.
 """
 import json
 import sys
@@ -17,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
+from ml_collections import config_flags
 
-from salt_jax import checkpoints, fileio, geometry, inference, metrics, models, parallel, pseudo, rundir
+from salt_jax import (checkpoints, configlib, fileio, geometry, inference, metrics, models, parallel, pseudo,
+                      rundir)
 from salt_jax.data import kaggle
 from salt_jax.data.errors import DataError
 
@@ -96,6 +104,29 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
     return [predictor(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
 
 
+def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map", data_dir: Optional[str] = None,
+                     batch_size: Optional[int] = None, save_logits: bool = False) -> Dict[str, Any]:
+  """Predicts a whole-model checkpoint of the original solution (config.init_from) as the `kind` snapshot
+  (config.fold, cycle) of `workdir`; records the config there (as training would) and returns the metadata.
+
+  Always predicts (the checkpoint file has no snapshot time to compare with).
+  """
+  from salt_jax.models import convert  # torch is only needed for .pth files
+  if not config.get("init_from"):
+    raise configlib.ConfigError("predicting an original checkpoint needs --config.init_from=<file.pth>")
+  configlib.validate(config)
+  run = rundir.RunDir(workdir)
+  run.check_run(config)
+  with run.lock(jax.process_index()):
+    run.check_run(config)
+    if jax.process_index() == 0:
+      run.record_run(config)
+    variables = convert.load_original(config.init_from, config.model)
+    predictor = _SnapshotPredictor(run, kind, data_dir, batch_size, save_logits)
+    meta = dict(fold=config.fold, cycle=cycle, model=config.model, kind=kind, init_from=str(config.init_from))
+    return predictor.predict(config, config.fold, cycle, variables, meta, str(config.init_from))
+
+
 class _SnapshotPredictor:
   """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
 
@@ -128,11 +159,17 @@ class _SnapshotPredictor:
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
       return load_prediction(out_path)["meta"]
     config = self.run.fold_config(fold)
+    variables, meta = checkpoints.load_snapshot(snap, abstract_variables(models.from_config(config)))
+    return self.predict(config, fold, cycle, variables, meta, str(snap))
+
+  def predict(self, config, fold: int, cycle: int, variables, meta: Dict[str, Any], source: str
+              ) -> Dict[str, Any]:
+    """Predicts one set of variables of `config`'s model as snapshot (fold, cycle); writes and returns the
+    metadata (`meta` plus the re-derived threshold and metrics; source names the weights)."""
+    out_path = self.run.prediction_file(self.kind, fold, cycle)
     train_set, test = self._load(config)
     _, valid_idx = self.run.fold_rows(config, train_set.ids, train_set.masks)
-    model = models.from_config(config)
-    predictor = self._predictor(config, model)
-    variables, meta = checkpoints.load_snapshot(snap, abstract_variables(model))
+    predictor = self._predictor(config, models.from_config(config))
     variables = parallel.replicate(variables, self.mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
@@ -142,8 +179,8 @@ class _SnapshotPredictor:
     test_idx = test_rows(config, self.run, test.ids)
     t_logits, _ = predictor.logits_and_losses(variables, test.images[test_idx],
                                               desc=f"fold {fold} cycle {cycle} test")
-    meta = dict(meta, snapshot=str(snap), snapshot_val_map=meta["val_map"],
-                snapshot_threshold=meta["val_threshold"], threshold=float(thr), val_map=float(val_map),
+    meta = dict(meta, snapshot=source, snapshot_val_map=meta.get("val_map"),
+                snapshot_threshold=meta.get("val_threshold"), threshold=float(thr), val_map=float(val_map),
                 val_loss=float(np.mean(v_losses)), seconds=time.perf_counter() - t0,
                 n_valid=int(len(valid_idx)), n_test=int(len(test_idx)))
     if jax.process_index() == 0:
@@ -151,8 +188,8 @@ class _SnapshotPredictor:
                       test_ids=test.ids[test_idx], test_masks=t_logits > thr,
                       valid_logits=v_logits if self.save_logits else None,
                       test_logits=t_logits if self.save_logits else None)
-    logging.info("fold %d cycle %d: validation mAP %.4f at logit threshold %+.4f (at training: %.4f at "
-                 "%+.4f); %d test tiles in %.1f s", fold, cycle, val_map, thr, meta["snapshot_val_map"],
+    logging.info("fold %d cycle %d (%s): validation mAP %.4f at logit threshold %+.4f (at training: %s at "
+                 "%s); %d test tiles in %.1f s", fold, cycle, source, val_map, thr, meta["snapshot_val_map"],
                  meta["snapshot_threshold"], len(test_idx), meta["seconds"])
     return meta
 
@@ -169,17 +206,25 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", None, "Inference batch (default: the config's eval_batch_size).")
   flags.DEFINE_bool("save_logits", False, "Also keep float16 logits (needed for probability averaging).")
   flags.DEFINE_bool("overwrite", False, "Predict again even if a snapshot's predictions exist.")
+  config_flags.DEFINE_config_file("config", None, "With --config.init_from=<file.pth>: predict that checkpoint of "
+                                  "the original solution as snapshot (config.fold, --cycle).", lock_config=True)
+  flags.DEFINE_integer("cycle", 0, "The cycle a --config.init_from checkpoint is recorded as.")
   flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
   try:
-    results = predict_workdir(FLAGS.workdir, kind=FLAGS.kind,
-                              folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
-                              data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
-                              save_logits=FLAGS.save_logits, overwrite=FLAGS.overwrite)
-  except (rundir.WorkdirError, DataError) as e:
+    if FLAGS.config is not None:
+      results = [predict_original(FLAGS.workdir, FLAGS.config, cycle=FLAGS.cycle, kind=FLAGS.kind,
+                                  data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+                                  save_logits=FLAGS.save_logits)]
+    else:
+      results = predict_workdir(FLAGS.workdir, kind=FLAGS.kind,
+                                folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
+                                data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+                                save_logits=FLAGS.save_logits, overwrite=FLAGS.overwrite)
+  except (configlib.ConfigError, rundir.WorkdirError, DataError) as e:
     sys.exit(f"salt_jax.predict: {e}")
   for r in results:
     print(json.dumps({k: r[k] for k in ("fold", "cycle", "val_map", "threshold") if k in r}))
@@ -187,4 +232,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=configlib.parse_flags)
