@@ -78,8 +78,12 @@ def test_rows(config, run: rundir.RunDir, test_ids) -> np.ndarray:
 
 
 def abstract_variables(model) -> Any:
+  """Shapes of the model's variables, replicated over this machine's devices (whatever devices wrote
+  the snapshot: a fold trained on 2 GPUs predicts on 1)."""
   x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
   shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, x, train=False))
+  repl = parallel.replicated(parallel.make_mesh())
+  shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
   return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
 
 
@@ -104,8 +108,9 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
     return [predictor(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
 
 
-def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map", data_dir: Optional[str] = None,
-                     batch_size: Optional[int] = None, save_logits: bool = False) -> Dict[str, Any]:
+def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
+                     data_dir: Optional[str] = None, batch_size: Optional[int] = None,
+                     save_logits: bool = False) -> Dict[str, Any]:
   """Predicts a whole-model checkpoint of the original solution (config.init_from) as the `kind` snapshot
   (config.fold, cycle) of `workdir`; records the config there (as training would) and returns the metadata.
 
@@ -206,8 +211,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", None, "Inference batch (default: the config's eval_batch_size).")
   flags.DEFINE_bool("save_logits", False, "Also keep float16 logits (needed for probability averaging).")
   flags.DEFINE_bool("overwrite", False, "Predict again even if a snapshot's predictions exist.")
-  config_flags.DEFINE_config_file("config", None, "With --config.init_from=<file.pth>: predict that checkpoint of "
-                                  "the original solution as snapshot (config.fold, --cycle).", lock_config=True)
+  config_flags.DEFINE_config_file(
+      "config", None, "With --config.init_from=<file.pth>: predict that checkpoint of the original solution "
+      "as snapshot (config.fold, --cycle).", lock_config=True)
   flags.DEFINE_integer("cycle", 0, "The cycle a --config.init_from checkpoint is recorded as.")
   flags.mark_flags_as_required(["workdir"])
 

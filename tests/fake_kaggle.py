@@ -1,5 +1,6 @@
 """Tiny synthetic Kaggle TGS folders: for data-layer tests (RGB image PNGs, 8/16-bit mask PNGs), and a
-learnable one (bright discs are salt) on which a few tiny-model epochs give non-empty, differing predictions."""
+learnable one (bright discs are salt) on which a few tiny-model epochs give non-empty, differing
+predictions."""
 import pathlib
 
 import cv2

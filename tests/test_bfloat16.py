@@ -22,7 +22,8 @@ def test_bfloat16_train_and_predict_smoke(tmp_path):
   workdir = tmp_path / "bf16"
   history = train.train_and_evaluate(config, str(workdir))[config.fold]["history"]
   assert [(r["epoch"], r["seg_loss"]) for r in history] == [(0, "bce_dice"), (1, "lovasz")]
-  assert all(np.isfinite(r[k]) for r in history for k in ("loss", "final_loss", "class_loss", "no_empty_loss"))
+  terms = ("loss", "final_loss", "class_loss", "no_empty_loss")
+  assert all(np.isfinite(r[k]) for r in history for k in terms)
   assert np.isfinite(history[1]["val_loss"]) and 0 <= history[1]["val_map"] <= 1
   run = rundir.RunDir(workdir)
   variables, meta = checkpoints.load_snapshot(run.snapshot_dir(0, 0, "max_map"),

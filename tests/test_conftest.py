@@ -21,8 +21,8 @@ def _pytest(tmp_path, **env_vars) -> subprocess.CompletedProcess:
   (tmp_path / "empty").mkdir(exist_ok=True)
   env = {k: v for k, v in os.environ.items() if k != "SALT_REQUIRE_DATA"}
   env.update(SALT_DATA_DIR=str(tmp_path / "empty"), **env_vars)
-  return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_probe.py"],
-                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+  cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_probe.py"]
+  return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_missing_data_skips_by_default(tmp_path):

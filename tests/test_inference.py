@@ -63,7 +63,8 @@ def test_tta_logits_equal_hand_computation():
   # Not the un-flipped forward alone: the model is not mirror-symmetric.
   assert np.abs(forward(_hand_input(images))[:, 13:114, 13:114] - want).max() > 0.1
   assert apply_fn.calls == [((6, 128, 128, 3), False)]  # one eval-mode pass on the batch and its mirror
-  logits, loss = steps.eval_step(apply_fn, variables, {"image": jnp.asarray(images), "mask": jnp.asarray(masks)})
+  batch = {"image": jnp.asarray(images), "mask": jnp.asarray(masks)}
+  logits, loss = steps.eval_step(apply_fn, variables, batch)
   np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-6, atol=1e-5)
   np.testing.assert_allclose(np.asarray(loss), np.asarray(losses.lovasz_hinge_per_image(
       jnp.asarray(want), jnp.asarray(masks, jnp.float32))), rtol=1e-5, atol=1e-6)

@@ -37,7 +37,8 @@ def two_cycles(tmp_path_factory):
   cpu_small (batch 8, 48 training tiles) on 96 + 24 learnable synthetic tiles."""
   config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
   config.data_dir = str(make_learnable_kaggle(tmp_path_factory.mktemp("learnable")))
-  config.update(dict(batch_size=8, train_subset=48, valid_subset=0, eval_batch_size=8, num_folds=4, cache_dir="",
+  config.update(dict(batch_size=8, train_subset=48, valid_subset=0, eval_batch_size=8, num_folds=4,
+                     cache_dir="",
                      warmup_epochs=WARMUP, cycle_num=CYCLES, cycle_len=CYCLE_LEN, eval_start=1, eval_every=1))
   workdir = tmp_path_factory.mktemp("two_cycles") / "model_tiny"
   saves = []
@@ -68,7 +69,8 @@ def test_learning_rate_of_every_epoch_follows_spec5(two_cycles):
   want = [_spec5_lr(e, config.lr, config.eta_min) for e in range(len(history))]
   # 0.01 warm-up; each cycle 0.00775, 0.00325, 0.001 (restart after the cycle's last epoch at eta_min)
   np.testing.assert_allclose([r["lr"] for r in history], want, rtol=1e-12)
-  assert history[3]["lr"] == pytest.approx(config.eta_min) and history[4]["lr"] == pytest.approx(history[1]["lr"])
+  assert history[3]["lr"] == pytest.approx(config.eta_min)
+  assert history[4]["lr"] == pytest.approx(history[1]["lr"])
   assert all(np.isfinite(r["loss"]) for r in history)
 
 
@@ -100,7 +102,8 @@ def test_best_snapshot_kept_per_cycle_with_the_comparison_reset(two_cycles):
     last = [e for c, k, e in saves if c == cycle and k == "max_map"][-1]
     best = history[last]
     assert meta["cycle"] == cycle and meta["epoch"] == last
-    assert meta["val_map"] == pytest.approx(best["val_map"]) and meta["val_threshold"] == best["val_threshold"]
+    assert meta["val_map"] == pytest.approx(best["val_map"])
+    assert meta["val_threshold"] == best["val_threshold"]
     assert summary["bests"][str(cycle)]["max_map"] == pytest.approx(best["val_map"])
 
 
@@ -127,7 +130,8 @@ def test_predict_and_ensemble_command_lines_vote_both_snapshots(two_cycles, tmp_
   assert done.returncode == 0, done.stderr[-3000:]
   assert "OOF mAP" in done.stdout and "model_tiny" in done.stdout
   sub = pd.read_csv(out, dtype=str, keep_default_na=False)
-  sample = pd.read_csv(pathlib.Path(config.data_dir) / "sample_submission.csv", dtype=str, keep_default_na=False)
+  sample = pd.read_csv(pathlib.Path(config.data_dir) / "sample_submission.csv", dtype=str,
+                       keep_default_na=False)
   assert list(sub["id"]) == list(sample["id"])
   # Independent vote: mean of the two snapshots' binary masks >= 0.5 (a tie is salt), tile by tile.
   (ids0, m0), (ids1, m1) = map(_read_prediction, files)
@@ -142,7 +146,8 @@ def test_predict_and_ensemble_command_lines_vote_both_snapshots(two_cycles, tmp_
 def test_predict_and_ensemble_command_lines_reject_bad_input(tmp_path):
   done = _cli("salt_jax.predict", f"--workdir={tmp_path / 'nothing'}")
   assert done.returncode == 1
-  assert f"salt_jax.predict: no max_map snapshots in {tmp_path / 'nothing'}; train a fold first" in done.stderr
+  want = f"salt_jax.predict: no max_map snapshots in {tmp_path / 'nothing'}; train a fold first"
+  assert want in done.stderr
   done = _cli("salt_jax.ensemble", f"--workdirs={tmp_path}", f"--out={tmp_path / 'sub.csv'}",
               f"--data_dir={tmp_path}")
   assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -103,11 +103,12 @@ def test_pipeline_submission_masks_follow_from_the_recorded_predictions(finished
   rows = table.set_index(["stage", "model"])["OOF mAP"]
   files = {("stage1", "tiny"): outdir / "stage1" / "tiny" / "predictions" / "max_map" / "fold_0_cycle_0.npz"}
   for part in (0, 1):
-    files["stage2", f"tiny_pseudo_part{part}"] = (outdir / "stage2" / f"tiny_pseudo_part{part}" / "predictions"
-                                                 / "max_map" / f"fold_{part}_cycle_0.npz")
+    name = f"tiny_pseudo_part{part}"
+    files["stage2", name] = outdir / "stage2" / name / "predictions" / "max_map" / f"fold_{part}_cycle_0.npz"
   for key, path in files.items():
     _, _, valid_ids, valid_masks = _npz(path)
-    assert rows[key] == pytest.approx(metrics.kaggle_map(valid_masks, np.stack([truth[i] for i in valid_ids])))
+    want = metrics.kaggle_map(valid_masks, np.stack([truth[i] for i in valid_ids]))
+    assert rows[key] == pytest.approx(want)
 
 
 def test_pipeline_command_line_resumes_and_rejects_bad_data(finished, mini_data_dir, tmp_path):
@@ -118,8 +119,9 @@ def test_pipeline_command_line_resumes_and_rejects_bad_data(finished, mini_data_
                     "from test_pipeline import tiny_pipeline_config\n\n\n"
                     f"def get_config():\n  return tiny_pipeline_config({str(mini_data_dir)!r})\n")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  run = lambda *extra: subprocess.run([sys.executable, "-m", "salt_jax.pipeline", f"--config={config}",
-                                       *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  cmd = [sys.executable, "-m", "salt_jax.pipeline", f"--config={config}"]
+  run = lambda *extra: subprocess.run(cmd + list(extra), cwd=REPO, env=env, capture_output=True, text=True,
+                                      timeout=600)
   done = run(f"--outdir={outdir}")
   assert done.returncode == 0, done.stderr[-3000:]
   assert "[skip] stage2/ensemble" in done.stderr and "[run ]" not in done.stderr

@@ -39,7 +39,8 @@ def test_predict_original_checkpoint_equals_pytorch_tta(tmp_path, highest_precis
   torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, pth)  # as DataParallel saved it
   data = make_learnable_kaggle(tmp_path / "data", num_train=16, num_test=6)
   config = configlib.load_config_file(REPO / "configs" / "model_34.py")
-  config.update(dict(data_dir=str(data), init_from=str(pth), fold=1, num_folds=4, cache_dir="", eval_batch_size=4))
+  config.update(dict(data_dir=str(data), init_from=str(pth), fold=1, num_folds=4, cache_dir="",
+                     eval_batch_size=4))
   workdir = tmp_path / "original_34"
   meta = predict.predict_original(workdir, config, cycle=2, save_logits=True)
   assert (meta["fold"], meta["cycle"], meta["snapshot"]) == (1, 2, str(pth))
