@@ -4,8 +4,8 @@
     python -m salt_jax.bench --model=model_34 --batch=16 --dtype=bfloat16 --data_dir=../shared/tgs --folds=2
 
 Figures (after compilation; compile times are reported separately): training step images/s (on-device
-augmentation, forward, backward, SGD; with --folds=F the step is vmapped over F folds, each with its own
-state and batch, and the figure is images/s over all folds), flip-TTA inference images/s, Lovasz hinge
+augmentation, forward, backward, SGD; with --folds=F the fold-parallel step of F folds, each with its
+own state and batch, vmapped or side by side as --fold_map says, and the figure is images/s over all folds), flip-TTA inference images/s, Lovasz hinge
 forward+backward ms (batch 32 of 101x101 by default), and the 80-threshold metric sweep over 3,600 tiles.
 
 FLOPs come from XLA's cost analysis of the lowered (pre-optimisation) program, which counts every
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from salt_jax import geometry, losses, metrics, models, rundir, schedules, steps
+from salt_jax import geometry, losses, metrics, models, parallel, rundir, schedules, steps
 
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
@@ -95,29 +95,32 @@ def fake_batch(batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
   return {"image": images, "mask": masks}
 
 
-def train_setup(model, batch: int, dtype, folds: int = 1):
+def train_setup(model, batch: int, dtype, folds: int = 1, fold_map: str = "auto"):
   """(jitted Lovasz train step, (state, batch, key)) on fake data; the state is donated.
 
-  folds > 1: the step is vmapped over a leading fold axis of the state (F copies), the batch (F different
-  batches, (F,B,101,101)) and the key, as fold-parallel training runs it.
+  folds > 1: the folds' step as fold-parallel training runs it (`steps.fold_train_steps`, one step per
+  call): F copies of the state, F different batches of a device-resident (F*B) sample set, one key;
+  fold_map as config.fold_map ("auto": loop on CPU, vmap elsewhere).
   """
   tx = schedules.make_optimizer(lr=0.01)
-  state = steps.create_train_state(model, tx, jax.random.key(0))
+  state = jax.jit(functools.partial(steps.create_train_state, model, tx))(jax.random.key(0))
   state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, 0.01))
   weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
-  step = functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights, dtype=dtype)
+  kwargs = dict(seg_loss="lovasz", loss_weights=weights, dtype=dtype)
   if folds == 1:
+    step = functools.partial(steps.train_step, **kwargs)
     return jax.jit(step, donate_argnums=(0,)), (state, jax.tree.map(jnp.asarray, fake_batch(batch)),
                                                 jax.random.key(1))
   state = jax.tree.map(lambda x: jnp.stack([x] * folds), state)
-  data = jax.tree.map(lambda *b: jnp.stack(b), *[fake_batch(batch, seed=f) for f in range(folds)])
-  keys = jax.random.split(jax.random.key(1), folds)
-  return jax.jit(jax.vmap(step), donate_argnums=(0,)), (state, data, keys)
+  data = jax.tree.map(jnp.asarray, fake_batch(folds * batch))
+  rows = jnp.arange(folds * batch, dtype=jnp.int32).reshape(folds, 1, batch)
+  step = functools.partial(steps.fold_train_steps, fold_map=parallel.resolve_fold_map(fold_map, folds), **kwargs)
+  return jax.jit(lambda s, d, k: step(s, d, rows, k), donate_argnums=(0,)), (state, data, jax.random.key(1))
 
 
-def bench_train(model, batch: int, dtype, steps_: int, warmup: int, folds: int = 1):
+def bench_train(model, batch: int, dtype, steps_: int, warmup: int, folds: int = 1, fold_map: str = "auto"):
   """(images/s over all folds, compile s, lowered FLOPs, compiled FLOPs, s per step) of train_setup's step."""
-  fn, (state, data, key) = train_setup(model, batch, dtype, folds)
+  fn, (state, data, key) = train_setup(model, batch, dtype, folds, fold_map)
   lowered, compiled, compile_s = compile_timed(fn, state, data, key)
   holder = [state]
 
@@ -245,7 +248,7 @@ def train_command(a, workdir) -> List[str]:
   if a.cache_dir:
     cmd.append(f"--config.cache_dir={a.cache_dir}")
   if a.folds > 1:
-    cmd.append(f"--config.folds={','.join(map(str, range(a.folds)))}")
+    cmd += [f"--config.folds={','.join(map(str, range(a.folds)))}", f"--config.fold_map={a.fold_map}"]
   return cmd
 
 
@@ -316,7 +319,9 @@ def main(argv=None):
   p.add_argument("--size", type=int, default=geometry.CANVAS,
                  help="network input size; the solution fixes 128")
   p.add_argument("--dtype", default="float32", choices=sorted(models.DTYPES))
-  p.add_argument("--folds", type=int, default=1, help="folds trained together (vmapped step)")
+  p.add_argument("--folds", type=int, default=1, help="folds trained together (fold-parallel step)")
+  p.add_argument("--fold_map", default="auto", choices=("auto", "vmap", "loop"),
+                 help="how the folds share the step (config.fold_map; auto: loop on CPU, vmap elsewhere)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--lovasz_batch", type=int, default=32)
@@ -376,9 +381,11 @@ def main(argv=None):
   rows, train_ips = [], None
   if "train" in only:
     train_ips, compile_s, flops, compiled_flops, sec = bench_train(
-        model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup, a.folds)
+        model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup, a.folds, a.fold_map)
     images = a.folds * a.batch
     extra = {"folds": a.folds, "compile_s": round(compile_s, 2)}
+    if a.folds > 1:
+      extra["fold_map"] = parallel.resolve_fold_map(a.fold_map, a.folds)
     if flops:
       extra.update(gflop_per_image=round(flops / images / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
       if peak:

@@ -4,7 +4,7 @@ Where they live is `salt_jax.rundir`'s business; this module only reads and writ
 """
 import pathlib
 import shutil
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import orbax.checkpoint as ocp
 from absl import logging
@@ -38,6 +38,16 @@ class LatestCheckpoint:
 
   def latest_epoch(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def epochs(self) -> List[int]:
+    """The epochs whose states are kept, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def discard_after(self, epoch: int) -> None:
+    """Deletes the states of epochs after `epoch` (a fold going back to train with others from there)."""
+    for later in self.epochs():
+      if later > epoch:
+        self._manager.delete(later)
 
   def save(self, epoch: int, state, loop: Dict[str, Any]) -> None:
     self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),

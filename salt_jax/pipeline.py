@@ -2,10 +2,10 @@
 
     python -m salt_jax.pipeline --config=configs/pipeline_cpu.py --outdir=runs/pipeline
 
-Stage 1: train every listed model on every listed fold, predict, cycle-vote ensemble, jigsaw
-post-process. Stage 2: train the pseudo-label models (part k uses test half k and fold `part_folds[k]`)
-with the stage-1 post-processed submission as labels, predict, ensemble, post-process -> final
-submission. Every finished step leaves a marker under <outdir>/done/, so re-running after a crash
+Stage 1: train every listed model on its listed folds (together, in one program: config.folds),
+predict, cycle-vote ensemble, jigsaw post-process. Stage 2: train the pseudo-label models (part k
+uses test half k and fold `part_folds[k]`) with the stage-1 post-processed submission as labels,
+predict, ensemble, post-process -> final submission. Every finished step leaves a marker under <outdir>/done/, so re-running after a crash
 continues where it stopped (training itself also resumes mid-fold). Ends with a table of every stage's
 out-of-fold mAP and wall time.
 """
@@ -78,11 +78,10 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], data_dir: 
   for run in runs:
     workdir = sdir / run["name"]
     workdirs.append(str(workdir))
-    for fold in run["folds"]:
-      config = run["config"].copy_and_resolve_references()
-      config.fold = fold
-      pipe.step(f"{stage}/train/{run['name']}/fold_{fold}",
-                lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))))
+    config = run["config"].copy_and_resolve_references()
+    config.folds = ",".join(map(str, run["folds"]))  # the folds train together in one program
+    pipe.step(f"{stage}/train/{run['name']}/folds_{config.folds}",
+              lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))))
     pipe.step(f"{stage}/predict/{run['name']}",
               lambda w=workdir: {"snapshots": [{k: m[k] for k in ("fold", "cycle", "val_map", "threshold")}
                                                 for m in predict.predict_workdir(w)]})
@@ -95,9 +94,14 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], data_dir: 
   return str(sub_pp)
 
 
-def _train_summary(summary: Dict[str, Any]) -> Dict[str, Any]:
-  evals = [r for r in summary["history"] if "val_map" in r]
-  return {"epochs": len(summary["history"]), "best_val_map": max((r["val_map"] for r in evals), default=None)}
+def _train_summary(summaries: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
+  """{fold_<k>: {epochs, best_val_map}} of train_and_evaluate's result."""
+  out = {}
+  for fold, summary in summaries.items():
+    evals = [r for r in summary["history"] if "val_map" in r]
+    out[f"fold_{fold}"] = {"epochs": len(summary["history"]),
+                           "best_val_map": max((r["val_map"] for r in evals), default=None)}
+  return out
 
 
 def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
@@ -110,8 +114,8 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
                  config=model_config(e, data_dir, overrides)) for e in config.stage1.models]
   stage2_base = [(e, model_config(e, data_dir, overrides)) for e in config.stage2.models]
+  kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data, before any output
   pipe = Pipeline(outdir)
-  kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data
   mosaics = pipe.outdir / "mosaics.csv"
   pipe.step("jigsaw/solve", lambda: jigsaw.solve(data_dir, str(mosaics)))
   pseudo_csv = run_stage(pipe, "stage1", stage1, data_dir, str(mosaics))

@@ -73,8 +73,9 @@ def make_optimizer(*, lr: float, momentum: float = 0.9, weight_decay: float = 2e
 
 
 def set_learning_rate(opt_state, lr: float):
-  """A copy of an inject_hyperparams state with a new learning rate (same dtype/shape: no re-jit)."""
+  """A copy of an inject_hyperparams state with a new learning rate (same dtype and shape: no re-jit; a
+  fold-parallel state's (F,) rate gets lr for every fold)."""
   old = opt_state.hyperparams["learning_rate"]
   hyperparams = dict(opt_state.hyperparams)
-  hyperparams["learning_rate"] = jnp.asarray(lr, dtype=old.dtype)
+  hyperparams["learning_rate"] = jnp.full(old.shape, lr, dtype=old.dtype)
   return opt_state._replace(hyperparams=hyperparams)

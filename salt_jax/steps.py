@@ -4,15 +4,16 @@ Batches arrive as raw uint8 tiles, {"image": (B,101,101) uint8, "mask": (B,101,1
 flipping and normalisation happen on device inside the step (SPEC 2.1), so the host only gathers rows.
 """
 import functools
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
+from jax.sharding import PartitionSpec as P
 
-from salt_jax import geometry, losses
+from salt_jax import geometry, losses, parallel
 from salt_jax.data import augment
 
 
@@ -60,25 +61,48 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
   return state, {"loss": loss, **terms}
 
 
-def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array, *,
-                seg_loss: str, loss_weights: Dict[str, float], dtype=jnp.float32, batch_sharding=None
-                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
+def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
+                active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, float],
+                dtype=jnp.float32, batch_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """Many train_steps in one call, on data that stays on the devices (a lax.scan over the steps).
 
   data: {"image", "mask"} (N,101,101) uint8, every training sample; rows: (S,B) int32, the samples of
   each step. Step s trains on data[rows[s]] exactly as train_step would on that batch (same key:
-  fold_in(rng, step)). batch_sharding (optional) shards each gathered batch over the devices.
-  Returns the state after S steps and the per-step metrics, each (S,).
+  fold_in(rng, step)). active: optional (S,) bool; a step with False leaves the state unchanged (a fold
+  with fewer steps per epoch than the others it trains with). batch_sharding (optional; a sharding, or
+  a PartitionSpec of the context mesh) shards each gathered batch over the devices. Returns the state after S steps and the per-step metrics, each (S,).
   """
-  def body(state, idx):
+  def body(state, step_input):
+    idx, on = step_input
     batch = {k: v[idx] for k, v in data.items()}
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights, dtype=dtype)
+    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights, dtype=dtype)
+    if on is not None:
+      new = jax.tree.map(lambda n, o: jnp.where(on, n, o), new, state)
+    return new, metrics
   if rows.shape[0] == 1:  # no loop: XLA:CPU runs while-loop bodies ~10x slower than the same step alone
-    state, metrics = body(state, rows[0])
+    state, metrics = body(state, (rows[0], None if active is None else active[0]))
     return state, jax.tree.map(lambda m: m[None], metrics)
-  return jax.lax.scan(body, state, rows)
+  return jax.lax.scan(body, state, (rows, active))
+
+
+def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
+                     active: Optional[jax.Array] = None, *, fold_map: str, **kwargs
+                     ) -> Tuple[TrainState, Dict[str, jax.Array]]:
+  """train_steps for F folds trained together: state leaves and rows (F,S,B) (and active (F,S)) carry a
+  leading fold axis; data and rng are shared. Fold f gets exactly what train_steps(state[f], data,
+  rows[f], rng, active[f]) would give it. fold_map "vmap" batches the folds into one step; "loop" puts
+  the folds' steps side by side in the program. Returns the new state and metrics (F,S).
+  """
+  fn = functools.partial(train_steps, **kwargs)
+  if fold_map == "vmap":
+    return jax.vmap(fn, in_axes=(0, None, 0, None, None if active is None else 0))(state, data, rows, rng, active)
+  if fold_map != "loop":
+    raise ValueError(f"fold_map must be 'vmap' or 'loop', got {fold_map!r}")
+  outs = [fn(jax.tree.map(lambda x: x[f], state), data, rows[f], rng, None if active is None else active[f])
+          for f in range(rows.shape[0])]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
 def tta_logits(apply_fn: Callable, variables, images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -103,18 +127,32 @@ def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], dtype=
   return logits, loss
 
 
-def compile_train_steps(state, data, rows_spec, rng, *, mesh_shardings, seg_loss, loss_weights, dtype):
-  """AOT-compiles train_steps for one loss variant and one number of steps (rows_spec (S,B) int32).
+def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,
+                              loss_weights, dtype):
+  """AOT-compiles fold_train_steps for one loss variant and one number of steps (rows_spec (F,S,B) int32,
+  active_spec (F,S) bool or None).
 
-  The state, the device-resident data and the rows are replicated; each step's batch is sharded over
-  the mesh. The state is donated.
+  The stacked state, the rows and active are sharded along 'folds'; the data, the rng and the returned
+  metrics are replicated; each fold's batch is sharded along 'data'. Over several fold groups the
+  'folds' axis is mapped by hand (shard_map: each group runs the step of its own folds) and 'data' is
+  left to the compiler: XLA's partitioner cannot split the grouped convolutions of a vmapped step along
+  their groups. The state is donated.
   """
-  state_sharding, batch_sharding = mesh_shardings
-  fn = jax.jit(functools.partial(train_steps, seg_loss=seg_loss, loss_weights=loss_weights, dtype=dtype,
-                                 batch_sharding=batch_sharding),
-               in_shardings=(state_sharding, state_sharding, state_sharding, state_sharding),
-               out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
-  return fn.lower(state, data, rows_spec, rng).compile()
+  folds, repl = parallel.fold_sharded(mesh), parallel.replicated(mesh)
+  fn = functools.partial(fold_train_steps, fold_map=fold_map, seg_loss=seg_loss, loss_weights=loss_weights,
+                         dtype=dtype, batch_sharding=P("data"))
+  if active_spec is None:
+    fn = functools.partial(lambda f, state, data, rows, rng: f(state, data, rows, rng), fn)
+  if mesh.shape["folds"] > 1:
+    spec = folds.spec
+    in_specs = (spec, P(), spec, P()) + (() if active_spec is None else (spec,))
+    fn = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=(spec, spec), axis_names={"folds"},
+                       check_vma=False)
+  args = (state, data, rows_spec, rng) + (() if active_spec is None else (active_spec,))
+  fn = jax.jit(fn, in_shardings=(folds, repl, folds, repl) + (() if active_spec is None else (folds,)),
+               out_shardings=(folds, repl), donate_argnums=(0,))
+  with jax.set_mesh(mesh):  # the batch constraint P("data") refers to this mesh (inside shard_map: its view)
+    return fn.lower(*args).compile()
 
 
 def compile_train_step(state, batch_spec, rng, *, mesh_shardings, seg_loss, loss_weights, dtype):

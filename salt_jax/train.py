@@ -7,13 +7,14 @@ each cycle; the best-mAP and lowest-loss snapshot of every cycle is kept (SPEC 5
 saved after every epoch, so re-running the same command after a crash resumes where it stopped and
 gives the same result as an uninterrupted run.
 """
+import dataclasses
 import functools
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import jax
 import jax.numpy as jnp
@@ -79,10 +80,10 @@ def fold_data(config, run: rundir.RunDir):
           samples.masks[valid_idx], samples.ids[valid_idx])
 
 
-def _mean_metrics(per_call, fold, epoch, first_step):
-  """Averages the per-step device metrics of an epoch's calls ({name: (S,)} each); stops the run at the
-  first non-finite loss."""
-  stacked = {k: np.concatenate([np.asarray(m[k]) for m in per_call]) for k in per_call[0]}
+def _mean_metrics(per_call, fold, epoch, first_step, n_steps):
+  """Averages the first n_steps per-step metrics of an epoch's calls ({name: (S,)} each); stops the run
+  at the first non-finite loss."""
+  stacked = {k: np.concatenate([np.asarray(m[k]) for m in per_call])[:n_steps] for k in per_call[0]}
   bad = np.flatnonzero(~np.isfinite(stacked["loss"]))
   if bad.size:
     raise FloatingPointError(
@@ -105,26 +106,33 @@ def _update_bests(loop, cycle, result, epoch):
   return kinds
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Runs (or resumes) one fold; returns the per-cycle snapshot metadata and the epoch history.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[int, Dict[str, Any]]:
+  """Runs (or resumes) the folds of `config.folds` (just `config.fold` when empty) together in one compiled
+  program; returns {fold: {"history": per-epoch records, "bests": per-cycle best metrics}}.
 
-  Nothing is written before the config is validated and checked against the workdir's records
-  (RunDir.check_run); the workdir is locked for the whole run.
+  Each fold gets what training it alone would give it (its own data order, validation, snapshots and
+  records under fold_<k>/). Nothing is written before the config is validated and checked against the
+  workdir's records (RunDir.check_run); the workdir is locked for the whole run.
   """
   phases = _Phases()
   configlib.validate(config)
+  configs = [configlib.for_fold(config, k) for k in configlib.fold_list(config)]
   run = rundir.RunDir(workdir)
-  run.check_run(config)
+  for c in configs:
+    run.check_run(c)
   set_compilation_cache(config.compilation_cache_dir)
   parallel.maybe_initialize_distributed(config.distributed)
-  mesh = parallel.make_mesh()
+  fold_map = parallel.resolve_fold_map(config.fold_map, len(configs))
+  mesh = parallel.make_mesh(parallel.fold_axis_size(len(configs), jax.device_count(), fold_map))
+  eval_mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  parallel.check_batch_size(config.eval_batch_size, mesh)
+  parallel.check_batch_size(config.eval_batch_size, eval_mesh)
   with run.lock(jax.process_index()):
-    run.check_run(config)  # again under the lock: another run may have recorded in between
-    data = fold_data(config, run)
+    for c in configs:
+      run.check_run(c)  # again under the lock: another run may have recorded in between
+    samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
     pseudo_arrays = pseudo_data(config, run)
-    return _train_fold(config, run, mesh, data, pseudo_arrays, phases)
+    return _train_folds(configs, run, (mesh, eval_mesh, fold_map), samples, pseudo_arrays, phases)
 
 
 class _Phases:
@@ -166,124 +174,230 @@ def _chunks(steps_per_epoch: int, steps_per_call: int):
   return [(a, min(size, steps_per_epoch - a)) for a in range(0, steps_per_epoch, size)]
 
 
-def _train_fold(config, run: rundir.RunDir, mesh, data, pseudo_arrays, phases: _Phases) -> Dict[str, Any]:
-  """The training loop of one fold on its data (see train_and_evaluate)."""
-  dtype = models.compute_dtype(config.dtype)
-  repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_images, train_masks, valid_images, valid_masks, _ = data
-  n_real = len(train_images)
-  pseudo_images, pseudo_masks = pseudo_arrays
-  steps_per_epoch = n_real // config.batch_size
+def device_rows(config, epoch: int, train_rows: np.ndarray, n_all: int, n_pseudo: int,
+                steps_per_epoch: int) -> np.ndarray:
+  """(steps_per_epoch, batch_size) int32 rows of one fold's epoch into the device-resident data (the
+  whole train set, then the pseudo-labelled tiles): epoch_rows's sample indices mapped through the
+  fold's training rows."""
+  local = epoch_rows(config, epoch, len(train_rows), n_pseudo, steps_per_epoch)
+  return np.concatenate([train_rows, n_all + np.arange(n_pseudo)]).astype(np.int32)[local]
+
+
+@dataclasses.dataclass
+class _Fold:
+  """One fold of a (fold-parallel) run: its config, data selection, checkpoints and records."""
+  config: ml_collections.ConfigDict
+  train_rows: np.ndarray        # (n,) its training samples' rows into the train set
+  valid_images: np.ndarray      # (V,101,101) uint8
+  valid_masks: np.ndarray
+  steps: int                    # steps per epoch
+  latest: checkpoints.LatestCheckpoint
+  done: int = -1                # last finished epoch (-1: none)
+  state: Any = None             # restored train state (None: start from the initial state)
+  loop: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"bests": {}})
+  history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+
+  @property
+  def fold(self) -> int:
+    return self.config.fold
+
+
+def _make_fold(config, run: rundir.RunDir, samples) -> _Fold:
+  train_idx, valid_idx = run.fold_rows(config, samples.ids, samples.masks)
+  steps_per_epoch = len(train_idx) // config.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f"fold {config.fold} has {n_real} training images, fewer than one batch")
-  logging.info("fold %d: %d train images (%d steps of %d), %d validation images, %d devices",
-               config.fold, n_real, steps_per_epoch, config.batch_size, len(valid_images),
-               mesh.devices.size)
+    raise ValueError(f"fold {config.fold} has {len(train_idx)} training images, fewer than one batch")
+  return _Fold(config, train_idx, samples.images[valid_idx], samples.masks[valid_idx], steps_per_epoch,
+               checkpoints.LatestCheckpoint(run.checkpoints_dir(config.fold),
+                                            run.corrupt_checkpoints_dir(config.fold), keep=config.keep_checkpoints))
+
+
+def _restore(folds: List[_Fold], run: rundir.RunDir, abstract, total: int) -> List[_Fold]:
+  """Loads each fold's latest readable state and history; returns the folds still to train, brought to
+  one starting epoch (the earliest): a fold that a kill -9 left an epoch ahead goes back to its previous
+  state, one ahead of folds that have no state yet starts again with them."""
+  for f in folds:
+    restored = f.latest.restore_latest(abstract)
+    if restored is not None:
+      f.done, f.state, f.loop = restored
+  todo = [f for f in folds if f.done < total - 1]
+  for f in folds:
+    if f not in todo:
+      logging.info("fold %d already trained all %d epochs", f.fold, total)
+  common = min((f.done for f in todo), default=-1)
+  for f in todo:
+    if f.done == common:
+      continue
+    if common >= 0 and common not in f.latest.epochs():
+      behind = min(todo, key=lambda g: g.done).fold
+      raise rundir.WorkdirError(
+          f"folds {', '.join(str(g.fold) for g in todo)} of {run.root} cannot resume together: fold {f.fold} "
+          f"is after epoch {f.done}, fold {behind} after epoch {common}; train fold {behind} alone "
+          f"(--config.fold={behind}) up to epoch {f.done + 1} first, or train the folds separately")
+    if common >= 0:
+      f.state, f.loop = f.latest.restore(common, abstract)
+    else:
+      logging.warning("fold %d starts again from scratch with the folds it trains with (it was after epoch %d)",
+                      f.fold, f.done)
+      f.state, f.loop = None, {"bests": {}}
+    f.latest.discard_after(common)
+    f.done = common
+  for f in folds:
+    path = run.history_jsonl(f.fold)
+    if f.done >= 0 and path.exists():
+      f.history = [r for r in map(json.loads, path.read_text().splitlines()) if r["epoch"] <= f.done]
+    if f in todo and f.done >= 0:
+      logging.info("resuming fold %d after epoch %d", f.fold, f.done)
+  return todo
+
+
+def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, phases: _Phases
+                 ) -> Dict[int, Dict[str, Any]]:
+  """The training loop of the folds of `configs` (one config per fold; see train_and_evaluate)."""
+  mesh, eval_mesh, fold_map = meshes
+  config = configs[0]  # every key but `fold` is the same in all of them
+  dtype = models.compute_dtype(config.dtype)
+  pseudo_images, pseudo_masks = pseudo_arrays
+  n_all, n_pseudo, batch = len(samples.ids), len(pseudo_images), config.batch_size
+  folds = [_make_fold(c, run, samples) for c in configs]
+  for f in folds:
+    logging.info("fold %d: %d train images (%d steps of %d), %d validation images", f.fold, len(f.train_rows),
+                 f.steps, batch, len(f.valid_images))
+  logging.info("%d fold(s) on %d devices (mesh %s, fold_map %s)", len(folds), mesh.devices.size,
+               dict(mesh.shape), fold_map)
   # Every training sample (and pseudo-labelled test tile) goes to the devices once; epochs send rows.
-  device_data = parallel.replicate({"image": np.concatenate([train_images, pseudo_images]),
-                                    "mask": np.concatenate([train_masks, pseudo_masks])}, mesh)
+  device_data = parallel.replicate({"image": np.concatenate([samples.images, pseudo_images]),
+                                    "mask": np.concatenate([samples.masks, pseudo_masks])}, mesh)
   phases.done("data")
 
   model = models.from_config(config)
   tx = schedules.make_optimizer(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+  repl, by_fold = parallel.replicated(mesh), parallel.fold_sharded(mesh)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  init = jax.jit(functools.partial(steps.create_train_state, model, tx), out_shardings=repl)
-  state = init(parallel.replicate(init_key, mesh))
+  initial = jax.jit(functools.partial(steps.create_train_state, model, tx), out_shardings=repl)(
+      parallel.replicate(init_key, mesh))
   if config.pretrained:
-    state = load_pretrained(state, model, config.pretrained)
+    initial = load_pretrained(initial, model, config.pretrained)
   if config.init_from:
-    state = load_original(state, config)
-  state = parallel.replicate(state, mesh)
+    initial = load_original(initial, config)
+  initial = parallel.replicate(initial, mesh)
   step_key = parallel.replicate(step_key, mesh)
   phases.done("init")
 
-  latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(config.fold), run.corrupt_checkpoints_dir(config.fold),
-                                        keep=config.keep_checkpoints)
-  loop = {"bests": {}}
-  history_path = run.history_jsonl(config.fold)
-  history = []
-  start_epoch = 0
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
-  restored = latest.restore_latest(abstract)
+  total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
+  all_folds = folds
+  folds = _restore(all_folds, run, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+                                                initial), total)
   if jax.process_index() == 0:
-    run.record_run(config)
-  if restored is not None:
-    done, state, loop = restored
-    start_epoch = done + 1
-    if history_path.exists():
-      history = [r for r in map(json.loads, history_path.read_text().splitlines()) if r["epoch"] <= done]
-    logging.info("resuming fold %d after epoch %d", config.fold, done)
+    for c in configs:
+      run.record_run(c)
+  if not folds:
+    _close(all_folds)
+    return {f.fold: {"history": f.history, "bests": f.loop["bests"]} for f in all_folds}
+  stack = jax.jit(lambda *trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees), out_shardings=by_fold)
+  unstack = jax.jit(lambda tree: [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(len(folds))],
+                    out_shardings=parallel.replicated(eval_mesh))
+  state = stack(*[initial if f.state is None else parallel.replicate(f.state, mesh) for f in folds])
+  del initial
+  for f in folds:
+    f.state = None
   phases.done("restore")
 
-  total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
+  max_steps = max(f.steps for f in folds)
+  active = None  # folds with fewer steps per epoch than the others idle (unchanged state) at the end
+  if any(f.steps < max_steps for f in folds):
+    active = np.stack([np.arange(max_steps) < f.steps for f in folds])
   compiled = {}
 
   def steps_fn(seg_loss: str, n_steps: int):
     if (seg_loss, n_steps) not in compiled:
       t0 = time.perf_counter()
-      rows_spec = jax.ShapeDtypeStruct((n_steps, config.batch_size), jnp.int32, sharding=repl)
-      compiled[seg_loss, n_steps] = steps.compile_train_steps(
-          state, device_data, rows_spec, step_key, mesh_shardings=(repl, batch_sharding), seg_loss=seg_loss,
-          loss_weights=loss_weights(config), dtype=dtype)
-      logging.info("compiled %d %s train steps per call in %.1f s", n_steps, seg_loss, time.perf_counter() - t0)
+      rows_spec = jax.ShapeDtypeStruct((len(folds), n_steps, batch), jnp.int32, sharding=by_fold)
+      active_spec = None if active is None else jax.ShapeDtypeStruct((len(folds), n_steps), jnp.bool_,
+                                                                     sharding=by_fold)
+      compiled[seg_loss, n_steps] = steps.compile_fold_train_steps(
+          state, device_data, rows_spec, step_key, active_spec, mesh=mesh, fold_map=fold_map,
+          seg_loss=seg_loss, loss_weights=loss_weights(config), dtype=dtype)
+      logging.info("compiled %d %s train steps of %d fold(s) per call in %.1f s", n_steps, seg_loss, len(folds),
+                   time.perf_counter() - t0)
       phases.done("compile")
     return compiled[seg_loss, n_steps]
 
-  predictor = inference.Predictor(model.apply, mesh, config.eval_batch_size, dtype)
-  writer = _summary_writer(run.tb_dir(config.fold))
-  chunks = _chunks(steps_per_epoch, config.steps_per_call)
-  startup = None
-  for epoch in tqdm.tqdm(range(start_epoch, total), desc=f"fold {config.fold}", initial=start_epoch, total=total,
-                         disable=None, unit="epoch"):
+  predictor = inference.Predictor(model.apply, eval_mesh, config.eval_batch_size, dtype)
+  writers = {f.fold: _summary_writer(run.tb_dir(f.fold)) for f in folds}
+  chunks = _chunks(max_steps, config.steps_per_call)
+  start_epoch, startup = folds[0].done + 1, None
+  names = ",".join(str(f.fold) for f in folds)
+  for epoch in tqdm.tqdm(range(start_epoch, total), desc=f"fold{'s' * (len(folds) > 1)} {names}",
+                         initial=start_epoch, total=total, disable=None, unit="epoch"):
     t_epoch = time.perf_counter()
     cycle = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len)
     seg_loss = "bce_dice" if cycle is None else "lovasz"
     lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
-    state = state.replace(opt_state=parallel.replicate(schedules.set_learning_rate(state.opt_state, lr), mesh))
-    rows = epoch_rows(config, epoch, n_real, len(pseudo_images), steps_per_epoch)
-    first_step = int(state.step)
-    per_call = []
+    state = state.replace(opt_state=parallel.put_global(schedules.set_learning_rate(state.opt_state, lr), by_fold))
+    rows = np.zeros((len(folds), max_steps, batch), np.int32)
+    for i, f in enumerate(folds):
+      rows[i, :f.steps] = device_rows(f.config, epoch, f.train_rows, n_all, n_pseudo, f.steps)
     fns = [steps_fn(seg_loss, n) for _, n in chunks]
     if startup is None:
       startup = phases.summary()
       logging.info("start-up %.1f s: %s", startup["first_step"],
                    ", ".join(f"{k} {v:.1f} s" for k, v in startup.items() if k != "first_step"))
     t0 = time.perf_counter()
+    per_call = []
     for fn, (a, n) in zip(fns, chunks):
-      state, m = fn(state, device_data, parallel.replicate(rows[a:a + n], mesh), step_key)
+      chunk = (rows[:, a:a + n],) if active is None else (rows[:, a:a + n], active[:, a:a + n])
+      rows_chunk, *active_chunk = parallel.put_global(chunk, by_fold)
+      state, m = fn(state, device_data, rows_chunk, step_key, *active_chunk)
       per_call.append(m)
-    record = _mean_metrics(per_call, config.fold, epoch, first_step)
+    per_call = jax.device_get(per_call)
     seconds = time.perf_counter() - t0
-    record.update(epoch=epoch, cycle=cycle, lr=lr, seg_loss=seg_loss, seconds=seconds,
-                  images_per_s=steps_per_epoch * config.batch_size / seconds)
-    if epoch == start_epoch:
-      record["startup"] = startup
+    fold_states = unstack(state)
+    validate = cycle is not None and schedules.is_eval_epoch(
+        epoch, warmup_epochs=config.warmup_epochs, cycle_len=config.cycle_len, eval_start=config.eval_start,
+        eval_every=config.eval_every)
+    for i, f in enumerate(folds):
+      record = _mean_metrics([{k: v[i] for k, v in m.items()} for m in per_call], f.fold, epoch,
+                             epoch * f.steps, f.steps)
+      record.update(epoch=epoch, cycle=cycle, lr=lr, seg_loss=seg_loss, seconds=seconds,
+                    images_per_s=f.steps * batch / seconds)
+      if epoch == start_epoch:
+        record["startup"] = startup
+      if validate:
+        record.update(_validate(predictor, f, fold_states[i], run, epoch, cycle))
+      f.latest.save(epoch, fold_states[i], f.loop)  # asynchronous: the next epoch does not wait for the disk
+      record["epoch_seconds"] = time.perf_counter() - t_epoch
+      f.history.append(record)
+      _log_epoch(f.fold, record, total, writers[f.fold])
+      if jax.process_index() == 0:
+        fileio.write_jsonl(run.history_jsonl(f.fold), f.history)
+    del fold_states
 
-    if cycle is not None and schedules.is_eval_epoch(
-        epoch, warmup_epochs=config.warmup_epochs, cycle_len=config.cycle_len,
-        eval_start=config.eval_start, eval_every=config.eval_every):
-      variables = {"params": state.params, "batch_stats": state.batch_stats}
-      result = predictor.validate(variables, valid_images, valid_masks)
-      if not np.isfinite(result["val_loss"]):
-        raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {config.fold})")
-      record.update(result)
-      for kind in _update_bests(loop, cycle, result, epoch):
-        if kind == "min_loss" and not config.keep_min_loss:
-          continue
-        meta = dict(result, epoch=epoch, cycle=cycle, fold=config.fold, model=config.model, kind=kind)
-        checkpoints.save_snapshot(run.snapshot_dir(config.fold, cycle, kind), variables, meta)
-    latest.save(epoch, state, loop)  # asynchronous: the next epoch does not wait for the disk
-    record["epoch_seconds"] = time.perf_counter() - t_epoch
-    history.append(record)
-    _log_epoch(record, total, writer)
-    if jax.process_index() == 0:
-      fileio.write_jsonl(history_path, history)
+  _close(all_folds)
+  for writer in writers.values():
+    if writer is not None:
+      writer.close()
+  return {f.fold: {"history": f.history, "bests": f.loop["bests"]} for f in all_folds}
 
-  latest.wait()
-  latest.close()
-  if writer is not None:
-    writer.close()
-  return {"history": history, "bests": loop["bests"]}
+
+def _validate(predictor, f: _Fold, state, run: rundir.RunDir, epoch: int, cycle: int) -> Dict[str, float]:
+  """Validates one fold's state; saves the snapshots of the kinds it improves in this cycle."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  result = predictor.validate(variables, f.valid_images, f.valid_masks)
+  if not np.isfinite(result["val_loss"]):
+    raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {f.fold})")
+  for kind in _update_bests(f.loop, cycle, result, epoch):
+    if kind == "min_loss" and not f.config.keep_min_loss:
+      continue
+    meta = dict(result, epoch=epoch, cycle=cycle, fold=f.fold, model=f.config.model, kind=kind)
+    checkpoints.save_snapshot(run.snapshot_dir(f.fold, cycle, kind), variables, meta)
+  return result
+
+
+def _close(folds: List[_Fold]) -> None:
+  for f in folds:
+    f.latest.wait()
+    f.latest.close()
 
 
 def _summary_writer(path):
@@ -293,8 +407,8 @@ def _summary_writer(path):
   return SummaryWriter(str(path))
 
 
-def _log_epoch(record, total, writer) -> None:
-  msg = (f"epoch {record['epoch'] + 1}/{total} "
+def _log_epoch(fold, record, total, writer) -> None:
+  msg = (f"fold {fold} epoch {record['epoch'] + 1}/{total} "
          f"{'warm-up' if record['cycle'] is None else 'cycle ' + str(record['cycle'])} "
          f"loss {record['loss']:.4f} lr {record['lr']:.6f} {record['images_per_s']:.1f} img/s")
   if "val_map" in record:

@@ -88,4 +88,4 @@ def tiny_run(tiny_config, tmp_path_factory):
   from salt_jax import train
   workdir = tmp_path_factory.mktemp("tiny_run") / "model_tiny"
   config = tiny_config()
-  return config, workdir, train.train_and_evaluate(config, str(workdir))
+  return config, workdir, train.train_and_evaluate(config, str(workdir))[config.fold]

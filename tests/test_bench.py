@@ -50,12 +50,14 @@ def test_lowered_flops_of_model_34_training():
 
 
 @pytest.mark.slow
-def test_vmapped_two_fold_step(capsys):
+@pytest.mark.parametrize("fold_map", ["vmap", "loop"])
+def test_two_fold_step(capsys, fold_map):
   rows = bench.main(["--model=model_tiny", "--batch=2", "--steps=1", "--warmup=0", "--only=train",
-                     "--folds=2"])
+                     "--folds=2", f"--fold_map={fold_map}"])
   assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == rows
   (row,) = rows
   assert row["figure"] == "train_images_per_s" and row["folds"] == 2 and row["value"] > 0
+  assert row["fold_map"] == fold_map
   # Two folds do twice the work of one: the same FLOPs per image.
   assert row["gflop_per_image"] == pytest.approx(_lowered_gflop_per_image("model_tiny"), rel=1e-3)
 
@@ -129,6 +131,7 @@ def test_epoch_figures_from_the_training_program(monkeypatch, capsys, tmp_path):
   (cmd,) = calls
   assert cmd[1:3] == ["-m", "salt_jax.train"]
   for flag in ("--config.model=model_tiny", "--config.batch_size=8", "--config.folds=0,1",
+               "--config.fold_map=auto",
                "--config.train_subset=64", "--config.warmup_epochs=2", "--config.cycle_len=3",
                "--config.eval_start=3", "--config.eval_every=3", f"--config.data_dir={tmp_path}",
                "--config.compilation_cache_dir="):  # a cold start: every compilation is counted

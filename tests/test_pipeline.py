@@ -25,7 +25,7 @@ def tiny_pipeline_config(data_dir):
   c.data_dir = str(data_dir)
   c.train_overrides = ml_collections.ConfigDict(TINY)
   c.stage1 = ml_collections.ConfigDict(dict(
-      models=[dict(name="tiny", config="configs/cpu_small.py", overrides=dict(seed=0))], folds=[0]))
+      models=[dict(name="tiny", config="configs/cpu_small.py", overrides=dict(seed=0))], folds=[0, 1]))
   c.stage2 = ml_collections.ConfigDict(dict(
       models=[dict(name="tiny", config="configs/cpu_small.py", overrides=dict(seed=1))], part_folds=[0, 1],
       pseudo_prob=0.5, pseudo_seed=0, predict_other_half=True))
@@ -41,6 +41,11 @@ def finished(mini_data_dir, tmp_path_factory):
 
 def test_pipeline_writes_final_submission_and_summary(finished, mini_data_dir):
   outdir, table = finished
+  # stage 1 trained its two folds together, in one training call
+  marker = json.loads((outdir / "done" / "stage1__train__tiny__folds_0,1.json").read_text())
+  assert marker["result"] == {f"fold_{k}": {"epochs": 3, "best_val_map": pytest.approx(max(
+      json.loads(l).get("val_map", -1) for l in (outdir / "stage1" / "tiny" / f"fold_{k}" / "history.jsonl")
+      .read_text().splitlines()))} for k in (0, 1)}
   sub = pd.read_csv(outdir / "submission.csv", dtype=str, keep_default_na=False)
   sample = pd.read_csv(mini_data_dir / "sample_submission.csv", dtype=str, keep_default_na=False)
   assert list(sub["id"]) == list(sample["id"])
@@ -101,12 +106,14 @@ def test_pipeline_submission_masks_follow_from_the_recorded_predictions(finished
   train_csv = pd.read_csv(mini_data_dir / "train.csv", dtype=str, keep_default_na=False)
   truth = dict(zip(train_csv["id"], rle.rle_decode_many(list(train_csv["rle_mask"]), (101, 101))))
   rows = table.set_index(["stage", "model"])["OOF mAP"]
-  files = {("stage1", "tiny"): outdir / "stage1" / "tiny" / "predictions" / "max_map" / "fold_0_cycle_0.npz"}
+  stage1 = outdir / "stage1" / "tiny" / "predictions" / "max_map"
+  files = {("stage1", "tiny"): [stage1 / "fold_0_cycle_0.npz", stage1 / "fold_1_cycle_0.npz"]}
   for part in (0, 1):
     name = f"tiny_pseudo_part{part}"
-    files["stage2", name] = outdir / "stage2" / name / "predictions" / "max_map" / f"fold_{part}_cycle_0.npz"
-  for key, path in files.items():
-    _, _, valid_ids, valid_masks = _npz(path)
+    files["stage2", name] = [outdir / "stage2" / name / "predictions" / "max_map" / f"fold_{part}_cycle_0.npz"]
+  for key, paths in files.items():  # out of fold: every fold's validation tiles
+    valid_ids = np.concatenate([_npz(path)[2] for path in paths])
+    valid_masks = np.concatenate([_npz(path)[3] for path in paths])
     want = metrics.kaggle_map(valid_masks, np.stack([truth[i] for i in valid_ids]))
     assert rows[key] == pytest.approx(want)
 

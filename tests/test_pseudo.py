@@ -62,10 +62,10 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
   csv = tmp_path / "pseudo.csv"
   pd.DataFrame({"id": test.ids, "rle_mask": [rle.rle_encode(checker)] * len(test.ids)}).to_csv(csv, index=False)
   seen_rows, seen_data, seen_valid = [], {}, []
-  epoch_rows, replicate = train.epoch_rows, parallel.replicate
+  device_rows, replicate = train.device_rows, parallel.replicate
 
   def record_rows(*args, **kwargs):  # the samples of each step: rows into the device-resident data
-    seen_rows.append(epoch_rows(*args, **kwargs))
+    seen_rows.append(device_rows(*args, **kwargs))
     return seen_rows[-1]
 
   def record_data(tree, mesh):
@@ -77,7 +77,7 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
     seen_valid.append((np.array(images), np.array(masks)))
     return {"val_loss": 1.0, "val_map": 0.5, "val_threshold": 0.0}
 
-  monkeypatch.setattr(train, "epoch_rows", record_rows)
+  monkeypatch.setattr(train, "device_rows", record_rows)
   monkeypatch.setattr(parallel, "replicate", record_data)
   monkeypatch.setattr(inference.Predictor, "validate", record_validate)
   workdir = tmp_path / "pseudo_run"

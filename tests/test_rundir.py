@@ -89,7 +89,7 @@ def _ids_masks(config):
 @pytest.mark.slow
 def test_rerun_may_change_safe_keys_and_records_them(run_copy):
   config, workdir = run_copy
-  summary = train.train_and_evaluate(_with(config, eval_batch_size=16, steps_per_call=2), str(workdir))
+  summary = train.train_and_evaluate(_with(config, eval_batch_size=16, steps_per_call=2), str(workdir))[0]
   assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]  # finished: no epoch trained again
   recorded = json.loads(rundir.RunDir(workdir).config_json(0).read_text())
   assert (recorded["eval_batch_size"], recorded["steps_per_call"]) == (16, 2)
@@ -164,7 +164,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_ends_identical(run_copy, tiny_
   run = rundir.RunDir(workdir)
   assert sorted(int(p.name) for p in run.checkpoints_dir(0).iterdir() if p.name.isdigit()) == [1, 2]
   (run.checkpoints_dir(0) / "2" / "loop" / "metadata").write_text("{not json")
-  summary = train.train_and_evaluate(config, str(workdir))
+  summary = train.train_and_evaluate(config, str(workdir))[0]
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
   assert any(f"checkpoint {run.checkpoints_dir(0).absolute() / '2'} is unreadable (JSONDecodeError" in w
              and "\n" not in w for w in warnings), warnings
