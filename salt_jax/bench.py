@@ -229,15 +229,16 @@ def history_figures(histories: Dict[int, List[Dict]], batch: int) -> Dict:
   return out
 
 
-def read_histories(workdir, folds: int) -> Dict[int, List[Dict]]:
+def read_histories(workdir, folds: Sequence[int]) -> Dict[int, List[Dict]]:
   run = rundir.RunDir(workdir)
   return {k: [json.loads(l) for l in run.history_jsonl(k).read_text().splitlines() if l.strip()]
-          for k in range(folds)}
+          for k in folds}
 
 
-def train_command(a, workdir) -> List[str]:
-  """The training run behind the epoch figures: `a.epoch_warmup` BCE+Dice epochs, then one Lovasz cycle
-  of `a.epoch_cycle` epochs validated once, at its end."""
+def train_command(a, workdir, folds: Sequence[int]) -> List[str]:
+  """The training run behind the epoch figures, of the given folds (together when several):
+  `a.epoch_warmup` BCE+Dice epochs, then one Lovasz cycle of `a.epoch_cycle` epochs validated once, at
+  its end."""
   cmd = [sys.executable, "-m", "salt_jax.train", f"--config={a.epoch_config}", f"--workdir={workdir}",
          f"--config.model={a.model}", f"--config.dtype={a.dtype}", f"--config.batch_size={a.batch}",
          f"--config.data_dir={a.data_dir}", f"--config.warmup_epochs={a.epoch_warmup}",
@@ -247,23 +248,27 @@ def train_command(a, workdir) -> List[str]:
          f"--config.compilation_cache_dir={a.compilation_cache_dir}"]
   if a.cache_dir:
     cmd.append(f"--config.cache_dir={a.cache_dir}")
-  if a.folds > 1:
-    cmd += [f"--config.folds={','.join(map(str, range(a.folds)))}", f"--config.fold_map={a.fold_map}"]
+  if len(folds) > 1:
+    cmd += [f"--config.folds={','.join(map(str, folds))}", f"--config.fold_map={a.fold_map}"]
+  else:
+    cmd.append(f"--config.fold={folds[0]}")
   return cmd
 
 
-def run_epochs(a) -> Dict:
-  """Runs the training program in a fresh workdir; history_figures of its run plus "process_s"."""
+def run_epochs(a, folds: Optional[Sequence[int]] = None) -> Dict:
+  """Runs the training program of `folds` (default: 0..a.folds-1, together) in a fresh workdir;
+  history_figures of its run plus "process_s"."""
+  folds = list(range(a.folds)) if folds is None else list(folds)
   workdir = pathlib.Path(a.epoch_workdir) if a.epoch_workdir else pathlib.Path(
       tempfile.mkdtemp(prefix="salt_bench_"))
   try:
     t0 = time.perf_counter()
-    done = subprocess.run(train_command(a, workdir), cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(train_command(a, workdir, folds), cwd=REPO, capture_output=True, text=True)
     process_s = time.perf_counter() - t0
     if done.returncode != 0:
       raise RuntimeError(f"the training run for the epoch figures failed (exit {done.returncode}):\n"
                          + "\n".join(done.stderr.strip().splitlines()[-15:]))
-    figures = history_figures(read_histories(workdir, a.folds), a.batch)
+    figures = history_figures(read_histories(workdir, folds), a.batch)
   finally:
     if not a.epoch_workdir:
       shutil.rmtree(workdir, ignore_errors=True)
@@ -272,6 +277,11 @@ def run_epochs(a) -> Dict:
     print(f"salt_jax.bench: the training history has no {', '.join(figures['missing'])} field(s) (a "
           f"salt_jax.train from before issue 13); the figures that need them are left out", file=sys.stderr)
   return figures
+
+
+def run_sequential(a) -> List[float]:
+  """process_s of each of the a.folds folds trained alone, one after the other (same schedule)."""
+  return [run_epochs(a, [k])["process_s"] for k in range(a.folds)]
 
 
 def emit(figure: str, value: float, unit: str, context: Dict, torch_value: Optional[float] = None,
@@ -336,6 +346,9 @@ def main(argv=None):
   p.add_argument("--train_subset", type=int, default=0, help="epoch run: train on N tiles per fold (0 = all)")
   p.add_argument("--valid_subset", type=int, default=0, help="epoch run: validate on N tiles (0 = all)")
   p.add_argument("--cache_dir", default="", help="epoch run: cache of the decoded data")
+  p.add_argument("--sequential", action="store_true",
+                 help="epoch run with --folds=F: also train each fold alone, one after the other, and report "
+                      "fold_parallel_speedup (their wall time over the together run's)")
   p.add_argument("--epoch_workdir", default=None, help="epoch run: keep its workdir here (new or empty)")
   p.add_argument("--compilation_cache_dir", default="",
                  help="epoch run: JAX's persistent compilation cache (default off: a cold start)")
@@ -350,6 +363,9 @@ def main(argv=None):
     p.error("--size must be 128: tiles are padded 101 -> 128 and the model broadcasts at 128 (SPEC 10.4)")
   if a.folds < 1:
     p.error("--folds must be >= 1")
+  if a.sequential and (a.folds < 2 or a.epoch_workdir):
+    p.error("--sequential compares --folds=F >= 2 trained together with each trained alone, in fresh "
+            "workdirs (not with --epoch_workdir)")
   only = set((a.only or "train,infer,lovasz,sweep" + (",epoch" if a.data_dir else "")).split(","))
   unknown = sorted(only - set(FIGURES))
   if unknown:
@@ -367,6 +383,7 @@ def main(argv=None):
     p.error(f"--vs-torch: {reference} not found (set --torch_reference)")
   # Before this process touches a device: on a GPU the child would otherwise find its memory taken.
   epoch = run_epochs(a) if "epoch" in only else None
+  sequential = run_sequential(a) if "epoch" in only and a.sequential else None
   dev = jax.devices()[0]
   torch_device = a.device or ("cuda" if dev.platform == "gpu" else "cpu")
   context = dict(model=a.model, batch=a.batch, size=a.size, dtype=a.dtype, device=dev.device_kind,
@@ -415,6 +432,11 @@ def main(argv=None):
                      dict(backend="numpy", device="host CPU")))
   if epoch is not None:
     rows.extend(epoch_rows(epoch, train_ips, context, a))
+  if sequential is not None:
+    rows.append(emit("fold_parallel_speedup", sum(sequential) / epoch["process_s"],
+                     "sequential / together wall time", dict(context, folds=a.folds, train_subset=a.train_subset),
+                     together_process_s=round(epoch["process_s"], 1),
+                     sequential_process_s=[round(t, 1) for t in sequential]))
   return rows
 
 

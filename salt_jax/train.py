@@ -271,17 +271,8 @@ def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, ph
   phases.done("data")
 
   model = models.from_config(config)
-  tx = schedules.make_optimizer(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
   repl, by_fold = parallel.replicated(mesh), parallel.fold_sharded(mesh)
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  initial = jax.jit(functools.partial(steps.create_train_state, model, tx), out_shardings=repl)(
-      parallel.replicate(init_key, mesh))
-  if config.pretrained:
-    initial = load_pretrained(initial, model, config.pretrained)
-  if config.init_from:
-    initial = load_original(initial, config)
-  initial = parallel.replicate(initial, mesh)
-  step_key = parallel.replicate(step_key, mesh)
+  initial, step_key = _initial_state(config, model, mesh)
   phases.done("init")
 
   total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
@@ -335,7 +326,7 @@ def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, ph
     seg_loss = "bce_dice" if cycle is None else "lovasz"
     lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
     state = state.replace(opt_state=parallel.put_global(schedules.set_learning_rate(state.opt_state, lr), by_fold))
-    rows = np.zeros((len(folds), max_steps, batch), np.int32)
+    rows = np.zeros((len(folds), max_steps, batch), np.int32)  # idle steps (see active) read row 0
     for i, f in enumerate(folds):
       rows[i, :f.steps] = device_rows(f.config, epoch, f.train_rows, n_all, n_pseudo, f.steps)
     fns = [steps_fn(seg_loss, n) for _, n in chunks]
@@ -378,6 +369,20 @@ def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, ph
     if writer is not None:
       writer.close()
   return {f.fold: {"history": f.history, "bests": f.loop["bests"]} for f in all_folds}
+
+
+def _initial_state(config, model, mesh):
+  """(initial train state, step key), replicated: one compiled initialisation from config.seed, then
+  the ImageNet encoder (config.pretrained) or the original solution's weights (config.init_from)."""
+  tx = schedules.make_optimizer(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  state = jax.jit(functools.partial(steps.create_train_state, model, tx),
+                  out_shardings=parallel.replicated(mesh))(parallel.replicate(init_key, mesh))
+  if config.pretrained:
+    state = load_pretrained(state, model, config.pretrained)
+  if config.init_from:
+    state = load_original(state, config)
+  return parallel.replicate(state, mesh), parallel.replicate(step_key, mesh)
 
 
 def _validate(predictor, f: _Fold, state, run: rundir.RunDir, epoch: int, cycle: int) -> Dict[str, float]:

@@ -145,6 +145,22 @@ def test_epoch_figures_from_the_training_program(monkeypatch, capsys, tmp_path):
   assert out.err == ""
 
 
+def test_fold_parallel_speedup_compares_together_with_each_fold_alone(monkeypatch, capsys, tmp_path):
+  run, calls = _fake_train({0: _history(), 1: _history()})
+  monkeypatch.setattr(bench.subprocess, "run", run)
+  clock = iter([0.0, 10.0, 10.0, 16.0, 16.0, 23.0])  # together 10 s, then fold 0 alone 6 s, fold 1 alone 7 s
+  monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+  rows = bench.main(["--model=model_tiny", "--batch=8", "--only=epoch", f"--data_dir={tmp_path}", "--folds=2",
+                     "--sequential"])
+  assert [c[c.index("-m") + 1:][0] for c in calls] == ["salt_jax.train"] * 3
+  assert "--config.folds=0,1" in calls[0] and "--config.fold=0" in calls[1] and "--config.fold=1" in calls[2]
+  (row,) = [r for r in rows if r["figure"] == "fold_parallel_speedup"]
+  assert row["value"] == pytest.approx(1.3) and row["together_process_s"] == 10.0
+  assert row["sequential_process_s"] == [6.0, 7.0]
+  with pytest.raises(SystemExit):
+    bench.main(["--only=epoch", f"--data_dir={tmp_path}", "--folds=1", "--sequential"])
+
+
 def test_epoch_figures_say_what_the_history_lacks(monkeypatch, capsys, tmp_path):
   run, calls = _fake_train({0: _history(startup=None, whole=False)})
   monkeypatch.setattr(bench.subprocess, "run", run)
@@ -178,7 +194,7 @@ def test_history_of_a_real_training_run(tiny_run):
   one 2-epoch Lovasz cycle of model_tiny on real tiles, trained once for several test files). A real
   `--data_dir` bench run starts a cold training process (~100 s on 2 busy cores), so it is not run here."""
   config, workdir, _ = tiny_run
-  f = bench.history_figures(bench.read_histories(workdir, 1), config.batch_size)
+  f = bench.history_figures(bench.read_histories(workdir, [0]), config.batch_size)
   assert f["missing"] == []
   assert f["lovasz"]["epochs"] == 1 and f["lovasz"]["images_per_s"] > 0
   assert 0 < f["lovasz"]["whole_epoch_images_per_s"] <= f["lovasz"]["images_per_s"]
