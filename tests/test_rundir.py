@@ -3,6 +3,7 @@
 Every refused command is checked for its message and for leaving the workdir byte-for-byte unchanged.
 """
 import ast
+import functools
 import hashlib
 import json
 import math
@@ -49,9 +50,8 @@ def run_copy(tiny_run, tmp_path):
 def _final_params(config, workdir):
   run = rundir.RunDir(workdir)
   restored = checkpoints.LatestCheckpoint(run.checkpoints_dir(0))
-  state = train.steps.create_train_state(train.models.from_config(config),
-                                         train.schedules.make_optimizer(lr=config.lr), jax.random.key(0))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_put(state))
+  abstract = jax.eval_shape(functools.partial(train.steps.create_train_state, train.models.from_config(config),
+                                              train.schedules.make_optimizer(lr=config.lr)), jax.random.key(0))
   epoch, state, _ = restored.restore_latest(abstract)
   restored.close()
   return epoch, state.params
