@@ -5,8 +5,8 @@
 
 Figures (after compilation; compile times are reported separately): training step images/s (on-device
 augmentation, forward, backward, SGD; with --folds=F the fold-parallel step of F folds, each with its
-own state and batch, vmapped or side by side as --fold_map says, and the figure is images/s over all folds), flip-TTA inference images/s, Lovasz hinge
-forward+backward ms (batch 32 of 101x101 by default), and the 80-threshold metric sweep over 3,600 tiles.
+own state and batch, vmapped or side by side as --fold_map says, and the figure is images/s over all
+folds), flip-TTA inference images/s, Lovasz hinge forward+backward ms (batch 32 of 101x101 by default), and the 80-threshold metric sweep over 3,600 tiles.
 
 FLOPs come from XLA's cost analysis of the lowered (pre-optimisation) program, which counts every
 convolution; the compiled executable's count (`compiled_gflop_per_image`) leaves out library calls such as
@@ -114,7 +114,8 @@ def train_setup(model, batch: int, dtype, folds: int = 1, fold_map: str = "auto"
   state = jax.tree.map(lambda x: jnp.stack([x] * folds), state)
   data = jax.tree.map(jnp.asarray, fake_batch(folds * batch))
   rows = jnp.arange(folds * batch, dtype=jnp.int32).reshape(folds, 1, batch)
-  step = functools.partial(steps.fold_train_steps, fold_map=parallel.resolve_fold_map(fold_map, folds), **kwargs)
+  fold_map = parallel.resolve_fold_map(fold_map, folds)
+  step = functools.partial(steps.fold_train_steps, fold_map=fold_map, **kwargs)
   return jax.jit(lambda s, d, k: step(s, d, rows, k), donate_argnums=(0,)), (state, data, jax.random.key(1))
 
 
@@ -434,7 +435,8 @@ def main(argv=None):
     rows.extend(epoch_rows(epoch, train_ips, context, a))
   if sequential is not None:
     rows.append(emit("fold_parallel_speedup", sum(sequential) / epoch["process_s"],
-                     "sequential / together wall time", dict(context, folds=a.folds, train_subset=a.train_subset),
+                     "sequential / together wall time",
+                     dict(context, folds=a.folds, train_subset=a.train_subset),
                      together_process_s=round(epoch["process_s"], 1),
                      sequential_process_s=[round(t, 1) for t in sequential]))
   return rows

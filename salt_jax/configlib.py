@@ -127,7 +127,8 @@ def fold_list(config) -> List[int]:
   try:
     folds = [int(part) for part in spec.split(",")]
   except ValueError:
-    raise ConfigError(f"config.folds must be comma-separated fold numbers, 'all' or '', got {spec!r}") from None
+    raise ConfigError(
+        f"config.folds must be comma-separated fold numbers, 'all' or '', got {spec!r}") from None
   bad = [k for k in folds if not 0 <= k < config.num_folds]
   if bad:
     raise ConfigError(f"config.folds={spec!r}: fold {bad[0]} is outside 0..{config.num_folds - 1}")

@@ -5,8 +5,9 @@
 Stage 1: train every listed model on its listed folds (together, in one program: config.folds),
 predict, cycle-vote ensemble, jigsaw post-process. Stage 2: train the pseudo-label models (part k
 uses test half k and fold `part_folds[k]`) with the stage-1 post-processed submission as labels,
-predict, ensemble, post-process -> final submission. Every finished step leaves a marker under <outdir>/done/, so re-running after a crash
-continues where it stopped (training itself also resumes mid-fold). Ends with a table of every stage's
+predict, ensemble, post-process -> final submission. Every finished step leaves a marker under
+<outdir>/done/, so re-running after a crash continues where it stopped (training itself also resumes
+mid-fold). Ends with a table of every stage's
 out-of-fold mAP and wall time.
 """
 import json

@@ -70,7 +70,8 @@ def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, 
   each step. Step s trains on data[rows[s]] exactly as train_step would on that batch (same key:
   fold_in(rng, step)). active: optional (S,) bool; a step with False leaves the state unchanged (a fold
   with fewer steps per epoch than the others it trains with). batch_sharding (optional; a sharding, or
-  a PartitionSpec of the context mesh) shards each gathered batch over the devices. Returns the state after S steps and the per-step metrics, each (S,).
+  a PartitionSpec of the context mesh) shards each gathered batch over the devices. Returns the state
+  after S steps and the per-step metrics, each (S,).
   """
   def body(state, step_input):
     idx, on = step_input
@@ -97,7 +98,8 @@ def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Ar
   """
   fn = functools.partial(train_steps, **kwargs)
   if fold_map == "vmap":
-    return jax.vmap(fn, in_axes=(0, None, 0, None, None if active is None else 0))(state, data, rows, rng, active)
+    in_axes = (0, None, 0, None, None if active is None else 0)
+    return jax.vmap(fn, in_axes=in_axes)(state, data, rows, rng, active)
   if fold_map != "loop":
     raise ValueError(f"fold_map must be 'vmap' or 'loop', got {fold_map!r}")
   outs = [fn(jax.tree.map(lambda x: x[f], state), data, rows[f], rng, None if active is None else active[f])

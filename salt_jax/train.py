@@ -207,9 +207,11 @@ def _make_fold(config, run: rundir.RunDir, samples) -> _Fold:
   steps_per_epoch = len(train_idx) // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"fold {config.fold} has {len(train_idx)} training images, fewer than one batch")
-  return _Fold(config, train_idx, samples.images[valid_idx], samples.masks[valid_idx], steps_per_epoch,
-               checkpoints.LatestCheckpoint(run.checkpoints_dir(config.fold),
-                                            run.corrupt_checkpoints_dir(config.fold), keep=config.keep_checkpoints))
+  fold = config.fold
+  latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(fold), run.corrupt_checkpoints_dir(fold),
+                                        keep=config.keep_checkpoints)
+  valid_images, valid_masks = samples.images[valid_idx], samples.masks[valid_idx]
+  return _Fold(config, train_idx, valid_images, valid_masks, steps_per_epoch, latest)
 
 
 def _restore(folds: List[_Fold], run: rundir.RunDir, abstract, total: int) -> List[_Fold]:
@@ -237,8 +239,8 @@ def _restore(folds: List[_Fold], run: rundir.RunDir, abstract, total: int) -> Li
     if common >= 0:
       f.state, f.loop = f.latest.restore(common, abstract)
     else:
-      logging.warning("fold %d starts again from scratch with the folds it trains with (it was after epoch %d)",
-                      f.fold, f.done)
+      logging.warning("fold %d starts again from scratch with the folds it trains with (it was after "
+                      "epoch %d)", f.fold, f.done)
       f.state, f.loop = None, {"bests": {}}
     f.latest.discard_after(common)
     f.done = common
@@ -277,8 +279,8 @@ def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, ph
 
   total = schedules.total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
   all_folds = folds
-  folds = _restore(all_folds, run, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-                                                initial), total)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), initial)
+  folds = _restore(all_folds, run, abstract, total)
   if jax.process_index() == 0:
     for c in configs:
       run.record_run(c)
@@ -309,8 +311,8 @@ def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, ph
       compiled[seg_loss, n_steps] = steps.compile_fold_train_steps(
           state, device_data, rows_spec, step_key, active_spec, mesh=mesh, fold_map=fold_map,
           seg_loss=seg_loss, loss_weights=loss_weights(config), dtype=dtype)
-      logging.info("compiled %d %s train steps of %d fold(s) per call in %.1f s", n_steps, seg_loss, len(folds),
-                   time.perf_counter() - t0)
+      logging.info("compiled %d %s train steps of %d fold(s) per call in %.1f s", n_steps, seg_loss,
+                   len(folds), time.perf_counter() - t0)
       phases.done("compile")
     return compiled[seg_loss, n_steps]
 
@@ -325,7 +327,8 @@ def _train_folds(configs, run: rundir.RunDir, meshes, samples, pseudo_arrays, ph
     cycle = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len)
     seg_loss = "bce_dice" if cycle is None else "lovasz"
     lr = schedules.lr_at_epoch(epoch, **schedule_kwargs(config))
-    state = state.replace(opt_state=parallel.put_global(schedules.set_learning_rate(state.opt_state, lr), by_fold))
+    opt_state = schedules.set_learning_rate(state.opt_state, lr)
+    state = state.replace(opt_state=parallel.put_global(opt_state, by_fold))
     rows = np.zeros((len(folds), max_steps, batch), np.int32)  # idle steps (see active) read row 0
     for i, f in enumerate(folds):
       rows[i, :f.steps] = device_rows(f.config, epoch, f.train_rows, n_all, n_pseudo, f.steps)

@@ -26,7 +26,8 @@ def _config(**overrides):
   return config
 
 
-@pytest.mark.parametrize("spec,folds", [("", [3]), ("0,2,5", [0, 2, 5]), (" 7 ", [7]), ("all", list(range(10)))])
+@pytest.mark.parametrize("spec,folds", [("", [3]), ("0,2,5", [0, 2, 5]), (" 7 ", [7]),
+                                        ("all", list(range(10)))])
 def test_fold_list(spec, folds):
   assert configlib.fold_list(_config(folds=spec)) == folds
 
@@ -42,7 +43,8 @@ def test_bad_fold_lists_are_refused_by_validate(spec, message):
 
 
 def test_bad_fold_map_is_refused():
-  with pytest.raises(configlib.ConfigError, match="config.fold_map must be one of auto, vmap, loop, got 'pmap'"):
+  message = "config.fold_map must be one of auto, vmap, loop, got 'pmap'"
+  with pytest.raises(configlib.ConfigError, match=message):
     configlib.validate(_config(fold_map="pmap"))
 
 
@@ -104,7 +106,8 @@ def test_fold_steps_equal_each_fold_alone(fold_map, highest_precision):
   """Two folds with different initial states and samples, one step per call as the training loop runs
   them; fold 1 idles in the second call (a fold with fewer steps per epoch): each ends where train_steps
   alone on its own rows ends."""
-  create = jax.jit(functools.partial(steps.create_train_state, _SmallNet(), schedules.make_optimizer(lr=0.01)))
+  tx = schedules.make_optimizer(lr=0.01)
+  create = jax.jit(functools.partial(steps.create_train_state, _SmallNet(), tx))
   init = [create(jax.random.key(k)) for k in (0, 1)]
   init = [s.replace(opt_state=schedules.set_learning_rate(s.opt_state, 0.01)) for s in init]
   data = _tiles(24, seed=0)
@@ -123,7 +126,8 @@ def test_fold_steps_equal_each_fold_alone(fold_map, highest_precision):
       alone, alone_metrics = _alone_steps(alone, data, rows[f, s:s + 1], rng)
       np.testing.assert_allclose(losses[s][f], np.asarray(alone_metrics["loss"][0]), rtol=1e-5)
     assert int(together.step[f]) == int(alone.step) == n
-    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(jax.tree.map(lambda x: x[f], together.params))):
+    mine = jax.tree.map(lambda x: x[f], together.params)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(mine)):
       np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=0)
     for a, b in zip(jax.tree.leaves(alone.batch_stats),
                     jax.tree.leaves(jax.tree.map(lambda x: x[f], together.batch_stats))):
@@ -162,7 +166,8 @@ def _assert_same_fold(config, workdir_a, workdir_b, fold, atol=1e-5):
   for a, b in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=atol, rtol=0)
   ra, rb = rundir.RunDir(workdir_a), rundir.RunDir(workdir_b)
-  assert [(f, c) for f, c, _ in ra.snapshots() if f == fold] == [(f, c) for f, c, _ in rb.snapshots() if f == fold]
+  cycles = lambda r: [(f, c) for f, c, _ in r.snapshots() if f == fold]
+  assert cycles(ra) == cycles(rb)
   for kind in rundir.SNAPSHOT_KINDS:
     ma = checkpoints.load_snapshot_meta(ra.snapshot_dir(fold, 0, kind))
     mb = checkpoints.load_snapshot_meta(rb.snapshot_dir(fold, 0, kind))
