@@ -72,14 +72,6 @@ def pseudo_data(config, run: rundir.RunDir):
   return test.images[chosen], masks
 
 
-def fold_data(config, run: rundir.RunDir):
-  """(train images, train masks, valid images, valid masks, valid ids) of the configured fold."""
-  samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
-  train_idx, valid_idx = run.fold_rows(config, samples.ids, samples.masks)
-  return (samples.images[train_idx], samples.masks[train_idx], samples.images[valid_idx],
-          samples.masks[valid_idx], samples.ids[valid_idx])
-
-
 def _mean_metrics(per_call, fold, epoch, first_step, n_steps):
   """Averages the first n_steps per-step metrics of an epoch's calls ({name: (S,)} each); stops the run
   at the first non-finite loss."""

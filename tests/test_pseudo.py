@@ -92,7 +92,9 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
   assert 0.3 < is_pseudo.mean() < 0.7  # 96 samples at p=0.5: about 4 standard deviations
   for image in images[is_pseudo]:
     assert (half_images == image).all(axis=(1, 2)).any()
-  _, _, valid_images, valid_masks, _ = train.fold_data(config, rundir.RunDir(workdir))
+  samples = kaggle.load_train(config.data_dir)
+  _, valid_idx = rundir.RunDir(workdir).fold_rows(config, samples.ids, samples.masks)
+  valid_images, valid_masks = samples.images[valid_idx], samples.masks[valid_idx]
   assert len(seen_valid) == 1
   np.testing.assert_array_equal(seen_valid[0][0], valid_images)
   np.testing.assert_array_equal(seen_valid[0][1], valid_masks)
