@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from salt_jax import geometry, losses, metrics, models, parallel, rundir, schedules, steps
+from salt_jax import configlib, geometry, losses, metrics, models, parallel, rundir, schedules, steps
 
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
@@ -102,11 +102,10 @@ def train_setup(model, batch: int, dtype, folds: int = 1, fold_map: str = "auto"
   call): F copies of the state, F different batches of a device-resident (F*B) sample set, one key;
   fold_map as config.fold_map ("auto": loop on CPU, vmap elsewhere).
   """
-  tx = schedules.make_optimizer(lr=0.01)
+  config = configlib.base_config()  # the faithful optimiser and loss weights
+  tx = schedules.make_optimizer(config, steps_per_epoch=1)
   state = jax.jit(functools.partial(steps.create_train_state, model, tx))(jax.random.key(0))
-  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, 0.01))
-  weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
-  kwargs = dict(seg_loss="lovasz", loss_weights=weights, dtype=dtype)
+  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.group_values(config, "loss"))
   if folds == 1:
     step = functools.partial(steps.train_step, **kwargs)
     return jax.jit(step, donate_argnums=(0,)), (state, jax.tree.map(jnp.asarray, fake_batch(batch)),
@@ -137,7 +136,7 @@ def bench_infer(model, batch: int, dtype, steps_: int, warmup: int):
   x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
   variables = model.init(jax.random.key(0), x, train=False)
   images = jnp.asarray(fake_batch(batch)["image"])
-  fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x, dtype))
+  fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x))
   lowered, compiled, compile_s = compile_timed(fn, variables, images)
   sec = timed(compiled, (variables, images), steps_, warmup)
   return batch / sec, compile_s, flops_of(lowered), sec

@@ -1,15 +1,17 @@
-"""The faithful training configuration every `configs/*.py` starts from (SPEC 5, 11), its validation and
-the rules for resuming a run with a changed config.
+"""The training config's keys, declared once (KEYS), and what follows from them: the faithful defaults
+every `configs/*.py` starts from (SPEC 5, 11), validation, and the rules for resuming a changed config.
 
-Each key is a knob a user may override by flag, e.g. `--config.fold=3 --config.batch_size=32`.
-`validate` refuses a config that cannot run before anything is written; `resume_conflicts` lists the keys
-that a re-run of a fold may not change (RESUME_FIXED_KEYS) and that differ from the recorded config.
+Each key is a knob a user may override by flag, e.g. `--config.fold=3 --config.batch_size=32`. Its
+declaration says what it is (its group), how a value is checked and whether a resumed run may change it:
+`validate` refuses a config that cannot run before anything is written; `resume_conflicts` lists the
+keys that a re-run of a fold may not change (RESUME_FIXED_KEYS) and that differ from the recorded config.
 """
+import dataclasses
 import difflib
 import math
 import pathlib
 import sys
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
 from absl import app, flags
@@ -20,98 +22,171 @@ class ConfigError(ValueError):
   """A config value (or key) that cannot run; the message names the key."""
 
 
+# Checks of one value: check(key, value) raises ConfigError naming the key.
+def _number(key: str, value, kind) -> Any:
+  if isinstance(value, bool) or not isinstance(value, kind):
+    raise ConfigError(f"config.{key} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+  return value
+
+
+def _int_at_least(low: int, message: str = "") -> Callable[[str, Any], None]:
+  def check(key, value):
+    if _number(key, value, int) < low:
+      raise ConfigError(f"config.{key} must be {'> 0' if low == 1 else f'>= {low}'}{message}, got {value}")
+  return check
+
+
+def _finite_non_negative(key: str, value) -> None:
+  if not math.isfinite(_number(key, value, (int, float))) or value < 0:
+    raise ConfigError(f"config.{key} must be a finite number >= 0, got {value}")
+
+
+def _unit_interval(key: str, value) -> None:
+  if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+    raise ConfigError(f"config.{key} must be in [0, 1], got {value!r}")
+
+
+def _one_of(*choices) -> Callable[[str, Any], None]:
+  def check(key, value):
+    if value not in choices:
+      raise ConfigError(f"config.{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+  return check
+
+
+def _file_or_empty(key: str, value) -> None:
+  if value and not pathlib.Path(value).is_file():
+    raise ConfigError(f"config.{key}: file {value} does not exist")
+
+
+def _registered_model(key: str, value) -> None:
+  from salt_jax import models  # pylint: disable=import-outside-toplevel
+  if value not in models.MODELS:
+    raise ConfigError(f"config.{key} {value!r} is not a registered model; valid: {', '.join(models.MODELS)}")
+
+
+def _dtype_name(key: str, value) -> None:
+  from salt_jax import models  # pylint: disable=import-outside-toplevel
+  if value not in models.DTYPES:
+    raise ConfigError(f"config.{key} must be one of {sorted(models.DTYPES)}, got {value!r}")
+
+
+_POSITIVE, _NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+
+# What a key is. A re-run or resume of a fold may change the keys of the resume-safe groups (they do not
+# change the data, the model or the schedule of the epochs already trained); every other key must equal
+# the fold's recorded value.
+GROUPS = {"model": "the network", "model_option": "a switch of the variant (None: its default)",
+          "data": "which tiles train and validate", "source": "where the data is read from",
+          "pseudo": "pseudo labels (SPEC 9)", "optim": "optimiser and schedule (SPEC 5)",
+          "loss": "loss weights (SPEC 4)", "eval": "validation and snapshots", "runtime": "how the run executes"}
+RESUME_SAFE_GROUPS = frozenset({"source", "runtime"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+  """One config key: its default (a type for an unset placeholder), group, check and meaning."""
+  default: Any
+  group: str
+  doc: str
+  check: Optional[Callable[[str, Any], None]] = None
+  resume_safe: Optional[bool] = None    # None: by its group
+
+  @property
+  def safe(self) -> bool:
+    return self.group in RESUME_SAFE_GROUPS if self.resume_safe is None else self.resume_safe
+
+
+KEYS: Dict[str, Key] = {
+    # Model (salt_jax.models.MODELS): the variant and its switches (SPEC 3, 10.1).
+    "model": Key("model_34", "model", "the variant (salt_jax.models.MODELS)", _registered_model),
+    "align_corners": Key(bool, "model_option", "bilinear x2 as torch <= 0.3.1 (False: half-pixel)"),
+    "decoder_dropout": Key(float, "model_option", "dropouts that were no-ops in the original", _unit_interval),
+    "head_dropout": Key(float, "model_option", "channel dropout in the heads (0.5 for 101A/101B)",
+                        _unit_interval),
+    "dtype": Key("float32", "model", "compute dtype: float32 or bfloat16 (params stay float32)", _dtype_name),
+    "pretrained": Key("", "model", "ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional",
+                      _file_or_empty),
+    "init_from": Key("", "model", "a whole-model checkpoint of the original PyTorch solution (.pth)",
+                     _file_or_empty),
+    # Data and folds (SPEC 1).
+    "data_dir": Key("../shared/tgs", "source", "the Kaggle folder"),
+    "cache_dir": Key("", "source", "where to cache the decoded data as .npz ('' = no cache)"),
+    "fold": Key(0, "data", "the fold trained (when `folds` is empty)", _NON_NEGATIVE),
+    "folds": Key("", "runtime", "folds trained together in one program: '0,1,2', 'all' ('' = just `fold`)"),
+    "num_folds": Key(10, "data", "k of the k-fold split", _int_at_least(2)),
+    "fold_seed": Key(0, "data", "seed of the split, written to <workdir>/folds.csv and reused", _NON_NEGATIVE),
+    "train_subset": Key(0, "data", ">0: train on the first N shuffled ids of the fold (smoke runs)",
+                        _NON_NEGATIVE),
+    "valid_subset": Key(0, "data", ">0: validate on the first N ids of the fold", _NON_NEGATIVE),
+    # Pseudo labels (SPEC 9).
+    "pseudo_csv": Key("", "pseudo", "submission CSV whose masks label the test images", _file_or_empty),
+    "pseudo_split": Key(0, "pseudo", "which half of the test set (0 or 1)", _one_of(0, 1)),
+    "pseudo_prob": Key(0.5, "pseudo", "probability a sample is replaced by a pseudo-labelled one",
+                       _unit_interval),
+    "pseudo_split_file": Key("", "pseudo", "CSV id,half of the test split ('' = <workdir>/pseudo_split.csv)"),
+    "pseudo_seed": Key(0, "pseudo", "seed of the test split", _NON_NEGATIVE),
+    "pseudo_predict_other_half": Key(False, "pseudo", "README protocol: predict only the other half"),
+    # Optimiser and schedule (SPEC 5; salt_jax.schedules).
+    "batch_size": Key(16, "optim", "global batch over all devices and hosts", _POSITIVE),
+    "optimizer": Key("sgd", "optim", "sgd (SPEC 5: momentum, coupled L2) or adamw",
+                     _one_of("sgd", "adamw")),
+    "lr_schedule": Key("restarts", "optim", "restarts (SPEC 5), warmup_cosine or warmup_linear (per step)",
+                       _one_of("restarts", "warmup_cosine", "warmup_linear")),
+    "lr": Key(0.01, "optim", "peak learning rate", _finite_non_negative),
+    "eta_min": Key(0.001, "optim", "lowest learning rate of a cycle / at the end of the run",
+                   _finite_non_negative),
+    "lr_warmup_epochs": Key(0.0, "optim", "warmup_* schedules: epochs of linear warm-up from 0",
+                            _finite_non_negative),
+    "momentum": Key(0.9, "optim", "SGD momentum", _finite_non_negative),
+    "weight_decay": Key(2e-4, "optim", "L2 (sgd) or decoupled (adamw) weight decay", _finite_non_negative),
+    "warmup_epochs": Key(10, "optim", "BCE+Dice epochs (at constant lr with `restarts`)", _NON_NEGATIVE),
+    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE),
+    "cycle_len": Key(50, "optim", "epochs per cycle", _POSITIVE),
+    "eval_start": Key(20, "eval", "validate after epoch e of a cycle when e >= eval_start ...", _NON_NEGATIVE),
+    "eval_every": Key(5, "eval", "... and e % eval_every == 0 (epochs counted from 1)", _POSITIVE),
+    # Losses (SPEC 4).
+    "class_weight": Key(0.05, "loss", "weight of the empty/non-empty classifier", _finite_non_negative),
+    "no_empty_weight": Key(0.5, "loss", "weight of the head trained on tiles with salt", _finite_non_negative),
+    "dice_weight": Key(0.5, "loss", "Dice weight in the warm-up's BCE+Dice", _finite_non_negative),
+    "bce_weight": Key(0.9, "loss", "BCE weight in the warm-up's BCE+Dice", _finite_non_negative),
+    # Evaluation, logging, runtime.
+    "eval_batch_size": Key(32, "eval", "validation and prediction batch", _POSITIVE, resume_safe=True),
+    "keep_min_loss": Key(True, "eval", "also keep the lowest-validation-loss snapshot per cycle"),
+    "keep_checkpoints": Key(2, "runtime", "latest end-of-epoch states kept (a corrupt newest falls back)",
+                            _int_at_least(2, " (a corrupt newest state falls back to an older one)")),
+    # 0 = the whole epoch in one lax.scan; 1 = one step per call (XLA:CPU runs scanned steps ~10x slower).
+    "steps_per_call": Key(1, "runtime", "train steps per compiled call on device-resident data",
+                          _NON_NEGATIVE),
+    # "loop": the folds' steps side by side (XLA:CPU runs vmapped convolutions ~2.5x slower); "auto": loop
+    # on CPU, vmap on GPU and TPU.
+    "fold_map": Key("auto", "runtime", "how folds share one compiled step: auto, vmap or loop",
+                    _one_of("auto", "vmap", "loop")),
+    "compilation_cache_dir": Key("~/.cache/salt_jax/jax", "runtime", "JAX's persistent compilation cache"),
+    "seed": Key(0, "optim", "initialisation, data order and augmentation", _NON_NEGATIVE),
+    "distributed": Key(False, "runtime", "jax.distributed.initialize() (also with JAX_COORDINATOR_ADDRESS)"),
+}
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """Hyper-parameters of the original solution for one model and one fold."""
+  """Hyper-parameters of the original solution for one model and one fold (KEYS' defaults)."""
   c = ml_collections.ConfigDict()
-
-  # Model (salt_jax.models.MODELS): the variant and its switches (SPEC 3, 10.1).
-  c.model = "model_34"
-  # Unset (None) options take the variant's default from salt_jax.models (the one place they live):
-  # align_corners True (bilinear x2 as torch <= 0.3.1; False = half-pixel), decoder_dropout 0.0 (the
-  # original's functional dropouts were no-ops), head_dropout 0.5 for model_101A/101B (real Dropout2d) else 0.
-  c.align_corners = config_dict.placeholder(bool)
-  c.decoder_dropout = config_dict.placeholder(float)
-  c.head_dropout = config_dict.placeholder(float)
-  c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
-  c.pretrained = ""               # ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional
-  c.init_from = ""                # a whole-model checkpoint of the original PyTorch solution (.pth), optional
-
-  # Data and folds (SPEC 1).
-  c.data_dir = "../shared/tgs"
-  c.cache_dir = ""                # where to cache the decoded data as .npz ("" = no cache)
-  c.fold = 0
-  c.folds = ""                    # folds trained together in one program: "0,1,2", "all" ("" = just `fold`)
-  c.num_folds = 10
-  c.fold_seed = 0                 # folds are written to <workdir>/folds.csv and reused
-  c.train_subset = 0              # >0: train on the first N shuffled ids of the fold (smoke runs)
-  c.valid_subset = 0              # >0: validate on the first N ids of the fold
-
-  # Pseudo-labels (SPEC 9).
-  c.pseudo_csv = ""               # submission CSV whose masks label the test images
-  c.pseudo_split = 0              # which half of the test set (0 or 1)
-  c.pseudo_prob = 0.5             # probability a sample is replaced by a pseudo-labelled one
-  c.pseudo_split_file = ""        # CSV id,half of the test split ("" = <workdir>/pseudo_split.csv)
-  c.pseudo_seed = 0
-  c.pseudo_predict_other_half = False  # README protocol: predict only the other half (original: all)
-
-  # Optimiser and schedule (SPEC 5).
-  c.batch_size = 16               # global batch over all devices and hosts
-  c.lr = 0.01
-  c.eta_min = 0.001
-  c.momentum = 0.9
-  c.weight_decay = 2e-4
-  c.warmup_epochs = 10            # BCE+Dice epochs at constant lr
-  c.cycle_num = 7
-  c.cycle_len = 50
-  c.eval_start = 20               # validate after epoch e of a cycle when e >= eval_start ...
-  c.eval_every = 5                # ... and e % eval_every == 0 (epochs counted from 1)
-
-  # Losses (SPEC 4).
-  c.class_weight = 0.05
-  c.no_empty_weight = 0.5
-  c.dice_weight = 0.5
-  c.bce_weight = 0.9
-
-  # Evaluation, logging, runtime.
-  c.eval_batch_size = 32
-  c.keep_min_loss = True          # also keep the lowest-validation-loss snapshot per cycle
-  c.keep_checkpoints = 2          # latest end-of-epoch states kept; a corrupt newest falls back to older
-  # Train steps per compiled call on device-resident data: 0 = the whole epoch in one lax.scan (no
-  # per-step dispatch; to be measured on GPUs), 1 = one step per call (XLA:CPU runs scanned steps ~10x
-  # slower than single steps, so 1 is the default until the accelerator figures are in).
-  c.steps_per_call = 1
-  # How several folds share one compiled step: "vmap" (one batched program; folds spread over the devices),
-  # "loop" (the folds' steps side by side in one program; XLA:CPU runs vmapped convolutions ~2.5x slower),
-  # "auto" (loop on CPU, vmap on GPU and TPU).
-  c.fold_map = "auto"
-  c.compilation_cache_dir = "~/.cache/salt_jax/jax"  # JAX's persistent compilation cache ("" = off)
-  c.seed = 0
-  c.distributed = False           # call jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
+  for name, key in KEYS.items():
+    c[name] = config_dict.placeholder(key.default) if isinstance(key.default, type) else key.default
   return c
 
 
-# Keys a re-run or resume of a fold may change: they do not change the data, the model or the schedule of
-# the epochs already trained (cycle_num only moves where the run stops).
-RESUME_SAFE_KEYS = frozenset({"data_dir", "cache_dir", "eval_batch_size", "distributed", "cycle_num",
-                              "keep_checkpoints", "steps_per_call", "compilation_cache_dir", "folds",
-                              "fold_map"})
-# Keys that must equal the fold's recorded config (data, model, schedule, losses, seeds, snapshots).
-RESUME_FIXED_KEYS = frozenset({
-    "model", "align_corners", "decoder_dropout", "head_dropout", "dtype", "pretrained", "init_from",
-    "fold", "num_folds", "fold_seed", "train_subset", "valid_subset",
-    "pseudo_csv", "pseudo_split", "pseudo_prob", "pseudo_split_file", "pseudo_seed", "pseudo_predict_other_half",
-    "batch_size", "lr", "eta_min", "momentum", "weight_decay", "warmup_epochs", "cycle_len", "eval_start",
-    "eval_every", "class_weight", "no_empty_weight", "dice_weight", "bce_weight", "keep_min_loss", "seed"})
-
-_POSITIVE_INTS = ("batch_size", "eval_batch_size", "cycle_num", "cycle_len", "eval_every")
-_NON_NEGATIVE_INTS = ("warmup_epochs", "eval_start", "train_subset", "valid_subset", "steps_per_call", "seed",
-                      "fold_seed", "pseudo_seed", "fold")
-_NON_NEGATIVE_FLOATS = ("lr", "eta_min", "momentum", "weight_decay", "class_weight", "no_empty_weight",
-                        "dice_weight", "bce_weight")
-_FILES = ("pretrained", "init_from", "pseudo_csv")
+def group_keys(group: str) -> Tuple[str, ...]:
+  """The keys of one group, in declaration order."""
+  return tuple(k for k, v in KEYS.items() if v.group == group)
 
 
-FOLD_MAPS = ("auto", "vmap", "loop")
+def group_values(config, group: str) -> Dict[str, Any]:
+  """{key: value} of one group of a config (e.g. the loss weights a train step takes)."""
+  return {k: config[k] for k in group_keys(group)}
+
+
+RESUME_SAFE_KEYS = frozenset(k for k, v in KEYS.items() if v.safe)
+RESUME_FIXED_KEYS = frozenset(KEYS) - RESUME_SAFE_KEYS
 
 
 def fold_list(config) -> List[int]:
@@ -157,74 +232,50 @@ def _unknown_key_message(key: str, known: Sequence[str]) -> str:
   return f"unknown config key {key!r}; {hint}"
 
 
-def _number(config, key: str, kind) -> Any:
-  value = config[key]
-  if isinstance(value, bool) or not isinstance(value, kind):
-    raise ConfigError(f"config.{key} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
-  return value
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for any key or value of a training config that cannot run. Pure: reads only
   the config (and checks that the files it names exist), so a refused command changes nothing on disk."""
-  from salt_jax import models, schedules  # pylint: disable=import-outside-toplevel
-  known = base_config()
-  for key in sorted(set(config.keys()) - set(known.keys())):
-    raise ConfigError(_unknown_key_message(key, list(known.keys())))
-  if config.model not in models.MODELS:
-    raise ConfigError(f"config.model {config.model!r} is not a registered model; valid: {', '.join(models.MODELS)}")
-  if config.dtype not in models.DTYPES:
-    raise ConfigError(f"config.dtype must be one of {sorted(models.DTYPES)}, got {config.dtype!r}")
-  for key in _POSITIVE_INTS:
-    if _number(config, key, int) <= 0:
-      raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
-  for key in _NON_NEGATIVE_INTS:
-    if _number(config, key, int) < 0:
-      raise ConfigError(f"config.{key} must be >= 0, got {config[key]}")
-  if _number(config, "keep_checkpoints", int) < 2:
-    raise ConfigError(f"config.keep_checkpoints must be >= 2 (a corrupt newest state falls back to an "
-                      f"older one), got {config.keep_checkpoints}")
-  if _number(config, "num_folds", int) < 2:
-    raise ConfigError(f"config.num_folds must be >= 2, got {config.num_folds}")
+  from salt_jax import schedules  # pylint: disable=import-outside-toplevel
+  for key in sorted(set(config.keys()) - set(KEYS)):
+    raise ConfigError(_unknown_key_message(key, list(KEYS)))
+  for name, key in KEYS.items():
+    if key.check is not None:
+      key.check(name, config[name])
   if config.fold >= config.num_folds:
     raise ConfigError(f"config.fold={config.fold} is outside 0..{config.num_folds - 1}")
   fold_list(config)
-  if config.fold_map not in FOLD_MAPS:
-    raise ConfigError(f"config.fold_map must be one of {', '.join(FOLD_MAPS)}, got {config.fold_map!r}")
-  for key in _NON_NEGATIVE_FLOATS:
-    value = _number(config, key, (int, float))
-    if not math.isfinite(value) or value < 0:
-      raise ConfigError(f"config.{key} must be a finite number >= 0, got {value}")
-  for key in ("pseudo_prob", "decoder_dropout", "head_dropout"):
-    value = config[key]
-    if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
-      raise ConfigError(f"config.{key} must be in [0, 1], got {value!r}")
-  if config.pseudo_split not in (0, 1):
-    raise ConfigError(f"config.pseudo_split must be 0 or 1, got {config.pseudo_split!r}")
+  if config.lr_schedule != "restarts" and config.lr_warmup_epochs >= schedules.run_epochs(config):
+    raise ConfigError(f"config.lr_warmup_epochs={config.lr_warmup_epochs} must be shorter than the run "
+                      f"({schedules.run_epochs(config)} epochs)")
   if not any(schedules.is_eval_epoch(config.warmup_epochs + e, warmup_epochs=config.warmup_epochs,
                                      cycle_len=config.cycle_len, eval_start=config.eval_start,
                                      eval_every=config.eval_every) for e in range(config.cycle_len)):
     raise ConfigError(f"no validation epoch in a cycle: eval_start={config.eval_start}, "
                       f"eval_every={config.eval_every}, cycle_len={config.cycle_len} (no snapshot would be kept)")
-  for key in _FILES:
-    if config[key] and not pathlib.Path(config[key]).is_file():
-      raise ConfigError(f"config.{key}: file {config[key]} does not exist")
 
 
 def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
-  """Fixed keys of a config, model options filled with the variant's defaults; absent keys are base defaults."""
+  """Every key of a config, model options filled with the variant's defaults; absent keys (records of
+  older versions) are base defaults."""
   from salt_jax import models  # pylint: disable=import-outside-toplevel
   base = base_config()
-  out = {k: (config[k] if k in config else base.get(k)) for k in RESUME_FIXED_KEYS}
+  out = {k: (config[k] if k in config else base.get(k)) for k in KEYS}
   if out["model"] in models.MODELS:
     out.update(models.config_options(ml_collections.ConfigDict(out)))
   return out
 
 
+def fixed_keys(config: Mapping[str, Any]) -> frozenset:
+  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate)."""
+  spans_run = config.get("lr_schedule", KEYS["lr_schedule"].default) != "restarts"
+  return RESUME_FIXED_KEYS | ({"cycle_num"} if spans_run else set())
+
+
 def resume_conflicts(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
-  """[(key, recorded value, new value)] of the RESUME_FIXED_KEYS whose values differ, sorted by key."""
+  """[(key, recorded value, new value)] of the fixed keys whose values differ, sorted by key."""
   old, new = _resolved(recorded), _resolved(config)
-  return [(k, old[k], new[k]) for k in sorted(RESUME_FIXED_KEYS) if old[k] != new[k]]
+  keys = fixed_keys(recorded) | fixed_keys(config)
+  return [(k, old[k], new[k]) for k in sorted(keys) if old[k] != new[k]]
 
 
 def parse_flags(argv: Sequence[str]) -> List[str]:

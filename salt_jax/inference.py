@@ -12,11 +12,11 @@ from salt_jax import metrics, parallel, steps
 class Predictor:
   """Flip-TTA logits and per-image Lovasz losses for whole arrays, sharded over every device."""
 
-  def __init__(self, apply_fn, mesh, batch_size: int, dtype):
+  def __init__(self, apply_fn, mesh, batch_size: int):
     parallel.check_batch_size(batch_size, mesh)
     self._batch_size = batch_size
     self._sharding = parallel.batch_sharded(mesh)
-    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b, dtype),
+    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b),
                        in_shardings=(parallel.replicated(mesh), self._sharding),
                        out_shardings=(self._sharding, self._sharding))
 

@@ -153,8 +153,7 @@ class _SnapshotPredictor:
     key = (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype)
     if key not in self._predictors:
       self._predictors[key] = inference.Predictor(model.apply, self.mesh,
-                                                  self.batch_size or config.eval_batch_size,
-                                                  models.compute_dtype(config.dtype))
+                                                  self.batch_size or config.eval_batch_size)
     return self._predictors[key]
 
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:

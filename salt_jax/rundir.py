@@ -152,32 +152,34 @@ class RunDir:
       raise WorkdirError(f"{path} is missing: fold {fold} of {self.root} was never trained")
     return ml_collections.ConfigDict(_read_json(path))
 
-  def check_run(self, config) -> None:
-    """Refuses a training run this workdir must not take; reads only.
+  def check_run(self, config, fold: Optional[int] = None) -> None:
+    """Refuses a training run of `fold` (default config.fold) this workdir must not take; reads only.
 
     The model must be the workdir's, and a fold trained before must be re-run with the same value of
     every key in configlib.RESUME_FIXED_KEYS (the others, e.g. logging or the eval batch, may change).
     """
+    fold = config.fold if fold is None else fold
     held = self.recorded_model()
     if held is not None and held != config.model:
       raise WorkdirError(f"workdir {self.root} holds checkpoints of model {held!r}, not {config.model!r}; "
                          "use one workdir per model")
-    if self.config_json(config.fold).is_file():
-      changed = configlib.resume_conflicts(_read_json(self.config_json(config.fold)), config)
+    if self.config_json(fold).is_file():
+      changed = configlib.resume_conflicts(_read_json(self.config_json(fold)), configlib.for_fold(config, fold))
       if changed:
         diff = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed)
         raise WorkdirError(
-            f"fold {config.fold} of {self.root} was trained with other settings ({diff}); these keys must "
-            f"stay as recorded in {self.config_json(config.fold)} to resume or re-run it: use another "
+            f"fold {fold} of {self.root} was trained with other settings ({diff}); these keys must "
+            f"stay as recorded in {self.config_json(fold)} to resume or re-run it: use another "
             "workdir for other settings")
 
-  def record_run(self, config) -> None:
-    """Writes run.json (if new) and the fold's config.json (if changed); call after check_run, under
-    the lock."""
+  def record_run(self, config, fold: Optional[int] = None) -> None:
+    """Writes run.json (if new) and the config.json of `fold` (default config.fold; if changed); call
+    after check_run, under the lock."""
+    fold = config.fold if fold is None else fold
     if not self.run_json.is_file():
       fileio.write_json(self.run_json, {"model": config.model})
-    record = json.loads(config.to_json_best_effort())
-    path = self.config_json(config.fold)
+    record = json.loads(configlib.for_fold(config, fold).to_json_best_effort())
+    path = self.config_json(fold)
     if not path.is_file() or _read_json(path) != record:
       fileio.write_json(path, record)
 

@@ -1,14 +1,30 @@
-"""Epoch schedule and optimiser (SPEC 5): warm-up at constant lr, then cosine cycles (SGDR), SGD momentum.
+"""Epoch bookkeeping, learning-rate schedules and the optimiser (SPEC 5).
 
 Epochs are 0-based global indices: epochs 0..warmup_epochs-1 are the BCE+Dice warm-up, then cycle c covers
-epochs warmup_epochs + c*cycle_len ... + cycle_len - 1. The learning rate is set once per epoch, from the
-host, through the injected hyperparameter (no recompilation).
+epochs warmup_epochs + c*cycle_len ... + cycle_len - 1. The learning rate is an optax schedule inside the
+optimiser, evaluated in the train step from the optimiser's step count and the fold's steps per epoch
+(which lives in the optimiser state, so folds trained together each follow their own epochs); the host
+never writes it.
+
+`config.lr_schedule`:
+  restarts       SPEC 5: lr during the warm-up, then per epoch eta_min + (lr-eta_min)/2 (1 + cos(pi t/T)).
+  warmup_cosine  linear warm-up over lr_warmup_epochs, then cosine decay to eta_min at the end of the run.
+  warmup_linear  the same with a linear decay.
+The last two change every step (epochs counted fractionally), so a run of a few epochs still anneals.
 """
 import math
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from optax._src import numerics
+
+LR_SCHEDULES = ("restarts", "warmup_cosine", "warmup_linear")
+OPTIMIZERS = ("sgd", "adamw")
+# (count, steps_per_epoch) -> learning rate; both int32 scalars inside the step.
+EpochSchedule = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def cycle_of_epoch(epoch: int, warmup_epochs: int, cycle_len: int) -> Optional[int]:
@@ -31,11 +47,9 @@ def total_epochs(warmup_epochs: int, cycle_num: int, cycle_len: int) -> int:
 
 
 def lr_at_epoch(epoch: int, *, lr: float, eta_min: float, warmup_epochs: int, cycle_len: int) -> float:
-  """Learning rate for a global epoch: lr during warm-up, then eta_min + (lr-eta_min)/2 (1 + cos(pi t/T)).
-
-  t = e + 1 for the epoch e within the cycle (SPEC 5: each cycle runs t = 1..T, so it starts just below lr
-  and its last epoch is exactly eta_min), T = cycle_len.
-  """
+  """SPEC 5's learning rate for a global epoch: lr during warm-up, then eta_min + (lr-eta_min)/2 (1 +
+  cos(pi t/T)), t = e + 1 for the epoch e within the cycle (each cycle runs t = 1..T, so it starts just
+  below lr and its last epoch is exactly eta_min), T = cycle_len."""
   e = epoch_in_cycle(epoch, warmup_epochs, cycle_len)
   if e is None:
     return float(lr)
@@ -55,27 +69,87 @@ def is_eval_epoch(epoch: int, *, warmup_epochs: int, cycle_len: int, eval_start:
   return (e + 1) >= eval_start and (e + 1) % eval_every == 0
 
 
-def _sgd_coupled_decay(learning_rate, momentum: float, weight_decay: float) -> optax.GradientTransformation:
+def run_epochs(config) -> int:
+  return total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
+
+
+def restarts_schedule(config) -> EpochSchedule:
+  """SPEC 5's per-epoch rates (float32 of lr_at_epoch), looked up by the step's epoch count // spe."""
+  table = np.asarray([lr_at_epoch(e, lr=config.lr, eta_min=config.eta_min, warmup_epochs=config.warmup_epochs,
+                                  cycle_len=config.cycle_len) for e in range(run_epochs(config))], np.float32)
+  return lambda count, steps_per_epoch: jnp.asarray(table)[jnp.minimum(count // steps_per_epoch,
+                                                                       len(table) - 1)]
+
+
+def warmup_decay_schedule(config, decay: str) -> EpochSchedule:
+  """optax's warm-up + cosine (or linear) decay to eta_min over the whole run, in fractional epochs
+  count / steps_per_epoch: the rate changes every step."""
+  total, warmup = run_epochs(config), min(config.lr_warmup_epochs, run_epochs(config))
+  if decay == "cosine":
+    fn = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total, end_value=config.eta_min)
+  else:
+    fn = optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup),
+                               optax.linear_schedule(config.lr, config.eta_min, total - warmup)], [warmup])
+  return lambda count, steps_per_epoch: fn(count / steps_per_epoch)
+
+
+def epoch_schedule(config) -> EpochSchedule:
+  """The (count, steps_per_epoch) -> learning rate function that config.lr_schedule names."""
+  if config.lr_schedule == "restarts":
+    return restarts_schedule(config)
+  if config.lr_schedule in ("warmup_cosine", "warmup_linear"):
+    return warmup_decay_schedule(config, config.lr_schedule.split("_")[1])
+  raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
+
+
+class _ScheduleState(NamedTuple):
+  count: jax.Array            # () int32: optimiser updates so far
+  steps_per_epoch: jax.Array  # () int32: the fold's
+
+
+class FoldSchedule(optax.schedules.StatefulSchedule):
+  """An EpochSchedule as an optax stateful schedule whose state carries the fold's steps per epoch."""
+
+  def __init__(self, fn: EpochSchedule, steps_per_epoch: int):
+    self._fn, self._steps_per_epoch = fn, steps_per_epoch
+
+  def init(self) -> _ScheduleState:
+    return _ScheduleState(jnp.zeros([], jnp.int32), jnp.asarray(self._steps_per_epoch, jnp.int32))
+
+  def update(self, state: _ScheduleState, **extra_args) -> _ScheduleState:
+    del extra_args
+    return state._replace(count=numerics.safe_increment(state.count))
+
+  def __call__(self, state: _ScheduleState, **extra_args) -> jax.Array:
+    del extra_args
+    return self._fn(state.count, state.steps_per_epoch)
+
+
+def _sgd(learning_rate, momentum: float, weight_decay: float) -> optax.GradientTransformation:
+  """PyTorch SGD: momentum, dampening 0, coupled L2 on all parameters (buf = m*buf + (g + wd*w), buf = g +
+  wd*w on the first step, w -= lr*buf)."""
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum))
 
 
-def make_optimizer(*, lr: float, momentum: float = 0.9, weight_decay: float = 2e-4
-                   ) -> optax.GradientTransformation:
-  """PyTorch SGD (momentum, dampening 0, coupled L2 on all parameters) with an injectable learning rate.
+def _adamw(learning_rate, weight_decay: float) -> optax.GradientTransformation:
+  return optax.adamw(learning_rate, weight_decay=weight_decay)
 
-  Matches torch: buf = m*buf + (g + wd*w) (buf = g + wd*w on the first step), w -= lr*buf. The learning
-  rate lives in opt_state.hyperparams["learning_rate"] (float32 scalar); momentum and weight decay are
-  static.
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """config.optimizer (sgd: SPEC 5's; adamw: decoupled weight decay) driven by config.lr_schedule.
+
+  The rate used by the last update is opt_state.hyperparams["learning_rate"] (float32 scalar).
   """
-  return optax.inject_hyperparams(_sgd_coupled_decay, static_args=("momentum", "weight_decay"),
-                                  hyperparam_dtype=jnp.float32)(
-      learning_rate=lr, momentum=momentum, weight_decay=weight_decay)
+  schedule = FoldSchedule(epoch_schedule(config), steps_per_epoch)
+  if config.optimizer == "sgd":
+    return optax.inject_hyperparams(_sgd, static_args=("momentum", "weight_decay"), hyperparam_dtype=jnp.float32)(
+        learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay)
+  if config.optimizer == "adamw":
+    return optax.inject_hyperparams(_adamw, static_args=("weight_decay",), hyperparam_dtype=jnp.float32)(
+        learning_rate=schedule, weight_decay=config.weight_decay)
+  raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
 
 
-def set_learning_rate(opt_state, lr: float):
-  """A copy of an inject_hyperparams state with a new learning rate (same dtype and shape: no re-jit; a
-  fold-parallel state's (F,) rate gets lr for every fold)."""
-  old = opt_state.hyperparams["learning_rate"]
-  hyperparams = dict(opt_state.hyperparams)
-  hyperparams["learning_rate"] = jnp.full(old.shape, lr, dtype=old.dtype)
-  return opt_state._replace(hyperparams=hyperparams)
+def learning_rate(opt_state) -> jax.Array:
+  """The learning rate of the optimiser's last update (before any: of its first), float32 scalar."""
+  return opt_state.hyperparams["learning_rate"]

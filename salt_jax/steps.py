@@ -1,4 +1,4 @@
-"""Pure, jit-compiled steps: training (augment -> forward -> loss -> SGD) and flip-TTA inference.
+"""Pure, jit-compiled steps: training (augment -> forward -> loss -> optimiser) and flip-TTA inference.
 
 Batches arrive as raw uint8 tiles, {"image": (B,101,101) uint8, "mask": (B,101,101) uint8}; padding,
 flipping and normalisation happen on device inside the step (SPEC 2.1), so the host only gathers rows.
@@ -13,7 +13,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from salt_jax import geometry, losses, parallel
+from salt_jax import geometry, losses, parallel, schedules
 from salt_jax.data import augment
 
 
@@ -36,16 +36,15 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *, seg_loss: str,
-               loss_weights: Dict[str, float], dtype=jnp.float32) -> Tuple[TrainState, Dict[str, jax.Array]]:
-  """One SGD step on a global batch. rng is the run's base key; the step's key is fold_in(rng, step).
+               loss_weights: Dict[str, float]) -> Tuple[TrainState, Dict[str, jax.Array]]:
+  """One optimiser step on a global batch. rng is the run's base key; the step's key is fold_in(rng, step).
 
-  seg_loss: "bce_dice" (warm-up epochs) or "lovasz" (cycles), SPEC 4.5. Returns the new state and
-  scalar metrics (loss and its terms).
+  seg_loss: "bce_dice" (warm-up epochs) or "lovasz" (cycles), SPEC 4.5. The model casts the input to
+  its compute dtype. Returns the new state and scalar metrics (loss, its terms, the learning rate used).
   """
   step_key = jax.random.fold_in(rng, state.step)
   aug_key, drop_key = jax.random.split(step_key)
   x, y = augment.train_augment(aug_key, batch["image"], batch["mask"])
-  x = x.astype(dtype)
   is_empty = (jnp.max(batch["mask"], axis=(1, 2)) == 0).astype(jnp.int32)
 
   def loss_fn(params):
@@ -58,12 +57,12 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return state, {"loss": loss, **terms}
+  return state, {"loss": loss, **terms, "lr": schedules.learning_rate(state.opt_state)}
 
 
 def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
                 active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, float],
-                dtype=jnp.float32, batch_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+                batch_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """Many train_steps in one call, on data that stays on the devices (a lax.scan over the steps).
 
   data: {"image", "mask"} (N,101,101) uint8, every training sample; rows: (S,B) int32, the samples of
@@ -78,7 +77,7 @@ def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, 
     batch = {k: v[idx] for k, v in data.items()}
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights, dtype=dtype)
+    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights)
     if on is not None:
       new = jax.tree.map(lambda n, o: jnp.where(on, n, o), new, state)
     return new, metrics
@@ -107,13 +106,13 @@ def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Ar
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
-def tta_logits(apply_fn: Callable, variables, images: jax.Array, dtype=jnp.float32) -> jax.Array:
+def tta_logits(apply_fn: Callable, variables, images: jax.Array) -> jax.Array:
   """Flip-TTA final logits on the 101x101 crop (SPEC 6.3): (B,101,101) uint8 -> (B,101,101) float32.
 
   The batch and its left-right mirror go through one eval-mode forward pass; the mirrored half's
   logits are flipped back and the two are averaged (logits, not probabilities), then cropped.
   """
-  x = augment.eval_pad(images).astype(dtype)
+  x = augment.eval_pad(images)
   both = jnp.concatenate([x, augment.hflip(x)], axis=0)
   _, _, final_logits = apply_fn(variables, both, train=False)
   final_logits = final_logits[..., 0].astype(jnp.float32)
@@ -122,15 +121,15 @@ def tta_logits(apply_fn: Callable, variables, images: jax.Array, dtype=jnp.float
   return augment.crop(mean)
 
 
-def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], dtype=jnp.float32):
+def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array]):
   """Validation: TTA logits (B,101,101) and the per-image Lovasz loss on the crop (B,) (SPEC 4.6)."""
-  logits = tta_logits(apply_fn, variables, batch["image"], dtype)
+  logits = tta_logits(apply_fn, variables, batch["image"])
   loss = losses.lovasz_hinge_per_image(logits, batch["mask"].astype(jnp.float32))
   return logits, loss
 
 
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,
-                              loss_weights, dtype):
+                              loss_weights):
   """AOT-compiles fold_train_steps for one loss variant and one number of steps (rows_spec (F,S,B) int32,
   active_spec (F,S) bool or None).
 
@@ -142,7 +141,7 @@ def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, m
   """
   folds, repl = parallel.fold_sharded(mesh), parallel.replicated(mesh)
   fn = functools.partial(fold_train_steps, fold_map=fold_map, seg_loss=seg_loss, loss_weights=loss_weights,
-                         dtype=dtype, batch_sharding=P("data"))
+                         batch_sharding=P("data"))
   if active_spec is None:
     fn = functools.partial(lambda f, state, data, rows, rng: f(state, data, rows, rng), fn)
   if mesh.shape["folds"] > 1:
@@ -155,15 +154,3 @@ def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, m
                out_shardings=(folds, repl), donate_argnums=(0,))
   with jax.set_mesh(mesh):  # the batch constraint P("data") refers to this mesh (inside shard_map: its view)
     return fn.lower(*args).compile()
-
-
-def compile_train_step(state, batch_spec, rng, *, mesh_shardings, seg_loss, loss_weights, dtype):
-  """AOT-compiles train_step for one loss variant with the state replicated and the batch sharded.
-
-  The state is donated: its buffers are reused for the new state.
-  """
-  state_sharding, batch_sharding = mesh_shardings
-  fn = jax.jit(functools.partial(train_step, seg_loss=seg_loss, loss_weights=loss_weights, dtype=dtype),
-               in_shardings=(state_sharding, batch_sharding, state_sharding),
-               out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
-  return fn.lower(state, batch_spec, rng).compile()

@@ -28,7 +28,8 @@ def main():
     jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                process_id=args.process_id)
   from jax.sharding import Mesh
-  from salt_jax import models, parallel, schedules, steps
+  import functools
+  from salt_jax import configlib, models, parallel, schedules, steps
 
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = Mesh(np.asarray(devices), ("data",))
@@ -39,15 +40,16 @@ def main():
   rows = parallel.host_slice(global_batch) if args.coordinator else slice(None)
 
   model = models.get_model("model_tiny")
-  tx = schedules.make_optimizer(lr=0.01, momentum=0.9, weight_decay=2e-4)
+  config = configlib.base_config()  # SGD at lr 0.01 (the warm-up's constant rate), momentum 0.9, wd 2e-4
+  tx = schedules.make_optimizer(config, steps_per_epoch=100)
   state = steps.create_train_state(model, tx, jax.random.key(0))
-  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, 0.01))
   state = parallel.replicate(state, mesh)
   key = parallel.replicate(jax.random.key(1), mesh)
   spec = {k: jax.ShapeDtypeStruct((global_batch, 101, 101), np.uint8, sharding=sharded) for k in ("image", "mask")}
   weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
-  step = steps.compile_train_step(state, spec, key, mesh_shardings=(repl, sharded), seg_loss=args.seg_loss,
-                                  loss_weights=weights, dtype=np.float32)
+  step = jax.jit(functools.partial(steps.train_step, seg_loss=args.seg_loss, loss_weights=weights),
+                 in_shardings=(repl, sharded, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+  step = step.lower(state, spec, key).compile()
   def flat(state):
     leaves = jax.tree_util.tree_flatten_with_path({"params": state.params, "batch_stats": state.batch_stats})[0]
     return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in leaves}

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from salt_jax import bench, fileio, models, rundir, schedules, steps
+from salt_jax import bench, fileio, models, rundir, steps
+import optim
 
 
 def test_bench_prints_one_json_line_per_figure(capsys):
@@ -36,7 +37,7 @@ def test_bench_refuses_bad_options():
 def _lowered_gflop_per_image(name, batch=2):
   """The lowered (pre-optimisation) FLOP count of a Lovasz train step per image, from shapes only."""
   model = models.get_model(name)
-  tx = schedules.make_optimizer(lr=0.01)
+  tx = optim.constant_sgd(0.01)
   state = jax.eval_shape(lambda: steps.create_train_state(model, tx, jax.random.key(0)))
   data = {k: jax.ShapeDtypeStruct((batch, 101, 101), jnp.uint8) for k in ("image", "mask")}
   weights = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, configlib, models, parallel, rundir, schedules, steps, train
+from salt_jax import checkpoints, configlib, models, parallel, rundir, steps, train
+import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
@@ -106,10 +107,9 @@ def test_fold_steps_equal_each_fold_alone(fold_map, highest_precision):
   """Two folds with different initial states and samples, one step per call as the training loop runs
   them; fold 1 idles in the second call (a fold with fewer steps per epoch): each ends where train_steps
   alone on its own rows ends."""
-  tx = schedules.make_optimizer(lr=0.01)
+  tx = optim.constant_sgd(0.01)
   create = jax.jit(functools.partial(steps.create_train_state, _SmallNet(), tx))
   init = [create(jax.random.key(k)) for k in (0, 1)]
-  init = [s.replace(opt_state=schedules.set_learning_rate(s.opt_state, 0.01)) for s in init]
   data = _tiles(24, seed=0)
   rows = np.random.default_rng(1).integers(0, 24, (2, 2, 4)).astype(np.int32)
   active = np.array([[True, True], [True, False]])
@@ -138,7 +138,7 @@ def _final_state(config, workdir, fold):
   run = rundir.RunDir(workdir)
   latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(fold))
   abstract = jax.eval_shape(functools.partial(steps.create_train_state, models.from_config(config),
-                                              schedules.make_optimizer(lr=config.lr)), jax.random.key(0))
+                                              optim.constant_sgd(config.lr)), jax.random.key(0))
   one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # also for states written on 2 devices
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one_device), abstract)
   epoch, state, loop = latest.restore_latest(abstract)

@@ -104,7 +104,7 @@ def test_predictor_pads_the_last_batch_without_leaking_rows(n, batch):
   are dropped (n rows out), and validation statistics are over the n real tiles only."""
   apply_fn, variables, forward = _position_model(seed=3)
   images, masks = _tiles(n, seed=4)
-  predictor = inference.Predictor(apply_fn, parallel.make_mesh(), batch, jnp.float32)
+  predictor = inference.Predictor(apply_fn, parallel.make_mesh(), batch)
   logits, per_image = predictor.logits_and_losses(variables, images, masks)
   want = _hand_tta(forward, images)
   want_losses = np.asarray(losses.lovasz_hinge_per_image(jnp.asarray(want), jnp.asarray(masks, jnp.float32)))

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import inference, parallel, pseudo, rundir, train
+from salt_jax import epochs, inference, parallel, pseudo, rundir, train
 from salt_jax.data import kaggle, rle
 
 
@@ -62,7 +62,7 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
   csv = tmp_path / "pseudo.csv"
   pd.DataFrame({"id": test.ids, "rle_mask": [rle.rle_encode(checker)] * len(test.ids)}).to_csv(csv, index=False)
   seen_rows, seen_data, seen_valid = [], {}, []
-  device_rows, replicate = train.device_rows, parallel.replicate
+  device_rows, replicate = epochs.device_rows, parallel.replicate
 
   def record_rows(*args, **kwargs):  # the samples of each step: rows into the device-resident data
     seen_rows.append(device_rows(*args, **kwargs))
@@ -77,7 +77,7 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
     seen_valid.append((np.array(images), np.array(masks)))
     return {"val_loss": 1.0, "val_map": 0.5, "val_threshold": 0.0}
 
-  monkeypatch.setattr(train, "device_rows", record_rows)
+  monkeypatch.setattr(epochs, "device_rows", record_rows)
   monkeypatch.setattr(parallel, "replicate", record_data)
   monkeypatch.setattr(inference.Predictor, "validate", record_validate)
   workdir = tmp_path / "pseudo_run"

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from salt_jax import checkpoints, configlib, predict, rundir, train
+import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def _final_params(config, workdir):
   run = rundir.RunDir(workdir)
   restored = checkpoints.LatestCheckpoint(run.checkpoints_dir(0))
   abstract = jax.eval_shape(functools.partial(train.steps.create_train_state, train.models.from_config(config),
-                                              train.schedules.make_optimizer(lr=config.lr)), jax.random.key(0))
+                                              optim.constant_sgd(config.lr)), jax.random.key(0))
   epoch, state, _ = restored.restore_latest(abstract)
   restored.close()
   return epoch, state.params

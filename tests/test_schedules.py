@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import schedules
+from salt_jax import configlib, schedules
 
 FAITHFUL = dict(lr=0.01, eta_min=0.001, warmup_epochs=10, cycle_len=50)
 # SPEC 5 values for t = e + 1 within a cycle, given to 4 significant digits.
@@ -62,9 +62,15 @@ def _params():
           "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
 
 
+def _sgd_config(**overrides):
+  config = configlib.base_config()
+  config.update(overrides)
+  return config
+
+
 def test_optimizer_matches_pytorch_sgd_by_hand():
   lr, m, wd = 0.01, 0.9, 2e-4
-  tx = schedules.make_optimizer(lr=lr, momentum=m, weight_decay=wd)
+  tx = schedules.make_optimizer(_sgd_config(lr=lr, momentum=m, weight_decay=wd), steps_per_epoch=100)
   params = _params()
   state = tx.init(params)
   rng = np.random.default_rng(1)
@@ -83,49 +89,82 @@ def test_optimizer_matches_pytorch_sgd_by_hand():
 
 @pytest.mark.torch
 def test_optimizer_matches_torch_sgd():
+  """torch's SGD with its rate set per step to our schedule's (1 warm-up epoch of 2 steps, then a 3-epoch
+  cycle): the same parameters."""
   torch = pytest.importorskip("torch")
   params = _params()
   tw = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}
   opt = torch.optim.SGD(list(tw.values()), lr=0.01, momentum=0.9, weight_decay=2e-4)
-  tx = schedules.make_optimizer(lr=0.01)
+  config = _sgd_config(warmup_epochs=1, cycle_num=1, cycle_len=3)
+  tx = schedules.make_optimizer(config, steps_per_epoch=2)
   state = tx.init(params)
   rng = np.random.default_rng(2)
-  for step in range(4):
-    lr = 0.01 if step < 2 else 0.004
+  for step in range(8):
+    lr = schedules.lr_at_epoch(min(step // 2, 3), lr=0.01, eta_min=0.001, warmup_epochs=1, cycle_len=3)
     for group in opt.param_groups:
       group["lr"] = lr
-    state = schedules.set_learning_rate(state, lr)
     g = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
     for k in tw:
       tw[k].grad = torch.from_numpy(g[k])
     opt.step()
     updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
     params = jax.tree.map(lambda p, u: p + u, params, updates)
+    assert float(schedules.learning_rate(state)) == pytest.approx(lr, rel=1e-6)
   for k in params:
     np.testing.assert_allclose(np.asarray(params[k]), tw[k].detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
-def test_set_learning_rate_changes_step_without_retracing():
-  traces = []
-  tx = schedules.make_optimizer(lr=0.01)
+def _rates(tx, params, n_steps):
+  """The learning rate of each of n_steps updates, from one compiled update."""
+  update = jax.jit(tx.update)
+  state, rates = tx.init(params), []
+  for _ in range(n_steps):
+    _, state = update(jax.tree.map(jnp.ones_like, params), state, params)
+    rates.append(float(schedules.learning_rate(state)))
+  return np.asarray(rates)
 
-  @jax.jit
-  def step(params, state, grads):
-    traces.append(1)
-    updates, state = tx.update(grads, state, params)
-    return jax.tree.map(lambda p, u: p + u, params, updates), state
 
+@pytest.mark.parametrize("steps_per_epoch", [1, 3])
+def test_faithful_schedule_in_the_optimiser_gives_spec_rate_per_epoch(steps_per_epoch):
+  """The rate the step reads from the optimiser is, on every step of an epoch, the float32 of lr_at_epoch
+  (what the host used to write each epoch), for the warm-up, two cycles and the restart between."""
+  kw = dict(lr=0.01, eta_min=0.001, warmup_epochs=2, cycle_len=4)
+  config = _sgd_config(cycle_num=2, **kw)
+  rates = _rates(schedules.make_optimizer(config, steps_per_epoch), _params(), 10 * steps_per_epoch)
+  expected = np.repeat([np.float32(schedules.lr_at_epoch(e, **kw)) for e in range(10)], steps_per_epoch)
+  np.testing.assert_array_equal(rates.astype(np.float32), expected)
+
+
+def test_folds_with_different_epoch_lengths_follow_their_own_epochs():
+  """Two optimiser states stacked and vmapped (as fold-parallel training runs them): each fold's rate
+  follows its own steps per epoch."""
+  config = _sgd_config(warmup_epochs=1, cycle_num=1, cycle_len=3)
   params = _params()
-  grads = jax.tree.map(jnp.ones_like, params)
-  state0 = tx.init(params)
-  assert float(state0.hyperparams["learning_rate"]) == pytest.approx(0.01)
-  moved = {}
-  for lr in (0.01, 0.005, 0.001, 0.0):
-    state = schedules.set_learning_rate(state0, lr)
-    assert float(state.hyperparams["learning_rate"]) == pytest.approx(lr)
-    new, _ = step(params, state, grads)
-    moved[lr] = float(params["b"][0] - new["b"][0])
-  assert len(traces) == 1
-  for lr, delta in moved.items():  # first step: delta = lr * (g + wd*w), up to float32 cancellation
-    assert delta == pytest.approx(lr * (1.0 + 2e-4 * float(params["b"][0])), rel=1e-4, abs=1e-7)
-  assert float(state0.hyperparams["learning_rate"]) == pytest.approx(0.01)  # the input state is untouched
+  states = [schedules.make_optimizer(config, n).init(params) for n in (2, 3)]
+  tx = schedules.make_optimizer(config, 1)  # the update reads the steps per epoch from the state
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
+  grads = jax.tree.map(lambda p: jnp.ones((2,) + p.shape), params)
+  both = jax.tree.map(lambda p: jnp.stack([p, p]), params)
+  update = jax.jit(jax.vmap(tx.update))
+  rates = []
+  for _ in range(9):
+    _, stacked = update(grads, stacked, both)
+    rates.append(np.asarray(schedules.learning_rate(stacked)))
+  kw = dict(lr=0.01, eta_min=0.001, warmup_epochs=1, cycle_len=3)
+  for fold, n in enumerate((2, 3)):
+    expected = [np.float32(schedules.lr_at_epoch(min(s // n, 3), **kw)) for s in range(9)]
+    np.testing.assert_array_equal(np.asarray(rates)[:, fold], expected)
+
+
+@pytest.mark.parametrize("name", ["warmup_cosine", "warmup_linear"])
+def test_run_long_schedules_warm_up_and_anneal_every_step(name):
+  """1.5 warm-up epochs from 0 to lr, then a decay that reaches eta_min on the run's last step; the rate
+  changes within epochs (a 9-epoch run still anneals)."""
+  config = _sgd_config(lr_schedule=name, lr=0.02, eta_min=0.0, lr_warmup_epochs=1.5, warmup_epochs=1,
+                       cycle_num=2, cycle_len=4)
+  rates = _rates(schedules.make_optimizer(config, 4), _params(), 9 * 4)
+  assert rates[0] == 0.0 and rates[6] == pytest.approx(0.02)
+  assert np.all(np.diff(rates[:7]) > 0) and np.all(np.diff(rates[6:]) < 0)
+  assert rates[-1] == pytest.approx(0.02 * (1 / 30 if name == "warmup_linear" else 0.0027390523), rel=1e-4)
+  middle = 6 + 15  # halfway through the decay
+  assert rates[middle] == pytest.approx(0.01, rel=1e-5)

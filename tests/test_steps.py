@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import models, schedules, steps
+from salt_jax import models, steps
 from salt_jax.data import kaggle
+import optim
 
 WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
 WEIGHTS = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
@@ -28,8 +29,7 @@ def real_tiles(mini_data_dir):
 
 def _state_and_step(seg_loss, lr):
   model = models.get_model("model_tiny")
-  state = steps.create_train_state(model, schedules.make_optimizer(lr=lr), jax.random.key(0))
-  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, lr))
+  state = steps.create_train_state(model, optim.constant_sgd(lr), jax.random.key(0))
   fn = jax.jit(lambda s, b, k: steps.train_step(s, b, k, seg_loss=seg_loss, loss_weights=WEIGHTS))
   return state, fn
 

@@ -13,7 +13,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, models, rundir, train
+from salt_jax import checkpoints, epochs, models, rundir, train
+import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,10 +65,10 @@ def test_rerun_of_a_finished_fold_does_no_work(finished_run):
 
 
 def test_epoch_chunks_cover_every_step_once():
-  assert train._chunks(202, 0) == [(0, 202)]
-  assert train._chunks(202, 100) == [(0, 100), (100, 100), (200, 2)]
-  rows = train.epoch_rows(ml_collections.ConfigDict(dict(seed=0, fold=1, batch_size=4, pseudo_prob=0.5)),
-                          3, n_real=10, n_pseudo=0, steps_per_epoch=2)
+  assert epochs.chunks(202, 0) == [(0, 202)]
+  assert epochs.chunks(202, 100) == [(0, 100), (100, 100), (200, 2)]
+  rows = epochs.epoch_rows(ml_collections.ConfigDict(dict(seed=0, fold=1, batch_size=4, pseudo_prob=0.5)),
+                           1, 3, n_real=10, n_pseudo=0, steps_per_epoch=2)
   assert rows.shape == (2, 4) and rows.dtype == np.int32 and len(set(rows.ravel())) == 8
   np.testing.assert_array_equal(rows.ravel(), np.random.default_rng([0, 1, 3]).permutation(10)[:8])
 
@@ -97,9 +98,8 @@ def _final_params(workdir, config):
   epoch = ckpt.latest_epoch()
   assert epoch is not None
   model = models.from_config(config)
-  from salt_jax import schedules, steps
-  state = steps.create_train_state(model, schedules.make_optimizer(lr=config.lr), jax.random.key(0))
-  state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, config.lr))
+  from salt_jax import steps
+  state = steps.create_train_state(model, optim.constant_sgd(config.lr), jax.random.key(0))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_put(state))
   restored, _ = ckpt.restore(epoch, abstract)
   ckpt.close()

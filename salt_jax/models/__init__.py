@@ -12,6 +12,8 @@ from typing import Any, Dict, Tuple, Type
 import flax.linen as nn
 import jax.numpy as jnp
 
+from salt_jax import configlib
+
 from salt_jax.models.unet import HypercolumnUNet, IBNDecoderUNet, SlimHypercolumnUNet
 
 # name -> (family, default kwargs); SPEC 3.3 table for the encoders.
@@ -45,7 +47,7 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Config keys that switch a model option; None in a config means "the variant's default" (MODELS, family).
-CONFIG_OPTIONS = ("align_corners", "decoder_dropout", "head_dropout")
+CONFIG_OPTIONS = configlib.group_keys("model_option")
 
 
 def compute_dtype(name: str):
