@@ -72,8 +72,8 @@ def lovasz_hinge(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Arr
   return _weighted_mean(lovasz_hinge_per_image(logits, labels), weights)
 
 
-def bce_dice(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None,
-             dice_weight: float = 0.5, bce_weight: float = 0.9) -> jax.Array:
+def bce_dice(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None, *,
+             dice_weight: float, bce_weight: float) -> jax.Array:
   """dice_weight * Dice(sigmoid(z), y) + bce_weight * BCE(z, y) over the selected images (SPEC 4.3).
 
   logits, labels: (B,H,W[,1]); weights: (B,) in {0,1} selects a sub-batch (None = all images). The Dice is
@@ -99,10 +99,10 @@ def class_cross_entropy(class_logits: jax.Array, is_empty: jax.Array) -> jax.Arr
 
 
 def total_loss(class_logits: jax.Array, no_empty_logits: jax.Array, final_logits: jax.Array,
-               masks: jax.Array, is_empty: jax.Array, seg_loss: str, class_weight: float = 0.05,
-               no_empty_weight: float = 0.5, dice_weight: float = 0.5,
-               bce_weight: float = 0.9) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-  """The training loss (SPEC 4.5) and its terms.
+               masks: jax.Array, is_empty: jax.Array, seg_loss: str, *, class_weight: float,
+               no_empty_weight: float, dice_weight: float,
+               bce_weight: float) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """The training loss (SPEC 4.5) and its terms; the weights are the config's loss group (configlib.KEYS).
 
   class_logits (B,2); no_empty_logits, final_logits (B,H,W[,1]); masks (B,H,W) {0,1}; is_empty (B,).
   seg_loss is a static string: "lovasz" (cycles) or "bce_dice" (warm-up). The no-empty head is scored only

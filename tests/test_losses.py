@@ -1,4 +1,5 @@
 """Losses (SPEC 4) against plain NumPy formulas, the PyTorch reference, and the edge cases training hits."""
+import functools
 import importlib.util
 import pathlib
 import time
@@ -8,7 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import losses
+from salt_jax import configlib, losses
+
+WEIGHTS = configlib.group_values(configlib.base_config(), "loss")  # the faithful ones (SPEC 4)
+BCE_DICE = {k: WEIGHTS[k] for k in ("dice_weight", "bce_weight")}
+
+
+def _weights_of(fn):
+  return BCE_DICE if fn is losses.bce_dice else {}
 
 TORCH_REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_reference.py"
 
@@ -213,7 +221,7 @@ def test_all_empty_batch_weights_give_zero_and_finite_grads():
   y = jnp.zeros(z.shape)
   w = jnp.zeros(4)
   for fn in (losses.lovasz_hinge, losses.bce_dice):
-    value, grad = jax.jit(jax.value_and_grad(lambda z: fn(z, y, w)))(jnp.asarray(z))
+    value, grad = jax.jit(jax.value_and_grad(lambda z: fn(z, y, w, **_weights_of(fn))))(jnp.asarray(z))
     assert float(value) == 0.0
     assert np.isfinite(np.asarray(grad)).all() and not np.asarray(grad).any()
 
@@ -224,11 +232,11 @@ def test_bce_dice_matches_numpy(dice_weight, bce_weight):
   got = float(losses.bce_dice(jnp.asarray(z), jnp.asarray(y), dice_weight=dice_weight, bce_weight=bce_weight))
   assert got == pytest.approx(np_bce_dice(z, y, dice_weight, bce_weight), rel=1e-5)
   w = np.array([0, 1, 0, 1, 1], np.float32)
-  got_w = float(jax.jit(losses.bce_dice)(jnp.asarray(z)[..., None], jnp.asarray(y)[..., None],
-                                         jnp.asarray(w)))
+  got_w = float(jax.jit(functools.partial(losses.bce_dice, **BCE_DICE))(jnp.asarray(z)[..., None],
+                                                                         jnp.asarray(y)[..., None], jnp.asarray(w)))
   assert got_w == pytest.approx(np_bce_dice(z[w > 0], y[w > 0]), rel=1e-5)
   big = np.array([[[80.0, -80.0]]], np.float32)  # saturated logits: stable BCE, no inf/NaN
-  assert np.isfinite(float(losses.bce_dice(jnp.asarray(big), jnp.asarray([[[0.0, 1.0]]]))))
+  assert np.isfinite(float(losses.bce_dice(jnp.asarray(big), jnp.asarray([[[0.0, 1.0]]]), **BCE_DICE)))
 
 
 def test_class_cross_entropy():
@@ -246,7 +254,7 @@ def test_total_loss_terms(seg_loss):
   q = rng.normal(size=(6, 2)).astype(np.float32)
   zn = rng.normal(0, 2, y.shape + (1,)).astype(np.float32)
   zf = rng.normal(0, 2, y.shape + (1,)).astype(np.float32)
-  fn = jax.jit(losses.total_loss, static_argnames="seg_loss")
+  fn = jax.jit(functools.partial(losses.total_loss, **WEIGHTS), static_argnames="seg_loss")
   loss, terms = fn(jnp.asarray(q), jnp.asarray(zn), jnp.asarray(zf), jnp.asarray(y), jnp.asarray(is_empty),
                    seg_loss=seg_loss)
   keep = is_empty == 0
@@ -261,7 +269,7 @@ def test_total_loss_terms(seg_loss):
   assert float(terms["class_loss"]) == pytest.approx(cls, rel=1e-5)
   assert float(loss) == pytest.approx(final + 0.05 * cls + 0.5 * no_empty, rel=1e-5)
   with pytest.raises(ValueError):
-    losses.total_loss(q, zn, zf, y, is_empty, seg_loss="dice")
+    losses.total_loss(q, zn, zf, y, is_empty, seg_loss="dice", **WEIGHTS)
 
 
 @pytest.mark.parametrize("seg_loss", ["lovasz", "bce_dice"])
@@ -274,7 +282,7 @@ def test_total_loss_all_empty_batch(seg_loss):
   zf = jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32)
 
   def f(args):
-    return losses.total_loss(*args, y, is_empty, seg_loss=seg_loss)
+    return losses.total_loss(*args, y, is_empty, seg_loss=seg_loss, **WEIGHTS)
 
   (loss, terms), grads = jax.jit(jax.value_and_grad(f, has_aux=True))((q, zn, zf))
   assert float(terms["no_empty_loss"]) == 0.0 and np.isfinite(float(loss))
@@ -293,8 +301,8 @@ def test_bfloat16_logits_give_float32_loss():
   assert loss.dtype == jnp.float32
   assert float(loss) == pytest.approx(np_lovasz(np.asarray(zb.astype(jnp.float32)), y)[0], rel=1e-5)
   for seg_loss in ("lovasz", "bce_dice"):
-    total, terms = jax.jit(losses.total_loss, static_argnames="seg_loss")(q, zb, zb, jnp.asarray(y), is_empty,
-                                                                          seg_loss=seg_loss)
+    total, terms = jax.jit(functools.partial(losses.total_loss, **WEIGHTS), static_argnames="seg_loss")(
+        q, zb, zb, jnp.asarray(y), is_empty, seg_loss=seg_loss)
     assert total.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in terms.values())
   grad = jax.jit(jax.grad(lambda z: losses.lovasz_hinge(z, jnp.asarray(y))))(zb)
   assert grad.dtype == jnp.bfloat16 and np.isfinite(np.asarray(grad, np.float32)).all()
