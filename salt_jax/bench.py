@@ -105,7 +105,7 @@ def train_setup(model, batch: int, dtype, folds: int = 1, fold_map: str = "auto"
   config = configlib.base_config()  # the faithful optimiser and loss weights
   tx = schedules.make_optimizer(config, steps_per_epoch=1)
   state = jax.jit(functools.partial(steps.create_train_state, model, tx))(jax.random.key(0))
-  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.group_values(config, "loss"))
+  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.loss_weights(config))
   if folds == 1:
     step = functools.partial(steps.train_step, **kwargs)
     return jax.jit(step, donate_argnums=(0,)), (state, jax.tree.map(jnp.asarray, fake_batch(batch)),

@@ -46,6 +46,11 @@ def _unit_interval(key: str, value) -> None:
     raise ConfigError(f"config.{key} must be in [0, 1], got {value!r}")
 
 
+def _below_one(key: str, value) -> None:
+  if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+    raise ConfigError(f"config.{key} must be in [0, 1), got {value!r}")
+
+
 def _one_of(*choices) -> Callable[[str, Any], None]:
   def check(key, value):
     if value not in choices:
@@ -139,6 +144,8 @@ KEYS: Dict[str, Key] = {
                             _finite_non_negative),
     "momentum": Key(0.9, "optim", "SGD momentum", _finite_non_negative),
     "weight_decay": Key(2e-4, "optim", "L2 (sgd) or decoupled (adamw) weight decay", _finite_non_negative),
+    "ema_decay": Key(0.0, "optim", "moving average of the weights (0 = off); validated, snapshotted, predicted",
+                     _below_one),
     "warmup_epochs": Key(10, "optim", "BCE+Dice epochs (at constant lr with `restarts`)", _NON_NEGATIVE),
     "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE),
     "cycle_len": Key(50, "optim", "epochs per cycle", _POSITIVE),
@@ -149,6 +156,10 @@ KEYS: Dict[str, Key] = {
     "no_empty_weight": Key(0.5, "loss", "weight of the head trained on tiles with salt", _finite_non_negative),
     "dice_weight": Key(0.5, "loss", "Dice weight in the warm-up's BCE+Dice", _finite_non_negative),
     "bce_weight": Key(0.9, "loss", "BCE weight in the warm-up's BCE+Dice", _finite_non_negative),
+    "cycle_loss": Key("lovasz", "loss", "segmentation loss of the cycles: lovasz (SPEC 4.5), bce_dice or blend",
+                      _one_of("lovasz", "bce_dice", "blend")),
+    "lovasz_weight": Key(0.5, "loss", "blend: lovasz_weight * Lovasz + (1 - lovasz_weight) * BCE+Dice",
+                         _unit_interval),
     # Evaluation, logging, runtime.
     "eval_batch_size": Key(32, "eval", "validation and prediction batch", _POSITIVE, resume_safe=True),
     "keep_min_loss": Key(True, "eval", "also keep the lowest-validation-loss snapshot per cycle"),
@@ -183,6 +194,11 @@ def group_keys(group: str) -> Tuple[str, ...]:
 def group_values(config, group: str) -> Dict[str, Any]:
   """{key: value} of one group of a config (e.g. the loss weights a train step takes)."""
   return {k: config[k] for k in group_keys(group)}
+
+
+def loss_weights(config) -> Dict[str, float]:
+  """The loss group's weights (what losses.total_loss takes; cycle_loss picks the loss itself)."""
+  return {k: v for k, v in group_values(config, "loss").items() if k != "cycle_loss"}
 
 
 RESUME_SAFE_KEYS = frozenset(k for k, v in KEYS.items() if v.safe)

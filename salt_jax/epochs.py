@@ -41,8 +41,10 @@ def chunks(steps_per_epoch: int, steps_per_call: int) -> List[Tuple[int, int]]:
 
 
 def seg_loss_of_epoch(config, epoch: int) -> str:
-  """The segmentation loss of an epoch (SPEC 4.5): BCE+Dice in the warm-up, the Lovasz hinge in cycles."""
-  return "bce_dice" if schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len) is None else "lovasz"
+  """The segmentation loss of an epoch (SPEC 4.5): BCE+Dice in the warm-up, config.cycle_loss (the Lovasz
+  hinge in the original) in the cycles."""
+  in_warmup = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len) is None
+  return "bce_dice" if in_warmup else config.cycle_loss
 
 
 class EpochRunner:
@@ -99,7 +101,7 @@ class EpochRunner:
       active_spec = spec((n_folds, n_steps), jnp.bool_) if masked else None
       self._compiled[key] = steps.compile_fold_train_steps(
           state, self._data, rows_spec, self._key, active_spec, mesh=self._mesh, fold_map=self._fold_map,
-          seg_loss=seg_loss, loss_weights=configlib.group_values(self._config, "loss"))
+          seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._config))
       logging.info("compiled %d %s train steps of %d fold(s) per call%s in %.1f s", n_steps, seg_loss, n_folds,
                    " (masked)" if masked else "", time.perf_counter() - t0)
       self._on_compile()

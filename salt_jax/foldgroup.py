@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from salt_jax import checkpoints, configlib, rundir, schedules
+from salt_jax import checkpoints, configlib, rundir, schedules, steps
 
 
 @dataclasses.dataclass
@@ -101,7 +101,7 @@ class FoldGroup:
     next epoch does not wait for the disk) and appends the record to the fold's history."""
     cycle = record["cycle"]
     if validate is not None:
-      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      variables = steps.eval_variables(state)
       result = validate(variables)
       if not np.isfinite(result["val_loss"]):
         raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {f.index})")

@@ -92,6 +92,9 @@ def bce_dice(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] 
   return jnp.where(n_images > 0, dice_weight * dice + bce_weight * bce, 0.0)
 
 
+SEG_LOSSES = ("lovasz", "bce_dice", "blend")
+
+
 def class_cross_entropy(class_logits: jax.Array, is_empty: jax.Array) -> jax.Array:
   """Empty/non-empty softmax CE (SPEC 4.4): (B,2) logits, (B,) labels (1 = empty) -> batch mean."""
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
@@ -100,21 +103,26 @@ def class_cross_entropy(class_logits: jax.Array, is_empty: jax.Array) -> jax.Arr
 
 def total_loss(class_logits: jax.Array, no_empty_logits: jax.Array, final_logits: jax.Array,
                masks: jax.Array, is_empty: jax.Array, seg_loss: str, *, class_weight: float,
-               no_empty_weight: float, dice_weight: float,
-               bce_weight: float) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+               no_empty_weight: float, dice_weight: float, bce_weight: float,
+               lovasz_weight: float) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """The training loss (SPEC 4.5) and its terms; the weights are the config's loss group (configlib.KEYS).
 
   class_logits (B,2); no_empty_logits, final_logits (B,H,W[,1]); masks (B,H,W) {0,1}; is_empty (B,).
-  seg_loss is a static string: "lovasz" (cycles) or "bce_dice" (warm-up). The no-empty head is scored only
+  seg_loss is a static string: "lovasz" (cycles), "bce_dice" (warm-up) or "blend" (lovasz_weight * Lovasz
+  + (1 - lovasz_weight) * BCE+Dice; not in the original). The no-empty head is scored only
   on the images with salt, by masking with weights 1 - is_empty (term 0 when there are none).
   Returns (loss, {"final_loss", "class_loss", "no_empty_loss"}), the terms unweighted.
   """
+  lovasz = lambda z, w=None: lovasz_hinge(z, masks, w)
+  dice = lambda z, w=None: bce_dice(z, masks, w, dice_weight=dice_weight, bce_weight=bce_weight)
   if seg_loss == "lovasz":
-    seg = lambda z, w=None: lovasz_hinge(z, masks, w)
+    seg = lovasz
   elif seg_loss == "bce_dice":
-    seg = lambda z, w=None: bce_dice(z, masks, w, dice_weight=dice_weight, bce_weight=bce_weight)
+    seg = dice
+  elif seg_loss == "blend":
+    seg = lambda z, w=None: lovasz_weight * lovasz(z, w) + (1.0 - lovasz_weight) * dice(z, w)
   else:
-    raise ValueError(f"seg_loss must be 'lovasz' or 'bce_dice', got {seg_loss!r}")
+    raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {seg_loss!r}")
   non_empty = 1.0 - is_empty.astype(jnp.float32)
   final = seg(final_logits)
   cls = class_cross_entropy(class_logits, is_empty)

@@ -6,6 +6,7 @@ flipping and normalisation happen on device inside the step (SPEC 2.1), so the h
 import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,12 +19,15 @@ from salt_jax.data import augment
 
 
 class TrainState(train_state.TrainState):
-  """Parameters, optimiser state and BatchNorm running statistics."""
+  """Parameters, optimiser state, BatchNorm running statistics and, when ema_decay > 0, an exponential
+  moving average of both ({"params", "batch_stats"}; None when off)."""
   batch_stats: Any
+  ema: Any = None
+  ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       image_size: int = geometry.CANVAS) -> TrainState:
+                       image_size: int = geometry.CANVAS, ema_decay: float = 0.0) -> TrainState:
   """Initialises the model on a (1,size,size,3) dummy input (train mode, so BN stats exist).
 
   Jittable: `jax.jit(functools.partial(create_train_state, model, tx))(rng)` runs the initialisation as
@@ -31,8 +35,26 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
   """
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   variables = model.init({"params": rng, "dropout": rng}, x, train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                           batch_stats=variables.get("batch_stats", {}))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  ema = {"params": params, "batch_stats": batch_stats} if ema_decay > 0 else None
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats, ema=ema,
+                           ema_decay=ema_decay)
+
+
+def eval_variables(state: TrainState) -> Dict[str, Any]:
+  """What validation, snapshots and predictions use: the moving average when on, else the weights."""
+  if state.ema is not None:
+    return state.ema
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _update_ema(state: TrainState) -> TrainState:
+  """ema <- d*ema + (1-d)*new, d = min(ema_decay, (1+t)/(10+t)) at step t (early steps weigh more, so a
+  short run's average is not stuck at the initialisation)."""
+  t = state.step.astype(jnp.float32)
+  decay = jnp.minimum(state.ema_decay, (1.0 + t) / (10.0 + t))
+  new = {"params": state.params, "batch_stats": state.batch_stats}
+  return state.replace(ema=optax.incremental_update(new, state.ema, 1.0 - decay))
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *, seg_loss: str,
@@ -57,6 +79,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema is not None:
+    state = _update_ema(state)
   return state, {"loss": loss, **terms, "lr": schedules.learning_rate(state.opt_state)}
 
 

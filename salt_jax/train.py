@@ -174,12 +174,14 @@ def _initial_state(config, model, mesh):
   the ImageNet encoder (config.pretrained) or the original solution's weights (config.init_from)."""
   tx = schedules.make_optimizer(config, steps_per_epoch=1)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(functools.partial(steps.create_train_state, model, tx),
+  state = jax.jit(functools.partial(steps.create_train_state, model, tx, ema_decay=config.ema_decay),
                   out_shardings=parallel.replicated(mesh))(parallel.replicate(init_key, mesh))
   if config.pretrained:
     state = load_pretrained(state, model, config.pretrained)
   if config.init_from:
     state = load_original(state, config)
+  if state.ema is not None:  # the average starts at the weights training starts from
+    state = state.replace(ema=steps.eval_variables(state.replace(ema=None)))
   return parallel.replicate(state, mesh), parallel.replicate(step_key, mesh)
 
 

@@ -18,7 +18,7 @@ from salt_jax import checkpoints, configlib, models, parallel, rundir, steps, tr
 import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WEIGHTS = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
+WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
 
 
 def _config(**overrides):

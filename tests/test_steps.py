@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import models, steps
+from salt_jax import configlib, models, steps
 from salt_jax.data import kaggle
 import optim
 
 WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
-WEIGHTS = dict(class_weight=0.05, no_empty_weight=0.5, dice_weight=0.5, bce_weight=0.9)
+WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
 
 
 @pytest.fixture(scope="module")
