@@ -51,6 +51,17 @@ def _below_one(key: str, value) -> None:
     raise ConfigError(f"config.{key} must be in [0, 1), got {value!r}")
 
 
+def _candidates(kind) -> Callable[[str, Any], None]:
+  def check(key, value):
+    try:
+      values = [kind(v) for v in str(value).split(",") if v.strip()] if isinstance(value, str) else None
+    except ValueError:
+      values = None
+    if values is None or any(v < 0 for v in values):
+      raise ConfigError(f"config.{key} must be a comma list of numbers >= 0 or '', got {value!r}")
+  return check
+
+
 def _one_of(*choices) -> Callable[[str, Any], None]:
   def check(key, value):
     if value not in choices:
@@ -163,6 +174,14 @@ KEYS: Dict[str, Key] = {
     # Evaluation, logging, runtime.
     "eval_batch_size": Key(32, "eval", "validation and prediction batch", _POSITIVE, resume_safe=True),
     "keep_min_loss": Key(True, "eval", "also keep the lowest-validation-loss snapshot per cycle"),
+    # Empty handling, tuned by predict on the fold's validation tiles jointly with the threshold
+    # (salt_jax.gating; '' = off, as in the original). Training does not use them.
+    "gate_min_areas": Key("", "eval", "candidate minimum mask areas in pixels, e.g. '10,25,50,100'",
+                          _candidates(int), resume_safe=True),
+    "gate_empty_above": Key("", "eval", "candidate p(empty) above which a tile is forced empty, e.g. '0.8,0.9'",
+                            _candidates(float), resume_safe=True),
+    "gate_salt_below": Key("", "eval", "candidate p(empty) below which an empty mask is redrawn at a lower "
+                           "threshold, e.g. '0.1,0.2'", _candidates(float), resume_safe=True),
     "keep_checkpoints": Key(2, "runtime", "latest end-of-epoch states kept (a corrupt newest falls back)",
                             _int_at_least(2, " (a corrupt newest state falls back to an older one)")),
     # 0 = the whole epoch in one lax.scan; 1 = one step per call (XLA:CPU runs scanned steps ~10x slower).

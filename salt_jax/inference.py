@@ -1,5 +1,5 @@
 """Batched, jitted, data-parallel flip-TTA inference over arrays of 101x101 tiles (SPEC 6.3)."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -7,6 +7,12 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from salt_jax import metrics, parallel, steps
+
+
+class Outputs(NamedTuple):
+  logits: np.ndarray    # (N,101,101) float32 flip-TTA final logits
+  losses: np.ndarray    # (N,) per-image Lovasz loss
+  p_empty: np.ndarray   # (N,) the classifier's flip-TTA probability that the tile is empty
 
 
 class Predictor:
@@ -18,31 +24,31 @@ class Predictor:
     self._sharding = parallel.batch_sharded(mesh)
     self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b),
                        in_shardings=(parallel.replicated(mesh), self._sharding),
-                       out_shardings=(self._sharding, self._sharding))
+                       out_shardings=(self._sharding,) * 3)
 
-  def logits_and_losses(self, variables, images: np.ndarray, masks: Optional[np.ndarray] = None,
-                        desc: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """(N,101,101) uint8 tiles -> (N,101,101) float32 logits, (N,) losses (zeros-mask losses if None).
+  def outputs(self, variables, images: np.ndarray, masks: Optional[np.ndarray] = None,
+              desc: Optional[str] = None) -> Outputs:
+    """(N,101,101) uint8 tiles -> flip-TTA logits (N,101,101) float32, losses (N,) (zeros-mask losses if
+    masks is None) and p(empty) (N,).
 
     The last batch is padded by repeating its last row; padded rows are dropped from the result.
     """
     n, bs = len(images), self._batch_size
     if masks is None:
       masks = np.zeros_like(images)
-    out_logits, out_losses = [], []
-    starts = range(0, n, bs)
-    for start in tqdm.tqdm(starts, desc=desc, disable=None if desc else True, leave=False, unit="batch"):
+    parts = []
+    for start in tqdm.tqdm(range(0, n, bs), desc=desc, disable=None if desc else True, leave=False,
+                           unit="batch"):
       rows = np.arange(start, start + bs).clip(max=n - 1)[parallel.host_slice(bs)]
       batch = parallel.to_global({"image": images[rows], "mask": masks[rows]}, self._sharding)
-      logits, losses = self._fn(variables, batch)
+      out = self._fn(variables, batch)
       if jax.process_count() > 1:
-        logits, losses = multihost_utils.process_allgather((logits, losses), tiled=True)
-      out_logits.append(np.asarray(logits))
-      out_losses.append(np.asarray(losses))
-    return np.concatenate(out_logits)[:n], np.concatenate(out_losses)[:n]
+        out = multihost_utils.process_allgather(out, tiled=True)
+      parts.append([np.asarray(x) for x in out])
+    return Outputs(*(np.concatenate(column)[:n] for column in zip(*parts)))
 
   def validate(self, variables, images: np.ndarray, masks: np.ndarray) -> Dict[str, float]:
     """Validation loss (mean per-image Lovasz on the crop), best mAP and its logit threshold (SPEC 6.2)."""
-    logits, losses = self.logits_and_losses(variables, images, masks)
-    best_map, best_thr = metrics.best_threshold(logits, masks)
-    return {"val_loss": float(np.mean(losses)), "val_map": float(best_map), "val_threshold": float(best_thr)}
+    out = self.outputs(variables, images, masks)
+    best_map, best_thr = metrics.best_threshold(out.logits, masks)
+    return {"val_loss": float(np.mean(out.losses)), "val_map": float(best_map), "val_threshold": float(best_thr)}

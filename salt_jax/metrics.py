@@ -173,12 +173,20 @@ def threshold_sweep(logits, truth, thresholds=SWEEP_THRESHOLDS) -> np.ndarray:
   thresholds = np.asarray(thresholds, np.float64).reshape(-1)
   if thresholds.size == 0 or np.asarray(logits).shape[0] == 0:
     raise ValueError("threshold_sweep needs at least one threshold and one image")
+  hits, _, _ = sweep_hits(logits, truth, thresholds)
+  return hits.sum(axis=0) / (hits.shape[0] * len(IOU_THRESHOLDS))
+
+
+def sweep_hits(logits, truth, thresholds=SWEEP_THRESHOLDS) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-image hits (N,K) int in 0..10 of P = logits > thresholds[j], with |P| (N,K) and |T| (N,): what
+  any per-tile decision on top of the threshold (e.g. salt_jax.gating) needs to be scored exactly."""
+  thresholds = np.asarray(thresholds, np.float64).reshape(-1)
   order = np.argsort(thresholds, kind="stable")
   inter, tsum, psum = _sweep_counts(logits, truth, thresholds[order])
-  hits = _hit_counts(inter, tsum[:, None], psum).sum(axis=0)
-  out = np.empty(len(thresholds), np.float64)
-  out[order] = hits / (inter.shape[0] * len(IOU_THRESHOLDS))
-  return out
+  hits, areas = np.empty_like(inter), np.empty_like(psum)
+  hits[:, order] = _hit_counts(inter, tsum[:, None], psum)
+  areas[:, order] = psum
+  return hits, areas, tsum
 
 
 def best_threshold(logits, truth, thresholds=SWEEP_THRESHOLDS) -> Tuple[float, float]:

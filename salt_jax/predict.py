@@ -17,7 +17,7 @@ config is recorded there like a training run's, so `ensemble` votes it with the 
 import json
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (checkpoints, configlib, fileio, geometry, inference, metrics, models, parallel, pseudo,
+from salt_jax import (checkpoints, configlib, fileio, gating, geometry, inference, models, parallel, pseudo,
                       rundir)
 from salt_jax.data import kaggle
 from salt_jax.data.errors import DataError
@@ -132,6 +132,15 @@ def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
     return predictor.predict(config, config.fold, cycle, variables, meta, str(config.init_from))
 
 
+def tune_gate(config, valid: inference.Outputs, truth: np.ndarray) -> Tuple[float, gating.Gate]:
+  """(validation mAP, Gate) of a snapshot: the pixel threshold swept (SPEC 6.2) jointly with the empty
+  handling candidates the fold's config names (config.gate_*; none: the plain threshold)."""
+  return gating.sweep(valid.logits, truth, valid.p_empty,
+                      min_areas=gating.parse_candidates(config.get("gate_min_areas", ""), int),
+                      empty_aboves=gating.parse_candidates(config.get("gate_empty_above", "")),
+                      salt_belows=gating.parse_candidates(config.get("gate_salt_below", "")))
+
+
 class _SnapshotPredictor:
   """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
 
@@ -177,21 +186,21 @@ class _SnapshotPredictor:
     variables = parallel.replicate(variables, self.mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
-    v_logits, v_losses = predictor.logits_and_losses(variables, v_images, v_masks,
-                                                     desc=f"fold {fold} cycle {cycle} valid")
-    val_map, thr = metrics.best_threshold(v_logits, v_masks)
+    valid = predictor.outputs(variables, v_images, v_masks, desc=f"fold {fold} cycle {cycle} valid")
+    val_map, gate = tune_gate(config, valid, v_masks)
     test_idx = test_rows(config, self.run, test.ids)
-    t_logits, _ = predictor.logits_and_losses(variables, test.images[test_idx],
-                                              desc=f"fold {fold} cycle {cycle} test")
+    tested = predictor.outputs(variables, test.images[test_idx], desc=f"fold {fold} cycle {cycle} test")
+    thr = gate.threshold
     meta = dict(meta, snapshot=source, snapshot_val_map=meta.get("val_map"),
                 snapshot_threshold=meta.get("val_threshold"), threshold=float(thr), val_map=float(val_map),
-                val_loss=float(np.mean(v_losses)), seconds=time.perf_counter() - t0,
+                gate=gate.as_dict(), val_loss=float(np.mean(valid.losses)), seconds=time.perf_counter() - t0,
                 n_valid=int(len(valid_idx)), n_test=int(len(test_idx)))
     if jax.process_index() == 0:
-      save_prediction(out_path, meta=meta, valid_ids=train_set.ids[valid_idx], valid_masks=v_logits > thr,
-                      test_ids=test.ids[test_idx], test_masks=t_logits > thr,
-                      valid_logits=v_logits if self.save_logits else None,
-                      test_logits=t_logits if self.save_logits else None)
+      save_prediction(out_path, meta=meta, valid_ids=train_set.ids[valid_idx],
+                      valid_masks=gate.apply(valid.logits, valid.p_empty), test_ids=test.ids[test_idx],
+                      test_masks=gate.apply(tested.logits, tested.p_empty),
+                      valid_logits=valid.logits if self.save_logits else None,
+                      test_logits=tested.logits if self.save_logits else None)
     logging.info("fold %d cycle %d (%s): validation mAP %.4f at logit threshold %+.4f (at training: %s at "
                  "%s); %d test tiles in %.1f s", fold, cycle, source, val_map, thr, meta["snapshot_val_map"],
                  meta["snapshot_threshold"], len(test_idx), meta["seconds"])

@@ -130,26 +130,35 @@ def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Ar
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
-def tta_logits(apply_fn: Callable, variables, images: jax.Array) -> jax.Array:
-  """Flip-TTA final logits on the 101x101 crop (SPEC 6.3): (B,101,101) uint8 -> (B,101,101) float32.
+def tta_outputs(apply_fn: Callable, variables, images: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """Flip-TTA final logits on the 101x101 crop (SPEC 6.3) and the classifier's p(empty):
+  (B,101,101) uint8 -> (B,101,101) float32, (B,) float32.
 
   The batch and its left-right mirror go through one eval-mode forward pass; the mirrored half's
-  logits are flipped back and the two are averaged (logits, not probabilities), then cropped.
+  logits are flipped back and the two are averaged (logits, not probabilities), then cropped; p(empty)
+  is the mean of the two softmax probabilities of class 1 (empty, as trained: SPEC 4.4).
   """
   x = augment.eval_pad(images)
   both = jnp.concatenate([x, augment.hflip(x)], axis=0)
-  _, _, final_logits = apply_fn(variables, both, train=False)
+  class_logits, _, final_logits = apply_fn(variables, both, train=False)
   final_logits = final_logits[..., 0].astype(jnp.float32)
   b = images.shape[0]
   mean = 0.5 * (final_logits[:b] + augment.hflip(final_logits[b:]))
-  return augment.crop(mean)
+  p_empty = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)[:, -1]
+  return augment.crop(mean), 0.5 * (p_empty[:b] + p_empty[b:])
+
+
+def tta_logits(apply_fn: Callable, variables, images: jax.Array) -> jax.Array:
+  """The final logits of tta_outputs: (B,101,101) uint8 -> (B,101,101) float32."""
+  return tta_outputs(apply_fn, variables, images)[0]
 
 
 def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array]):
-  """Validation: TTA logits (B,101,101) and the per-image Lovasz loss on the crop (B,) (SPEC 4.6)."""
-  logits = tta_logits(apply_fn, variables, batch["image"])
+  """Validation: TTA logits (B,101,101), the per-image Lovasz loss on the crop (B,) (SPEC 4.6) and the
+  classifier's p(empty) (B,)."""
+  logits, p_empty = tta_outputs(apply_fn, variables, batch["image"])
   loss = losses.lovasz_hinge_per_image(logits, batch["mask"].astype(jnp.float32))
-  return logits, loss
+  return logits, loss, p_empty
 
 
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,

@@ -64,7 +64,7 @@ def test_tta_logits_equal_hand_computation():
   assert np.abs(forward(_hand_input(images))[:, 13:114, 13:114] - want).max() > 0.1
   assert apply_fn.calls == [((6, 128, 128, 3), False)]  # one eval-mode pass on the batch and its mirror
   batch = {"image": jnp.asarray(images), "mask": jnp.asarray(masks)}
-  logits, loss = steps.eval_step(apply_fn, variables, batch)
+  logits, loss, _ = steps.eval_step(apply_fn, variables, batch)
   np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-6, atol=1e-5)
   np.testing.assert_allclose(np.asarray(loss), np.asarray(losses.lovasz_hinge_per_image(
       jnp.asarray(want), jnp.asarray(masks, jnp.float32))), rtol=1e-5, atol=1e-6)
@@ -105,7 +105,7 @@ def test_predictor_pads_the_last_batch_without_leaking_rows(n, batch):
   apply_fn, variables, forward = _position_model(seed=3)
   images, masks = _tiles(n, seed=4)
   predictor = inference.Predictor(apply_fn, parallel.make_mesh(), batch)
-  logits, per_image = predictor.logits_and_losses(variables, images, masks)
+  logits, per_image, _ = predictor.outputs(variables, images, masks)
   want = _hand_tta(forward, images)
   want_losses = np.asarray(losses.lovasz_hinge_per_image(jnp.asarray(want), jnp.asarray(masks, jnp.float32)))
   assert logits.shape == (n, 101, 101) and per_image.shape == (n,)
@@ -113,7 +113,7 @@ def test_predictor_pads_the_last_batch_without_leaking_rows(n, batch):
   np.testing.assert_allclose(per_image, want_losses, rtol=1e-5, atol=1e-6)
   assert len(set(np.round(want_losses, 4))) == n  # distinct per tile: a shifted or repeated row would show
   assert {shape for shape, _ in apply_fn.calls} == {(2 * batch, 128, 128, 3)}
-  _, zero_mask_losses = predictor.logits_and_losses(variables, images)
+  _, zero_mask_losses, _ = predictor.outputs(variables, images)
   np.testing.assert_allclose(zero_mask_losses, np.asarray(losses.lovasz_hinge_per_image(
       jnp.asarray(want), jnp.zeros((n, 101, 101)))), rtol=1e-5, atol=1e-6)
   result = predictor.validate(variables, images, masks)
