@@ -2,10 +2,13 @@
 
 Where they live is `salt_jax.rundir`'s business; this module only reads and writes them.
 """
+import errno
+import os
 import pathlib
 import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -16,6 +19,43 @@ def _one_line(e: BaseException, width: int = 160) -> str:
   lines = str(e).strip().splitlines()
   text = f"{type(e).__name__}: {lines[0] if lines else ''}"
   return text if len(text) <= width else text[:width - 3] + "..."
+
+
+class DiskError(WorkdirError):
+  """A checkpoint or snapshot that the disk cannot take (read-only, out of space or inodes); one line."""
+
+
+MIN_FREE_INODES = 64     # a state is ~20 files and folders; a snapshot fewer
+
+
+def check_room(directory, nbytes: int) -> None:
+  """Raises DiskError naming the path and errno when `directory` (or its nearest existing parent) cannot
+  take ~nbytes more: checked before orbax starts, which would otherwise wait on its directory timeouts
+  (minutes) or print pages of tracebacks from its threads."""
+  path = pathlib.Path(directory).absolute()
+  existing = next(p for p in (path, *path.parents) if p.exists())
+  if not os.access(existing, os.W_OK):
+    code = errno.EROFS if _read_only(existing) else errno.EACCES
+    raise DiskError(f"cannot write {existing} ([Errno {code}] {os.strerror(code)}); free it or point the "
+                    "workdir elsewhere, then re-run the same command to resume")
+  stat = os.statvfs(existing)
+  if stat.f_files and stat.f_favail < MIN_FREE_INODES:
+    raise DiskError(f"cannot write {path}: {stat.f_favail} inodes left ([Errno {errno.ENOSPC}] "
+                    f"{os.strerror(errno.ENOSPC)}); free some, then re-run the same command to resume")
+  free = stat.f_bavail * stat.f_frsize
+  if free < nbytes:
+    raise DiskError(f"cannot write {path}: {free / 2**20:.1f} MiB free, a save needs ~{nbytes / 2**20:.1f} MiB "
+                    f"([Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}); free space, then re-run the same "
+                    "command to resume")
+
+
+def _read_only(path: pathlib.Path) -> bool:
+  return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def _nbytes(tree) -> int:
+  """Bytes of a pytree's arrays, plus a margin for metadata."""
+  return sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree)) + (1 << 20)
 
 
 class LatestCheckpoint:
@@ -50,8 +90,15 @@ class LatestCheckpoint:
         self._manager.delete(later)
 
   def save(self, epoch: int, state, loop: Dict[str, Any]) -> None:
-    self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      loop=ocp.args.JsonSave(loop)))
+    """Starts writing the state of `epoch` in the background (the previous write is finished first);
+    a disk that cannot take it is a DiskError before anything is written."""
+    self.wait()
+    check_room(self._directory, _nbytes(state))
+    try:
+      self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        loop=ocp.args.JsonSave(loop)))
+    except Exception as e:  # orbax raises many types; the user needs the path
+      raise DiskError(f"cannot save checkpoint {self._directory / str(epoch)} ({_one_line(e)})") from e
 
   def restore(self, epoch: int, abstract_state) -> Tuple[Any, Dict[str, Any]]:
     out = self._manager.restore(epoch, args=ocp.args.Composite(
@@ -100,7 +147,12 @@ class LatestCheckpoint:
     self._manager = self._open()
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the background write; one that failed (e.g. the disk filled up) is a DiskError."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # orbax re-raises its writer thread's error, of many types
+      raise DiskError(f"cannot save checkpoint in {self._directory} ({_one_line(e)}); free space, then "
+                      "re-run the same command to resume from the last saved epoch") from e
 
   def close(self) -> None:
     self._manager.close()
@@ -108,9 +160,14 @@ class LatestCheckpoint:
 
 def save_snapshot(path, variables, meta: Dict[str, Any]) -> None:
   """Saves {'params','batch_stats'} and its metadata (threshold, mAP, loss, epoch) atomically."""
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-    ckptr.save(pathlib.Path(path).absolute(), args=ocp.args.Composite(
-        variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)), force=True)
+  path = pathlib.Path(path).absolute()
+  check_room(path.parent, _nbytes(variables))
+  try:
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+      ckptr.save(path, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+  except Exception as e:  # orbax raises many types; the user needs the path
+    raise DiskError(f"cannot save snapshot {path} ({_one_line(e)})") from e
 
 
 def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:

@@ -230,6 +230,27 @@ def test_folds_resume_together_after_a_kill_between_their_saves(tiny_config, tog
 
 
 @pytest.mark.slow
+def test_a_fold_trained_alone_keeps_its_progress_when_trained_with_a_new_fold(tiny_config, tiny_run,
+                                                                              alone_fold_1, tmp_path):
+  """Fold 0 trained alone up to epoch 1, then --config.folds=0,1 (fold 1 has no state): fold 0 keeps its
+  two epochs and idles while fold 1 catches up (no reset, no deleted checkpoint), then both train epoch
+  2; each ends as when trained alone."""
+  workdir = tmp_path / "model_tiny"
+  shutil.copytree(tiny_run[1], workdir)
+  run = rundir.RunDir(workdir)
+  shutil.rmtree(run.checkpoints_dir(0) / "2")
+  lines = run.history_jsonl(0).read_text().splitlines()
+  run.history_jsonl(0).write_text("\n".join(lines[:2]) + "\n")
+  kept = {p: p.stat().st_mtime_ns for p in (run.checkpoints_dir(0) / "1").rglob("*") if p.is_file()}
+  summary = train.train_and_evaluate(tiny_config(folds="0,1"), str(workdir))
+  assert [r["epoch"] for r in summary[0]["history"]] == [0, 1, 2]
+  assert [r["epoch"] for r in summary[0]["history"] if "startup" in r] == [0, 2]  # epochs 0, 1 not retrained
+  assert {p: p.stat().st_mtime_ns for p in kept} == kept
+  _assert_same_fold(tiny_config(), tiny_run[1], workdir, 0)
+  _assert_same_fold(tiny_config(), alone_fold_1, workdir, 1)
+
+
+@pytest.mark.slow
 def test_finished_fold_is_skipped_and_the_others_train(tiny_config, tiny_run, alone_fold_1, tmp_path):
   workdir = tmp_path / "model_tiny"
   shutil.copytree(tiny_run[1], workdir)  # fold 0 finished
