@@ -31,7 +31,7 @@ MODELS: Dict[str, Tuple[Type[nn.Module], Dict[str, Any]]] = {
 
 
 def get_model(name: str, **overrides: Any) -> nn.Module:
-  """The variant `name` with its defaults updated by `overrides` (e.g. dtype, bn_axis_name, align_corners)."""
+  """The variant `name` with its defaults updated by `overrides` (e.g. dtype, align_corners)."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
   family, defaults = MODELS[name]
