@@ -133,8 +133,7 @@ def bench_train(model, batch: int, dtype, steps_: int, warmup: int, folds: int =
 
 def bench_infer(model, batch: int, dtype, steps_: int, warmup: int):
   """Flip-TTA inference: (images/s, compile s, lowered FLOPs, s per batch)."""
-  x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = models.init_variables(model, jax.random.key(0))
   images = jnp.asarray(fake_batch(batch)["image"])
   fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x))
   lowered, compiled, compile_s = compile_timed(fn, variables, images)

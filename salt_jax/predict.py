@@ -20,7 +20,6 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -80,8 +79,7 @@ def test_rows(config, run: rundir.RunDir, test_ids) -> np.ndarray:
 def abstract_variables(model) -> Any:
   """Shapes of the model's variables, replicated over this machine's devices (whatever devices wrote
   the snapshot: a fold trained on 2 GPUs predicts on 1)."""
-  x = jnp.zeros((1, geometry.CANVAS, geometry.CANVAS, 3))
-  shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, x, train=False))
+  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
   repl = parallel.replicated(parallel.make_mesh())
   shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
   return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}

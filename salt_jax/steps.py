@@ -14,7 +14,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from salt_jax import geometry, losses, parallel, schedules
+from salt_jax import geometry, losses, models, parallel, schedules
 from salt_jax.data import augment
 
 
@@ -33,8 +33,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
   Jittable: `jax.jit(functools.partial(create_train_state, model, tx))(rng)` runs the initialisation as
   one compiled program instead of op by op (seconds instead of a minute on a GPU).
   """
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  variables = model.init({"params": rng, "dropout": rng}, x, train=False)
+  variables = models.init_variables(model, rng, size=image_size)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   ema = {"params": params, "batch_stats": batch_stats} if ema_decay > 0 else None
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats, ema=ema,

@@ -14,11 +14,14 @@ import pytest
 from PIL import Image
 
 from salt_jax.models.convert import load_torch_state_dict, merge_encoder_weights, torch_to_flax
-from salt_jax.models.encoders import ENCODER_CHANNELS, ENCODERS, get_encoder
+from salt_jax.models.encoders import ENCODERS, get_encoder
 
 # Input side per encoder for the torch comparison: the biggest nets run on a 64x64 crop to stay fast.
 SIZES = {"resnet34": 128, "seresnext50_32x4d": 128, "seresnext101_32x4d": 64, "legacy_seresnet152": 64,
          "legacy_senet154": 64, "resnext101_ibn_a": 64}
+# layer1..layer4 widths (SPEC 3.3).
+CHANNELS = {**{name: (256, 512, 1024, 2048) for name in ENCODERS}, "resnet34": (64, 128, 256, 512),
+            "resnet_tiny": (16, 32, 64, 128)}
 TOL = 1e-4  # max |flax - torch| / max |torch| per stage, at full float32 precision (GPUs default to TF32)
 pytestmark = pytest.mark.usefixtures("highest_precision")
 
@@ -77,7 +80,7 @@ def test_shapes(name):
   x = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
   outs, variables = jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x, train=False), x)
   assert [o.shape for o in outs] == [(2, 128 // s, 128 // s, c)
-                                     for s, c in zip((2, 4, 8, 16), ENCODER_CHANNELS[name])]
+                                     for s, c in zip((2, 4, 8, 16), CHANNELS[name])]
   assert set(variables) == {"params", "batch_stats"}
 
 
@@ -241,8 +244,9 @@ def test_merge_encoder_weights(resnet34_ref):
     merge_encoder_weights(variables, enc, path=("decoder",))
 
 
-_PMAP_SCRIPT = textwrap.dedent("""
-    import jax, jax.numpy as jnp, numpy as np
+_SHARDED_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from salt_jax.models.encoders import get_encoder
     assert jax.local_device_count() == 2, jax.devices()
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
@@ -257,10 +261,12 @@ _PMAP_SCRIPT = textwrap.dedent("""
       return (base + 0.1 * rng.uniform(-1, 1, s.shape)).astype(np.float32)
     variables = jax.tree_util.tree_map_with_path(fill, shapes)
     out1, upd1 = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
-    synced = get_encoder("resnet34", bn_axis_name="batch")
-    step = jax.pmap(lambda v, x: synced.apply(v, x, train=True, mutable=["batch_stats"]), axis_name="batch")
-    rep = jax.tree.map(lambda a: np.stack([a, a]), variables)
-    out2, upd2 = step(rep, x.reshape(2, 2, 32, 32, 3))
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    rows, repl = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    step = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]),
+                   out_shardings=(rows, repl))
+    out2, upd2 = step(jax.device_put(variables, repl), jax.device_put(x, rows))
+    upd2 = jax.tree.map(lambda a: np.stack([np.asarray(s.data) for s in a.addressable_shards]), upd2)
     for a, b in zip(jax.tree.leaves(upd1), jax.tree.leaves(upd2)):
       np.testing.assert_allclose(b[0], a, rtol=1e-5, atol=1e-6)
       np.testing.assert_allclose(b[1], a, rtol=1e-5, atol=1e-6)
@@ -271,10 +277,11 @@ _PMAP_SCRIPT = textwrap.dedent("""
 
 
 def test_cross_device_batch_norm():
-  """resnet34 train mode under pmap with bn_axis_name over 2 host devices == one device, whole batch."""
+  """resnet34 train mode under jit over a batch sharded across 2 host devices == one device, whole batch:
+  each device's copy of the updated BatchNorm statistics is the global-batch one."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
-  res = subprocess.run([sys.executable, "-c", _PMAP_SCRIPT], env=env, capture_output=True, text=True,
+  res = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True,
                        timeout=300, cwd=root)
   assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]

@@ -3,17 +3,17 @@
 
     model = get_model("model_34", dtype=jnp.bfloat16)
     model = from_config(config)                               # config.model, .dtype and the switches
-    variables = model.init(rng, images, train=False)          # images (B,128,128,3)
+    variables = init_variables(model, rng)                    # {'params', 'batch_stats'}
     class_logits, no_empty_logits, final_logits = model.apply(variables, images, train=False)
 """
 import dataclasses
 from typing import Any, Dict, Tuple, Type
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from salt_jax import configlib
-
+from salt_jax import configlib, geometry
 from salt_jax.models.unet import HypercolumnUNet, IBNDecoderUNet, SlimHypercolumnUNet
 
 # name -> (family, default kwargs); SPEC 3.3 table for the encoders.
@@ -33,7 +33,7 @@ MODELS: Dict[str, Tuple[Type[nn.Module], Dict[str, Any]]] = {
 
 
 def get_model(name: str, **overrides: Any) -> nn.Module:
-  """The variant `name` with its defaults updated by `overrides` (e.g. dtype, bn_axis_name, align_corners)."""
+  """The variant `name` with its defaults updated by `overrides` (e.g. dtype, align_corners)."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
   family, defaults = MODELS[name]
@@ -77,5 +77,13 @@ def from_config(config, **overrides: Any) -> nn.Module:
   return get_model(config.model, dtype=compute_dtype(config.dtype), **{**config_options(config), **overrides})
 
 
+def init_variables(model: nn.Module, rng: jax.Array, batch: int = 1, size: int = geometry.CANVAS):
+  """Fresh {'params', 'batch_stats'} of a U-Net or an encoder: `model.init` on a zero (batch,size,size,3)
+  float32 input in eval mode, `rng` seeding the 'params' and 'dropout' streams. The shapes do not depend on
+  `size` (a multiple of 32); under `jax.eval_shape` nothing is allocated."""
+  x = jnp.zeros((batch, size, size, 3), jnp.float32)
+  return model.init({"params": rng, "dropout": rng}, x, train=False)
+
+
 __all__ = ["MODELS", "DTYPES", "get_model", "from_config", "compute_dtype", "config_options",
-           "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]
+           "init_variables", "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]

@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from salt_jax import geometry
-from salt_jax.models import MODELS, get_model
+from salt_jax.models import MODELS, get_model, init_variables
 
 
 def describe(name: str, batch: int = 2, size: int = geometry.CANVAS) -> dict:
   """{'name', 'params', 'encoder_params', 'class_logits', 'no_empty_logits', 'final_logits'}."""
   model = get_model(name)
   x = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+  variables = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), batch, size))
   outs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   count = lambda tree: int(sum(leaf.size for leaf in jax.tree.leaves(tree)))
   return dict(name=name, params=count(variables["params"]),

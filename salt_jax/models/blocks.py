@@ -1,11 +1,12 @@
 """Decoder and head blocks of the seven U-Net variants (SPEC 3.1, 3.2), NHWC.
 
-Every block takes `(x, ..., train)`. Modules with BatchNorm carry `bn_axis_name` (only needed under
-`pmap`; under `jit` over a sharded batch BN statistics are global already). `dtype` is the compute dtype;
-parameters stay float32. Channel dropout is `nn.Dropout(rate, broadcast_dims=(1,2))` on the 'dropout'
-rng stream; a rate of 0.0 (the default wherever the original's dropout never ran, SPEC 10.1) is a no-op.
+Every block takes `(x, ..., train)`; `dtype` is the compute dtype, parameters stay float32. Training is a
+`jit` over a sharded global batch, so BatchNorm statistics are global-batch statistics. Channel dropout is
+`nn.Dropout(rate, broadcast_dims=(1,2))` on the 'dropout' rng stream; a rate of 0.0 (the default wherever
+the original's dropout never ran, SPEC 10.1) is a no-op.
 """
-from typing import Any, Optional, Sequence, Tuple
+from functools import partial
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -64,38 +65,12 @@ class ConvBNReLU(nn.Module):
   features: int
   kernel: int = 3
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = conv(self.features, self.kernel, dtype=self.dtype, name="conv")(x)
-    x = batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
+    x = batch_norm(train, dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
-
-
-class Decoder(nn.Module):
-  """Plain decoder stage of model_34/model_50A (SPEC 3.2).
-
-  (B,H,W,Cin) [+ skip (B,2H,2W,Cs)] -> (B,2H,2W,out): bilinear x2, concat [up, skip], channel dropout
-  (`dropout_rate`, 0.0 = the original's no-op), (Conv3x3+BN+ReLU) x2 (in -> mid -> out), scSE.
-  """
-  mid: int
-  out: int
-  dropout_rate: float = 0.0
-  align_corners: bool = True
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
-
-  @nn.compact
-  def __call__(self, x, skip=None, train: bool = False):
-    x = upsample2x(x, self.align_corners)
-    if skip is not None:
-      x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-      x = channel_dropout(self.dropout_rate, train)(x)
-    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
-    x = ConvBNReLU(self.mid, **kw, name="block1")(x, train)
-    x = ConvBNReLU(self.out, **kw, name="block2")(x, train)
-    return SCSE(dtype=self.dtype, name="scse")(x)
 
 
 class DecoderBottleneck(nn.Module):
@@ -106,13 +81,12 @@ class DecoderBottleneck(nn.Module):
   """
   out: int
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     cin = x.shape[-1]
     mid = cin // 4
-    bn = lambda name: batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+    bn = lambda name: batch_norm(train, dtype=self.dtype, name=name)
     y = nn.relu(bn("bn1")(conv(mid, 1, bias=False, dtype=self.dtype, name="conv1")(x)))
     y = nn.relu(bn("bn2")(conv(mid, 3, bias=False, dtype=self.dtype, name="conv2")(y)))
     y = bn("bn3")(conv(self.out, 1, bias=False, dtype=self.dtype, name="conv3")(y))
@@ -121,26 +95,36 @@ class DecoderBottleneck(nn.Module):
     return nn.relu(y)
 
 
-class DecoderBottleneckStage(nn.Module):
-  """`Decoder_bottleneck` of the slim family (SPEC 3.5): x2 up, concat skip, Bottleneck x2, scSE.
+class DecoderStage(nn.Module):
+  """A U-Net decoder stage (SPEC 3.2, 3.5), parametrised by its `block`.
 
-  (B,H,W,Cin) [+ skip (B,2H,2W,Cs)] -> (B,2H,2W,out); the original has no dropout call here.
+  (B,H,W,Cin) [+ skip (B,2H,2W,Cs)] -> (B,2H,2W,out): bilinear x2, concat [up, skip], channel dropout
+  (`dropout_rate`, 0.0 = the original's no-op), `block`(mid) then `block`(out) named f"{block_name}1|2",
+  scSE. `block` is called as `block(features, dtype=, name=)(x, train)`.
   """
   mid: int
   out: int
+  block: Callable[..., nn.Module]
+  block_name: str
+  dropout_rate: float = 0.0
   align_corners: bool = True
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, skip=None, train: bool = False):
     x = upsample2x(x, self.align_corners)
     if skip is not None:
       x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
-    x = DecoderBottleneck(self.mid, **kw, name="bottleneck1")(x, train)
-    x = DecoderBottleneck(self.out, **kw, name="bottleneck2")(x, train)
+      x = channel_dropout(self.dropout_rate, train)(x)
+    x = self.block(self.mid, dtype=self.dtype, name=f"{self.block_name}1")(x, train)
+    x = self.block(self.out, dtype=self.dtype, name=f"{self.block_name}2")(x, train)
     return SCSE(dtype=self.dtype, name="scse")(x)
+
+
+# Plain stage of model_34/model_50A: (Conv3x3+BN+ReLU) x2.
+Decoder = partial(DecoderStage, block=ConvBNReLU, block_name="block")
+# `Decoder_bottleneck` of the slim family: DecoderBottleneck x2; the original has no dropout call here.
+DecoderBottleneckStage = partial(DecoderStage, block=DecoderBottleneck, block_name="bottleneck")
 
 
 class IBNaDecoderBlock(nn.Module):
@@ -151,14 +135,13 @@ class IBNaDecoderBlock(nn.Module):
   """
   out: int
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     m = x.shape[-1] // 4
-    bn = lambda name: batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+    bn = lambda name: batch_norm(train, dtype=self.dtype, name=name)
     x = conv(m, 1, dtype=self.dtype, name="conv1")(x)
-    x = nn.relu(IBN(axis_name=self.bn_axis_name, dtype=self.dtype, name="ibn")(x, train))
+    x = nn.relu(IBN(dtype=self.dtype, name="ibn")(x, train))
     x = nn.ConvTranspose(m, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), dtype=self.dtype,
                          kernel_init=torch_default_init, name="deconv")(x)
     x = nn.relu(bn("bn2")(x))
@@ -173,13 +156,11 @@ class Center(nn.Module):
   """
   widths: Tuple[int, int] = (512, 256)
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
-    x = ConvBNReLU(self.widths[0], **kw, name="block1")(x, train)
-    x = ConvBNReLU(self.widths[1], **kw, name="block2")(x, train)
+    x = ConvBNReLU(self.widths[0], dtype=self.dtype, name="block1")(x, train)
+    x = ConvBNReLU(self.widths[1], dtype=self.dtype, name="block2")(x, train)
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
@@ -187,12 +168,10 @@ class Lateral(nn.Module):
   """Slim-family skip reduction (SPEC 3.5): Conv1x1(bias) -> BN -> ReLU, (B,H,W,C) -> (B,H,W,features)."""
   features: int
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    return ConvBNReLU(self.features, 1, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                      name="block")(x, train)
+    return ConvBNReLU(self.features, 1, dtype=self.dtype, name="block")(x, train)
 
 
 def hypercolumn(d1, d2, d3, d4, d5, align_corners: bool = True):

@@ -78,9 +78,10 @@ def _flax_module_path(torch_module: str) -> Tuple[str, ...]:
 
 def encoder_shapes(encoder_name: str) -> Dict[str, Any]:
   """Abstract variables ({'params', 'batch_stats'} of ShapeDtypeStruct) of the named encoder."""
+  from salt_jax.models import init_variables
   from salt_jax.models.encoders import get_encoder
   model = get_encoder(encoder_name)
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False))
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
 
 
 def torch_to_flax(encoder_name: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -135,9 +136,9 @@ _DECODER_RULES = {k: tuple((re.compile(p), t) for p, t in v) for k, v in _DECODE
 @functools.lru_cache(maxsize=None)
 def model_shapes(name: str) -> Dict[str, Any]:
   """Abstract variables ({'params', 'batch_stats'} of ShapeDtypeStruct) of `get_model(name)`."""
-  from salt_jax.models import get_model
+  from salt_jax.models import get_model, init_variables
   model = get_model(name)
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 128, 128, 3)), train=False))
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
 
 
 def from_original(name: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:

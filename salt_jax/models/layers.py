@@ -25,11 +25,9 @@ def conv(features: int, kernel: int, stride: int = 1, *, bias: bool = True, grou
                  kernel_init=torch_default_init, name=name)
 
 
-def batch_norm(train: bool, *, axis_name: Optional[str] = None, dtype: Dtype = jnp.float32,
-               name: Optional[str] = None) -> nn.BatchNorm:
-  """BatchNorm2d with PyTorch's defaults; `axis_name` averages statistics across devices under pmap."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      axis_name=axis_name, dtype=dtype, name=name)
+def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, name: Optional[str] = None) -> nn.BatchNorm:
+  """BatchNorm2d with PyTorch's defaults; under `jit` over a sharded batch its statistics are global."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
 
 
 class IBN(nn.Module):
@@ -37,14 +35,13 @@ class IBN(nn.Module):
 
   (B,H,W,C) -> (B,H,W,C). Instance statistics are always per sample (train and eval).
   """
-  axis_name: Optional[str] = None
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     half = x.shape[-1] // 2
     a = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="IN")(x[..., :half])
-    b = batch_norm(train, axis_name=self.axis_name, dtype=self.dtype, name="BN")(x[..., half:])
+    b = batch_norm(train, dtype=self.dtype, name="BN")(x[..., half:])
     return jnp.concatenate([a, b], axis=-1)
 
 

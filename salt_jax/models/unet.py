@@ -8,7 +8,7 @@ Dropout knobs: `decoder_dropout` is the rate of the dropout calls that never ran
 (post-concat in `Decoder` and on the hypercolumn, SPEC 10.1; default 0.0 = faithful); `head_dropout` is the
 channel dropout inside the two segmentation heads (0.5 for 101A/101B, where it was real, SPEC 3.6).
 """
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -26,7 +26,7 @@ def _make_encoder(module: nn.Module):
   if module.encoder not in encoders_lib.ENCODERS:
     raise ValueError(f"unknown encoder {module.encoder!r}; valid: {sorted(encoders_lib.ENCODERS)}")
   cls = encoders_lib.ENCODERS[module.encoder]
-  return cls(dtype=module.dtype, bn_axis_name=module.bn_axis_name, name="encoder")
+  return cls(dtype=module.dtype, name="encoder")
 
 
 def _heads(module: nn.Module, features, center_64, hidden: int, train: bool):
@@ -43,17 +43,21 @@ def _outputs(class_logits, no_empty, final):
   return tuple(t.astype(jnp.float32) for t in (class_logits, no_empty, final))
 
 
-class HypercolumnUNet(nn.Module):
+class UNet(nn.Module):
+  """The fields every family has: the `encoders.ENCODERS` key, compute dtype, the bilinear convention and
+  the two dropout rates (module docstring). Subclasses add their widths and `__call__`."""
+  encoder: str
+  dtype: Dtype = jnp.float32
+  align_corners: bool = True
+  decoder_dropout: float = 0.0
+  head_dropout: float = 0.0
+
+
+class HypercolumnUNet(UNet):
   """model_34 / model_50A (SPEC 3.4): center, five plain `Decoder`s, 320-channel hypercolumn, two heads.
 
   The width fields default to the original's; `model_tiny` narrows them for CPU-sized runs.
   """
-  encoder: str
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
-  align_corners: bool = True
-  decoder_dropout: float = 0.0
-  head_dropout: float = 0.0
   center_widths: Tuple[int, int] = (512, 256)
   decoder_mids: Tuple[int, ...] = (512, 256, 128, 64, 32)   # decoder5 .. decoder1
   decoder_width: int = 64                                   # each decoder's output; hypercolumn = 5x
@@ -65,10 +69,8 @@ class HypercolumnUNet(nn.Module):
     x = x.astype(self.dtype)
     c2, c3, c4, c5 = _make_encoder(self)(x, train)
     class_logits, center_64 = ClassHead(self.class_features, dtype=self.dtype, name="classifier")(c5)
-    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name, align_corners=self.align_corners,
-              dropout_rate=self.decoder_dropout)
-    center = Center(self.center_widths, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                    name="center")(c5, train)
+    kw = dict(dtype=self.dtype, align_corners=self.align_corners, dropout_rate=self.decoder_dropout)
+    center = Center(self.center_widths, dtype=self.dtype, name="center")(c5, train)
     d, w = center, self.decoder_width
     outs = []
     for i, (mid, skip) in enumerate(zip(self.decoder_mids, (c5, c4, c3, c2, None))):
@@ -83,14 +85,8 @@ class HypercolumnUNet(nn.Module):
 SLIM_LATERALS = (64, 128, 256, 512)  # layer1..layer4 reduced widths (SPEC 3.5)
 
 
-class SlimHypercolumnUNet(nn.Module):
+class SlimHypercolumnUNet(UNet):
   """model_50A_slim / model_152 / model_154 (SPEC 3.5): lateral 1x1 reductions, `Decoder_bottleneck`s."""
-  encoder: str
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
-  align_corners: bool = True
-  decoder_dropout: float = 0.0
-  head_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -98,11 +94,10 @@ class SlimHypercolumnUNet(nn.Module):
     feats = _make_encoder(self)(x, train)
     c5 = feats[3]
     class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
-    center = Center(dtype=self.dtype, bn_axis_name=self.bn_axis_name, name="center")(c5, train)
-    bkw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
-    l2, l3, l4, l5 = (Lateral(w, **bkw, name=f"lateral{i + 2}")(f, train)
+    center = Center(dtype=self.dtype, name="center")(c5, train)
+    l2, l3, l4, l5 = (Lateral(w, dtype=self.dtype, name=f"lateral{i + 2}")(f, train)
                       for i, (w, f) in enumerate(zip(SLIM_LATERALS, feats)))
-    kw = dict(bkw, align_corners=self.align_corners)
+    kw = dict(dtype=self.dtype, align_corners=self.align_corners)
     d5 = DecoderBottleneckStage(512, 64, **kw, name="decoder5")(center, l5, train)
     d4 = DecoderBottleneckStage(256, 64, **kw, name="decoder4")(d5, l4, train)
     d3 = DecoderBottleneckStage(128, 64, **kw, name="decoder3")(d4, l3, train)
@@ -113,17 +108,13 @@ class SlimHypercolumnUNet(nn.Module):
     return _outputs(class_logits, *_heads(self, h, center_64, 64, train))
 
 
-class IBNDecoderUNet(nn.Module):
+class IBNDecoderUNet(UNet):
   """model_101A / model_101B (SPEC 3.6): SE gate + IBN-a transposed-conv decoder blocks, no hypercolumn.
 
   The original has no never-run dropout calls here, so `decoder_dropout` must stay 0.0 (kept for a
-  uniform interface); its real Dropout2d(0.5) sits in the heads (`head_dropout`).
+  uniform interface); its real Dropout2d(0.5) sits in the heads (`head_dropout`). `align_corners` is
+  unused: this family has no bilinear upsampling.
   """
-  encoder: str
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
-  align_corners: bool = True  # unused: this family has no bilinear upsampling
-  decoder_dropout: float = 0.0
   head_dropout: float = 0.5
   num_filters: int = 32
 
@@ -135,11 +126,10 @@ class IBNDecoderUNet(nn.Module):
     c2, c3, c4, c5 = _make_encoder(self)(x, train)
     class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
     nf = self.num_filters
-    kw = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
 
     def stage(i, inp, out):
       inp = SELayer(dtype=self.dtype, name=f"se{i}")(inp)
-      return IBNaDecoderBlock(out, **kw, name=f"decoder{i}")(inp, train)
+      return IBNaDecoderBlock(out, dtype=self.dtype, name=f"decoder{i}")(inp, train)
 
     cat = lambda a, b: jnp.concatenate([a, b], axis=-1)
     center = stage("_center", nn.max_pool(c5, (2, 2), strides=(2, 2)), nf * 8)
@@ -149,5 +139,3 @@ class IBNDecoderUNet(nn.Module):
     d2 = stage(2, cat(d3, c2), nf * 4)
     return _outputs(class_logits, *_heads(self, d2, center_64, nf, train))
 
-
-FAMILIES = {cls.__name__: cls for cls in (HypercolumnUNet, SlimHypercolumnUNet, IBNDecoderUNet)}

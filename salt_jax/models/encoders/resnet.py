@@ -1,70 +1,72 @@
-"""timm/torchvision ResNet family: `resnet34`, `seresnext50_32x4d`, `seresnext101_32x4d` (SPEC 3.3).
+"""One ResNet-family encoder, configured by a stage spec (SPEC 3.3); the variants are in `ENCODERS`.
 
-Names follow timm: conv1, bn1, layer{i}.{j}.conv1/bn1/..., .se.fc1/.se.fc2, .downsample.0/.1.
-Stem max-pool removed, so layer1..layer4 run at strides 2, 4, 8, 16.
+Stem max-pool removed (SPEC 3.1), so layer1..layer4 run at strides 2, 4, 8, 16.
 """
-from typing import Any, ClassVar, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from salt_jax.models.encoders.common import BasicBlock, Bottleneck, stem_7x7
+from salt_jax.models.layers import batch_norm, conv
 
 Dtype = Any
+# (features, kernel, stride) of each stem conv.
+StemSpec = Sequence[Tuple[int, int, int]]
+STEM_7X7: StemSpec = ((64, 7, 2),)
+STEM_DEEP: StemSpec = ((64, 3, 2), (64, 3, 1), (128, 3, 1))  # SENet-154
 
 
-class ResNet34(nn.Module):
-  """(B,H,W,3) -> layer1..layer4 = (B,H/2,W/2,64), (.,H/4,.,128), (.,H/8,.,256), (.,H/16,.,512)."""
-  widths: ClassVar[Tuple[int, ...]] = (64, 128, 256, 512)
-  depths: ClassVar[Tuple[int, ...]] = (3, 4, 6, 3)
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
+def _stem(x, spec: StemSpec, train: bool, dtype: Dtype):
+  """conv{k} (no bias) -> bn{k} -> ReLU for each (features, kernel, stride), in the calling module.
 
-  @nn.compact
-  def __call__(self, x, train: bool):
-    x = stem_7x7(x, train, self.dtype, self.bn_axis_name, self.widths[0])
-    outs, inplanes = [], self.widths[0]
-    for i, (planes, n) in enumerate(zip(self.widths, self.depths)):
-      for j in range(n):
-        stride = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(planes, stride, downsample=j == 0 and (stride != 1 or inplanes != planes),
-                       dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=f"layer{i + 1}_{j}")(x, train)
-        inplanes = planes
-      outs.append(x)
-    return tuple(outs)
-
-
-class ResNetTiny(ResNet34):
-  """A quarter-width ResNet-18 ([2,2,2,2] BasicBlocks, 16..128 channels) for CPU-sized runs
-  (configs/cpu_small.py). Not an ImageNet model: no weights to import."""
-  widths: ClassVar[Tuple[int, ...]] = (16, 32, 64, 128)
-  depths: ClassVar[Tuple[int, ...]] = (2, 2, 2, 2)
-
-
-class SEResNeXt50(nn.Module):
-  """timm SE-ResNeXt 32x4d: grouped 3x3 carries the stride, SE (`se`) before the residual sum.
-
-  (B,H,W,3) -> layer1..layer4 with 256, 512, 1024, 2048 channels at strides 2, 4, 8, 16.
+  (B,H,W,3) -> (B,H/2,W/2,spec[-1][0]) for the stems used here.
   """
-  depths: ClassVar[Tuple[int, ...]] = (3, 4, 6, 3)
+  for k, (features, kernel, stride) in enumerate(spec, 1):
+    x = conv(features, kernel, stride, bias=False, dtype=dtype, name=f"conv{k}")(x)
+    x = nn.relu(batch_norm(train, dtype=dtype, name=f"bn{k}")(x))
+  return x
+
+
+class Stem(nn.Module):
+  """The stem as its own submodule (legacy SENet's `layer0`)."""
+  spec: StemSpec
   dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = stem_7x7(x, train, self.dtype, self.bn_axis_name)
+    return _stem(x, self.spec, train, self.dtype)
+
+
+class ResNet(nn.Module):
+  """Stem, then stages of `stage_sizes[i]` blocks `block_cls(planes=widths[i], ...)` named
+  `layer{i+1}_{j}`; the first block of stages 2..4 has stride 2.
+
+  `stem_name` None puts the stem's conv1/bn1.. at the top level (timm), else in that submodule (legacy
+  SENet `layer0`). `downsample_kernels[i]` is the projection shortcut's kernel in stage i and
+  `ibn_stages[i]` makes the blocks' bn1 IBN-a there.
+
+  (B,H,W,3) -> (c2, c3, c4, c5) = layer1..layer4 outputs at strides 2, 4, 8, 16.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: Callable[..., nn.Module]
+  widths: Sequence[int] = (64, 128, 256, 512)
+  stem: StemSpec = STEM_7X7
+  stem_name: Optional[str] = None
+  downsample_kernels: Sequence[int] = (1, 1, 1, 1)
+  ibn_stages: Sequence[bool] = (False, False, False, False)
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.stem_name is None:
+      x = _stem(x, self.stem, train, self.dtype)
+    else:
+      x = Stem(self.stem, self.dtype, name=self.stem_name)(x, train)
     outs = []
-    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), self.depths)):
-      width = planes * 4 // 64 * 32
+    for i, (n, planes) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(n):
-        stride = 2 if i > 0 and j == 0 else 1
-        x = Bottleneck(width, width, planes * 4, stride, groups=32, downsample_kernel=1 if j == 0 else 0,
-                       se_name="se", dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                       name=f"layer{i + 1}_{j}")(x, train)
+        x = self.block_cls(planes=planes, stride=2 if i > 0 and j == 0 else 1,
+                           downsample_kernel=self.downsample_kernels[i], ibn=self.ibn_stages[i],
+                           dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
       outs.append(x)
     return tuple(outs)
-
-
-class SEResNeXt101(SEResNeXt50):
-  """timm `seresnext101_32x4d`: as SEResNeXt50 with [3, 4, 23, 3] blocks."""
-  depths: ClassVar[Tuple[int, ...]] = (3, 4, 23, 3)
