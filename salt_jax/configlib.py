@@ -119,6 +119,8 @@ KEYS: Dict[str, Key] = {
     "decoder_dropout": Key(float, "model_option", "dropouts that were no-ops in the original", _unit_interval),
     "head_dropout": Key(float, "model_option", "channel dropout in the heads (0.5 for 101A/101B)",
                         _unit_interval),
+    "input_size": Key(128, "model", "padded canvas the network sees (the original's 128; e.g. 112, 104)",
+                      _int_at_least(101)),
     "dtype": Key("float32", "model", "compute dtype: float32 or bfloat16 (params stay float32)", _dtype_name),
     "pretrained": Key("", "model", "ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional",
                       _file_or_empty),
@@ -270,7 +272,7 @@ def _unknown_key_message(key: str, known: Sequence[str]) -> str:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for any key or value of a training config that cannot run. Pure: reads only
   the config (and checks that the files it names exist), so a refused command changes nothing on disk."""
-  from salt_jax import schedules  # pylint: disable=import-outside-toplevel
+  from salt_jax import geometry, models, schedules  # pylint: disable=import-outside-toplevel
   for key in sorted(set(config.keys()) - set(KEYS)):
     raise ConfigError(_unknown_key_message(key, list(KEYS)))
   for name, key in KEYS.items():
@@ -279,6 +281,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.fold >= config.num_folds:
     raise ConfigError(f"config.fold={config.fold} is outside 0..{config.num_folds - 1}")
   fold_list(config)
+  if config.input_size != geometry.CANVAS:
+    models.check_input_size(config)
   if config.lr_schedule != "restarts" and config.lr_warmup_epochs >= schedules.run_epochs(config):
     raise ConfigError(f"config.lr_warmup_epochs={config.lr_warmup_epochs} must be shorter than the run "
                       f"({schedules.run_epochs(config)} epochs)")

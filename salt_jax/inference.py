@@ -6,7 +6,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from salt_jax import metrics, parallel, steps
+from salt_jax import geometry, metrics, parallel, steps
 
 
 class Outputs(NamedTuple):
@@ -18,11 +18,11 @@ class Outputs(NamedTuple):
 class Predictor:
   """Flip-TTA logits and per-image Lovasz losses for whole arrays, sharded over every device."""
 
-  def __init__(self, apply_fn, mesh, batch_size: int):
+  def __init__(self, apply_fn, mesh, batch_size: int, canvas: int = geometry.CANVAS):
     parallel.check_batch_size(batch_size, mesh)
     self._batch_size = batch_size
     self._sharding = parallel.batch_sharded(mesh)
-    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b),
+    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b, canvas),
                        in_shardings=(parallel.replicated(mesh), self._sharding),
                        out_shardings=(self._sharding,) * 3)
 

@@ -157,10 +157,11 @@ class _SnapshotPredictor:
     return self._data[key]
 
   def _predictor(self, config, model) -> inference.Predictor:
-    key = (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype)
+    canvas = config.get("input_size", geometry.CANVAS)
+    key = (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype, canvas)
     if key not in self._predictors:
       self._predictors[key] = inference.Predictor(model.apply, self.mesh,
-                                                  self.batch_size or config.eval_batch_size)
+                                                  self.batch_size or config.eval_batch_size, canvas)
     return self._predictors[key]
 
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:

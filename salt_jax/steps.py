@@ -48,24 +48,26 @@ def eval_variables(state: TrainState) -> Dict[str, Any]:
 
 
 def _update_ema(state: TrainState) -> TrainState:
-  """ema <- d*ema + (1-d)*new, d = min(ema_decay, (1+t)/(10+t)) at step t (early steps weigh more, so a
-  short run's average is not stuck at the initialisation)."""
-  t = state.step.astype(jnp.float32)
+  """ema <- d*ema + (1-d)*new after the update of step t = 0, 1, ..., d = min(ema_decay, (1+t)/(10+t)) (early
+  steps weigh more, so a short run's average is not stuck at the initialisation)."""
+  t = state.step.astype(jnp.float32) - 1.0  # state.step already counts this update
   decay = jnp.minimum(state.ema_decay, (1.0 + t) / (10.0 + t))
   new = {"params": state.params, "batch_stats": state.batch_stats}
   return state.replace(ema=optax.incremental_update(new, state.ema, 1.0 - decay))
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *, seg_loss: str,
-               loss_weights: Dict[str, float]) -> Tuple[TrainState, Dict[str, jax.Array]]:
+               loss_weights: Dict[str, float], canvas: int = geometry.CANVAS
+               ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One optimiser step on a global batch. rng is the run's base key; the step's key is fold_in(rng, step).
 
   seg_loss: "bce_dice" (warm-up epochs) or "lovasz" (cycles), SPEC 4.5. The model casts the input to
-  its compute dtype. Returns the new state and scalar metrics (loss, its terms, the learning rate used).
+  its compute dtype; canvas is the padded input size. Returns the new state and scalar metrics (loss, its
+  terms, the learning rate used).
   """
   step_key = jax.random.fold_in(rng, state.step)
   aug_key, drop_key = jax.random.split(step_key)
-  x, y = augment.train_augment(aug_key, batch["image"], batch["mask"])
+  x, y = augment.train_augment(aug_key, batch["image"], batch["mask"], canvas=canvas)
   is_empty = (jnp.max(batch["mask"], axis=(1, 2)) == 0).astype(jnp.int32)
 
   def loss_fn(params):
@@ -85,7 +87,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
 
 def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
                 active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, float],
-                batch_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+                canvas: int = geometry.CANVAS, batch_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """Many train_steps in one call, on data that stays on the devices (a lax.scan over the steps).
 
   data: {"image", "mask"} (N,101,101) uint8, every training sample; rows: (S,B) int32, the samples of
@@ -100,7 +102,7 @@ def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, 
     batch = {k: v[idx] for k, v in data.items()}
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights)
+    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights, canvas=canvas)
     if on is not None:
       new = jax.tree.map(lambda n, o: jnp.where(on, n, o), new, state)
     return new, metrics
@@ -129,7 +131,8 @@ def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Ar
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
-def tta_outputs(apply_fn: Callable, variables, images: jax.Array) -> Tuple[jax.Array, jax.Array]:
+def tta_outputs(apply_fn: Callable, variables, images: jax.Array, canvas: int = geometry.CANVAS
+                ) -> Tuple[jax.Array, jax.Array]:
   """Flip-TTA final logits on the 101x101 crop (SPEC 6.3) and the classifier's p(empty):
   (B,101,101) uint8 -> (B,101,101) float32, (B,) float32.
 
@@ -137,7 +140,7 @@ def tta_outputs(apply_fn: Callable, variables, images: jax.Array) -> Tuple[jax.A
   logits are flipped back and the two are averaged (logits, not probabilities), then cropped; p(empty)
   is the mean of the two softmax probabilities of class 1 (empty, as trained: SPEC 4.4).
   """
-  x = augment.eval_pad(images)
+  x = augment.eval_pad(images, canvas=canvas)
   both = jnp.concatenate([x, augment.hflip(x)], axis=0)
   class_logits, _, final_logits = apply_fn(variables, both, train=False)
   final_logits = final_logits[..., 0].astype(jnp.float32)
@@ -147,21 +150,21 @@ def tta_outputs(apply_fn: Callable, variables, images: jax.Array) -> Tuple[jax.A
   return augment.crop(mean), 0.5 * (p_empty[:b] + p_empty[b:])
 
 
-def tta_logits(apply_fn: Callable, variables, images: jax.Array) -> jax.Array:
+def tta_logits(apply_fn: Callable, variables, images: jax.Array, canvas: int = geometry.CANVAS) -> jax.Array:
   """The final logits of tta_outputs: (B,101,101) uint8 -> (B,101,101) float32."""
-  return tta_outputs(apply_fn, variables, images)[0]
+  return tta_outputs(apply_fn, variables, images, canvas)[0]
 
 
-def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array]):
+def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], canvas: int = geometry.CANVAS):
   """Validation: TTA logits (B,101,101), the per-image Lovasz loss on the crop (B,) (SPEC 4.6) and the
   classifier's p(empty) (B,)."""
-  logits, p_empty = tta_outputs(apply_fn, variables, batch["image"])
+  logits, p_empty = tta_outputs(apply_fn, variables, batch["image"], canvas)
   loss = losses.lovasz_hinge_per_image(logits, batch["mask"].astype(jnp.float32))
   return logits, loss, p_empty
 
 
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,
-                              loss_weights):
+                              loss_weights, canvas: int = geometry.CANVAS):
   """AOT-compiles fold_train_steps for one loss variant and one number of steps (rows_spec (F,S,B) int32,
   active_spec (F,S) bool or None).
 
@@ -173,7 +176,7 @@ def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, m
   """
   folds, repl = parallel.fold_sharded(mesh), parallel.replicated(mesh)
   fn = functools.partial(fold_train_steps, fold_map=fold_map, seg_loss=seg_loss, loss_weights=loss_weights,
-                         batch_sharding=P("data"))
+                         canvas=canvas, batch_sharding=P("data"))
   if active_spec is None:
     fn = functools.partial(lambda f, state, data, rows, rng: f(state, data, rows, rng), fn)
   if mesh.shape["folds"] > 1:

@@ -104,7 +104,7 @@ def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, phases: "
   if group.todo:
     runner = epochs.EpochRunner(config, group.todo, data, len(pseudo_arrays[0]), step_key, mesh, fold_map,
                                 on_compile=lambda: phases.done("compile"))
-    predictor = inference.Predictor(model.apply, eval_mesh, config.eval_batch_size)
+    predictor = inference.Predictor(model.apply, eval_mesh, config.eval_batch_size, config.input_size)
     writer = records.MetricsWriter(run, [f.index for f in group.todo], group.total)
     unstack = _unstacker(len(group.todo), eval_mesh)
     for epoch in tqdm.tqdm(range(group.start_epoch, group.total), desc=_progress_name(group.todo),
@@ -174,7 +174,8 @@ def _initial_state(config, model, mesh):
   the ImageNet encoder (config.pretrained) or the original solution's weights (config.init_from)."""
   tx = schedules.make_optimizer(config, steps_per_epoch=1)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(functools.partial(steps.create_train_state, model, tx, ema_decay=config.ema_decay),
+  state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=config.input_size,
+                                    ema_decay=config.ema_decay),
                   out_shardings=parallel.replicated(mesh))(parallel.replicate(init_key, mesh))
   if config.pretrained:
     state = load_pretrained(state, model, config.pretrained)

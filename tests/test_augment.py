@@ -134,3 +134,21 @@ def test_eval_pad(tiles):
   np.testing.assert_allclose(np.asarray(out[..., 1]), (want.astype(np.float32) - 127.5) / 127.5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(augment.crop(out[..., 0])),
                              np.asarray(augment.normalize(images)[..., 0]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("canvas", [112, 104])
+def test_other_canvases_use_the_same_placement_rule(canvas):
+  """top/left = c + U{-c..c-1}, c = (canvas - 101) // 2; the centre pad and the crop invert each other."""
+  c = (canvas - 101) // 2
+  assert augment.shift_range(canvas) == (-c, c)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 101, 101)), jnp.uint8)
+  x, y, (top, left) = augment.random_pad(jax.random.key(1), images, images, return_offsets=True, canvas=canvas)
+  assert x.shape == y.shape == (64, canvas, canvas)
+  assert int(top.min()) == 0 and int(top.max()) == 2 * c - 1 and int(left.max()) == 2 * c - 1
+  for i in range(4):
+    t, l = int(top[i]), int(left[i])
+    np.testing.assert_array_equal(np.asarray(x[i, t:t + 101, l:l + 101]), np.asarray(images[i]))
+  padded = augment.center_pad(images, canvas)
+  assert padded.shape == (64, canvas, canvas)
+  np.testing.assert_array_equal(np.asarray(augment.crop(padded)), np.asarray(images))
+  assert augment.eval_pad(images, canvas=canvas).shape == (64, canvas, canvas, 3)

@@ -48,6 +48,29 @@ def test_a_few_steps_on_real_tiles_lower_the_loss(real_tiles):
   assert epoch_losses[2] < epoch_losses[0], epoch_losses
 
 
+@pytest.mark.parametrize("canvas,ema_decay", [(112, 0.0), (104, 0.9)])
+def test_steps_on_smaller_canvases_with_an_average(real_tiles, canvas, ema_decay):
+  """A 112 or 104 px canvas trains (finite loss, the blend loss) and validates on the 101 px crop; with
+  ema_decay the average moves towards the weights: after the first step (d = min(0.9, 1/10)) it is
+  0.1 * init + 0.9 * new, and what validation uses."""
+  images, masks = real_tiles
+  model = models.get_model("model_tiny")
+  state = steps.create_train_state(model, optim.constant_sgd(0.01), jax.random.key(0), image_size=canvas,
+                                   ema_decay=ema_decay)
+  init = state.params
+  step = jax.jit(lambda s, b, k: steps.train_step(s, b, k, seg_loss="blend", loss_weights=WEIGHTS, canvas=canvas))
+  state, metrics = step(state, {"image": jnp.asarray(images[:8]), "mask": jnp.asarray(masks[:8])}, jax.random.key(1))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["lr"]) == pytest.approx(0.01)
+  logits = steps.tta_logits(model.apply, steps.eval_variables(state), jnp.asarray(images[:2]), canvas)
+  assert logits.shape == (2, 101, 101)
+  if ema_decay:
+    want = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * b, init, state.params)
+    for a, b in zip(jax.tree.leaves(state.ema["params"]), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  else:
+    assert state.ema is None and steps.eval_variables(state)["params"] is state.params
+
+
 @pytest.mark.parametrize("seg_loss", ["bce_dice"])
 @pytest.mark.slow
 def test_device_resident_scanned_steps_equal_the_step_at_a_time_loop(real_tiles, seg_loss):

@@ -3,42 +3,56 @@
 Training: random replicate-pad 101 -> 128 (top/left = 13 + U{-13..12}, independently per image and
 axis, same offsets for image and mask), left-right flip with p=0.5, normalise to 3 equal channels.
 Evaluation: deterministic replicate centre pad (13 top/left, 14 bottom/right); `crop` inverts it.
+Other canvases (`canvas`, e.g. 112) use the same placement rule: top/left = c + U{-c..c-1}, c =
+geometry.pad_center(canvas).
 """
 from typing import Tuple
 
 import jax
 import jax.numpy as jnp
 
-from salt_jax.geometry import CANVAS, CROP, PAD_CENTER, PAD_TOTAL, TILE
+from salt_jax import geometry
+from salt_jax.geometry import CANVAS, PAD_CENTER, PAD_TOTAL, TILE
 
 IMAGE_SIZE = TILE
-SHIFT_RANGE = (-13, 13)  # numpy randint semantics: high exclusive, so top/left in [0, 25]
 
 
-def pad_offsets(key: jax.Array, batch: int) -> Tuple[jax.Array, jax.Array]:
-  """Random (top, left) pads, each (B,) int32 in [0, 25]: 13 + U{-13..12} per image and axis."""
-  shift = jax.random.randint(key, (2, batch), SHIFT_RANGE[0], SHIFT_RANGE[1], dtype=jnp.int32)
-  return PAD_CENTER + shift[0], PAD_CENTER + shift[1]
+def shift_range(canvas: int = CANVAS) -> Tuple[int, int]:
+  """(low, high) of the random shift, numpy randint semantics (high exclusive): (-13, 13) for 128, so
+  top/left in [0, 25]."""
+  c = geometry.pad_center(canvas)
+  return -c, c
 
 
-def pad_at(x: jax.Array, top: jax.Array, left: jax.Array) -> jax.Array:
-  """Replicate-pads x (B,101,101,...) to (B,128,128,...) with content at rows top.., cols left..
+SHIFT_RANGE = shift_range()
+
+
+def pad_offsets(key: jax.Array, batch: int, canvas: int = CANVAS) -> Tuple[jax.Array, jax.Array]:
+  """Random (top, left) pads, each (B,) int32 (for 128 in [0, 25]: 13 + U{-13..12}) per image and axis."""
+  low, high = shift_range(canvas)
+  shift = jax.random.randint(key, (2, batch), low, high, dtype=jnp.int32)
+  return geometry.pad_center(canvas) + shift[0], geometry.pad_center(canvas) + shift[1]
+
+
+def pad_at(x: jax.Array, top: jax.Array, left: jax.Array, canvas: int = CANVAS) -> jax.Array:
+  """Replicate-pads x (B,101,101,...) to (B,canvas,canvas,...) with content at rows top.., cols left..
 
   top, left: (B,) int. A gather with clipped index maps: out[i, j] = x[clip(i - top), clip(j - left)].
   """
-  ar = jnp.arange(CANVAS, dtype=jnp.int32)
-  rows = jnp.clip(ar[None, :] - top[:, None], 0, TILE - 1)  # (B,128)
+  ar = jnp.arange(canvas, dtype=jnp.int32)
+  rows = jnp.clip(ar[None, :] - top[:, None], 0, TILE - 1)  # (B,canvas)
   cols = jnp.clip(ar[None, :] - left[:, None], 0, TILE - 1)
   return jax.vmap(lambda img, r, c: img[r][:, c])(x, rows, cols)
 
 
-def random_pad(key: jax.Array, images: jax.Array, masks: jax.Array, return_offsets: bool = False):
-  """Random replicate pad (B,101,101,...) -> (B,128,128,...) of images and masks with shared offsets.
+def random_pad(key: jax.Array, images: jax.Array, masks: jax.Array, return_offsets: bool = False,
+               canvas: int = CANVAS):
+  """Random replicate pad (B,101,101,...) -> (B,canvas,canvas,...) of images and masks, shared offsets.
 
   Returns (images, masks), or (images, masks, (top, left)) with return_offsets.
   """
-  top, left = pad_offsets(key, images.shape[0])
-  out = pad_at(images, top, left), pad_at(masks, top, left)
+  top, left = pad_offsets(key, images.shape[0], canvas)
+  out = pad_at(images, top, left, canvas), pad_at(masks, top, left, canvas)
   return (*out, (top, left)) if return_offsets else out
 
 
@@ -61,15 +75,17 @@ def random_hflip(key: jax.Array, images: jax.Array, masks: jax.Array, return_fla
   return (*out, flags) if return_flags else out
 
 
-def center_pad(x: jax.Array) -> jax.Array:
-  """Replicate centre pad (B,101,101,...) -> (B,128,128,...): 13 top/left, 14 bottom/right."""
-  pad = ((0, 0), (PAD_CENTER, PAD_TOTAL - PAD_CENTER), (PAD_CENTER, PAD_TOTAL - PAD_CENTER))
+def center_pad(x: jax.Array, canvas: int = CANVAS) -> jax.Array:
+  """Replicate centre pad (B,101,101,...) -> (B,canvas,canvas,...): for 128, 13 top/left, 14 bottom/right."""
+  before, total = geometry.pad_center(canvas), geometry.pad_total(canvas)
+  pad = ((0, 0), (before, total - before), (before, total - before))
   return jnp.pad(x, pad + ((0, 0),) * (x.ndim - 3), mode="edge")
 
 
 def crop(x: jax.Array) -> jax.Array:
-  """Inverse of `center_pad`: (B,128,128,...) -> (B,101,101,...), the slice [13:114] on H and W."""
-  return x[:, CROP, CROP]
+  """Inverse of `center_pad`: (B,canvas,canvas,...) -> (B,101,101,...) (for 128 the slice [13:114])."""
+  window = geometry.crop_slice(x.shape[1])
+  return x[:, window, window]
 
 
 def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -78,16 +94,16 @@ def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
   return jnp.broadcast_to(x[..., None], x.shape + (3,)).astype(dtype)
 
 
-def train_augment(key: jax.Array, images: jax.Array, masks: jax.Array,
-                  dtype=jnp.float32) -> Tuple[jax.Array, jax.Array]:
-  """Training input (SPEC 2.1): images uint8 (B,101,101), masks {0,1} (B,101,101) ->
-  x (B,128,128,3) `dtype`, y (B,128,128) float32 in {0,1} (mask >= 0.5). Pad, then flip, then normalise."""
+def train_augment(key: jax.Array, images: jax.Array, masks: jax.Array, dtype=jnp.float32,
+                  canvas: int = CANVAS) -> Tuple[jax.Array, jax.Array]:
+  """Training input (SPEC 2.1): images uint8 (B,101,101), masks {0,1} (B,101,101) -> x (B,canvas,canvas,3)
+  `dtype`, y (B,canvas,canvas) float32 in {0,1} (mask >= 0.5). Pad, then flip, then normalise."""
   pad_key, flip_key = jax.random.split(key)
-  images, masks = random_pad(pad_key, images, masks)
+  images, masks = random_pad(pad_key, images, masks, canvas=canvas)
   images, masks = random_hflip(flip_key, images, masks)
   return normalize(images, dtype), (masks >= 0.5).astype(jnp.float32)
 
 
-def eval_pad(images: jax.Array, dtype=jnp.float32) -> jax.Array:
-  """Validation/test input: uint8 (B,101,101) -> centre-padded, normalised (B,128,128,3) `dtype`."""
-  return normalize(center_pad(images), dtype)
+def eval_pad(images: jax.Array, dtype=jnp.float32, canvas: int = CANVAS) -> jax.Array:
+  """Validation/test input: uint8 (B,101,101) -> centre-padded, normalised (B,canvas,canvas,3) `dtype`."""
+  return normalize(center_pad(images, canvas), dtype)

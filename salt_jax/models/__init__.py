@@ -85,5 +85,20 @@ def init_variables(model: nn.Module, rng: jax.Array, batch: int = 1, size: int =
   return model.init({"params": rng, "dropout": rng}, x, train=False)
 
 
+def check_input_size(config) -> None:
+  """Raises configlib.ConfigError unless config.model maps a (1, input_size, input_size, 3) input to masks of
+  the same size (traced with jax.eval_shape: nothing is computed)."""
+  size = config.input_size
+  try:
+    shapes = jax.eval_shape(lambda: from_config(config).init_with_output(
+        jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)[0])
+  except (TypeError, ValueError) as e:
+    raise configlib.ConfigError(f"config.input_size={size} does not fit {config.model} "
+                                f"({str(e).splitlines()[0][:120]})") from None
+  if shapes[2].shape[1:3] != (size, size):
+    raise configlib.ConfigError(f"config.input_size={size}: {config.model} returns "
+                                f"{shapes[2].shape[1]}x{shapes[2].shape[2]} masks")
+
+
 __all__ = ["MODELS", "DTYPES", "get_model", "from_config", "compute_dtype", "config_options",
            "init_variables", "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]

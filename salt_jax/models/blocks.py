@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from salt_jax.models.layers import IBN, batch_norm, conv, resize_bilinear, torch_default_init, upsample2x
+from salt_jax.models.layers import IBN, batch_norm, conv, resize_bilinear, torch_default_init
 
 Dtype = Any
 
@@ -98,7 +98,8 @@ class DecoderBottleneck(nn.Module):
 class DecoderStage(nn.Module):
   """A U-Net decoder stage (SPEC 3.2, 3.5), parametrised by its `block`.
 
-  (B,H,W,Cin) [+ skip (B,2H,2W,Cs)] -> (B,2H,2W,out): bilinear x2, concat [up, skip], channel dropout
+  (B,H,W,Cin) [+ skip (B,H',W',Cs)] -> (B,H',W',out) (2H,2W without a skip): bilinear resize to the skip's
+  size (x2 at the original's 128 px input; also odd sizes at other inputs), concat [up, skip], channel dropout
   (`dropout_rate`, 0.0 = the original's no-op), `block`(mid) then `block`(out) named f"{block_name}1|2",
   scSE. `block` is called as `block(features, dtype=, name=)(x, train)`.
   """
@@ -112,7 +113,8 @@ class DecoderStage(nn.Module):
 
   @nn.compact
   def __call__(self, x, skip=None, train: bool = False):
-    x = upsample2x(x, self.align_corners)
+    size = (2 * x.shape[1], 2 * x.shape[2]) if skip is None else skip.shape[1:3]
+    x = resize_bilinear(x, size, self.align_corners)
     if skip is not None:
       x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
       x = channel_dropout(self.dropout_rate, train)(x)
