@@ -125,13 +125,3 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
   except Exception as e:  # orbax raises many types; the user needs the path.
     raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
   return out.variables, out.meta
-
-
-def load_snapshot_meta(path) -> Dict[str, Any]:
-  """Only the metadata of a snapshot (cheap; no arrays read)."""
-  path = pathlib.Path(path).absolute()
-  try:
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-      return ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  except Exception as e:
-    raise WorkdirError(f"cannot read snapshot metadata {path} ({_one_line(e)})") from e

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 
 from salt_jax.geometry import CANVAS, CROP, PAD_CENTER, PAD_TOTAL, TILE
 
-IMAGE_SIZE = TILE
 SHIFT_RANGE = (-13, 13)  # numpy randint semantics: high exclusive, so top/left in [0, 25]
 
 
