@@ -19,7 +19,8 @@ def _one_line(e: BaseException, width: int = 160) -> str:
 
 
 class LatestCheckpoint:
-  """The `keep` (>= 2 in training) most recent end-of-epoch states of one fold run, for resuming after a crash or kill -9.
+  """The `keep` (>= 2 in training) most recent end-of-epoch states of one fold run, for resuming after a
+  crash or kill -9.
 
   `restore_latest` falls back to an older state when the newest cannot be read: the unreadable one is
   reported in one log line naming its path and moved to `corrupt_dir`, so training redoes that epoch.
@@ -34,7 +35,8 @@ class LatestCheckpoint:
   def _open(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         self._directory, item_names=("state", "loop"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True, cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                             cleanup_tmp_directories=True))
 
   def latest_epoch(self) -> Optional[int]:
     return self._manager.latest_step()
