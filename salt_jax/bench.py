@@ -1,12 +1,13 @@
 """Speed of the hot paths, optionally side by side with the PyTorch reference, one JSON line per figure.
 
-    python -m salt_jax.bench --model=model_34 --batch=16 --size=128 [--dtype=bfloat16] [--vs-torch]
+    python -m salt_jax.bench --model=model_34 --batch=16 [--dtype=bfloat16] [--vs-torch]
     python -m salt_jax.bench --model=model_34 --batch=16 --dtype=bfloat16 --data_dir=../shared/tgs --folds=2
 
 Figures (after compilation; compile times are reported separately): training step images/s (on-device
 augmentation, forward, backward, SGD; with --folds=F the fold-parallel step of F folds, each with its
 own state and batch, vmapped or side by side as --fold_map says, and the figure is images/s over all
-folds), flip-TTA inference images/s, Lovasz hinge forward+backward ms (batch 32 of 101x101 by default), and the 80-threshold metric sweep over 3,600 tiles.
+folds), flip-TTA inference images/s, Lovasz hinge forward+backward ms (batch 32 of 101x101 by default),
+and the 80-threshold metric sweep over 3,600 tiles. Images enter the model at 128x128 (salt_jax.geometry).
 
 FLOPs come from XLA's cost analysis of the lowered (pre-optimisation) program, which counts every
 convolution; the compiled executable's count (`compiled_gflop_per_image`) leaves out library calls such as
@@ -27,7 +28,6 @@ settings in the same run and adds the ratio JAX/PyTorch (its inference has no TT
 2x the batch and counted per original image). On a GPU it also runs the reference with bfloat16 autocast
 and channels_last and compares with the faster of the two.
 """
-import argparse
 import functools
 import json
 import pathlib
@@ -37,13 +37,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from salt_jax import configlib, geometry, losses, metrics, models, parallel, rundir, schedules, steps
+from salt_jax import cli, configlib, geometry, losses, metrics, models, parallel, rundir, schedules, steps
 
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
@@ -51,7 +52,6 @@ PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # What the PyTorch reference is run with: its default, and on a GPU what a PyTorch user would try for speed.
 TORCH_VARIANTS = {"float32": [], "bfloat16_channels_last": ["--dtype", "bfloat16", "--channels_last"]}
-HISTORY_FIELDS = ("images_per_s", "epoch_seconds", "startup")
 FIGURES = ("train", "infer", "lovasz", "sweep", "epoch")
 
 
@@ -185,46 +185,29 @@ def torch_best(reference: pathlib.Path, what: str, batch: int, size: int, device
   return best, runs
 
 
-def epoch_images(record: Dict, batch: int) -> Optional[float]:
-  """Training images of one history record: steps x batch, or images/s x training seconds."""
-  if "steps" in record:
-    return float(record["steps"] * batch)
-  if "seconds" in record and "images_per_s" in record:
-    return float(round(record["images_per_s"] * record["seconds"]))
-  return None
-
-
-def history_figures(histories: Dict[int, List[Dict]], batch: int) -> Dict:
+def history_figures(histories: Dict[int, List[Dict]]) -> Dict:
   """Throughput and start-up read off the history.jsonl records of every fold of one run.
 
-  histories: fold -> its records (one per epoch). Per loss ("bce_dice", "lovasz"), over the epochs after
-  the first of that loss (the first includes compilation): "images_per_s", the training steps' images/s
-  summed over folds (each fold's record counts its own images); "whole_epoch_images_per_s", all folds'
-  images over the epochs' wall time including validation and checkpointing (None without
-  "epoch_seconds"); "epochs", how many epochs were used. "startup": the slowest fold's "startup" dict of
-  its first record (None if absent). "missing": the HISTORY_FIELDS that no record carries.
+  histories: fold -> its records (one per epoch, as salt_jax.train writes them). Per loss ("bce_dice",
+  "lovasz"), over the epochs after the first of that loss (the first includes compilation):
+  "images_per_s", the training steps' images/s summed over folds (each fold's record counts its own
+  images, images/s x training seconds); "whole_epoch_images_per_s", all folds' images over the epochs' wall
+  time including validation and checkpointing; "epochs", how many epochs were used (None figures without
+  any). "startup": the slowest fold's "startup" dict of its first record.
   """
-  out = {"missing": [f for f in HISTORY_FIELDS if not any(f in r for h in histories.values() for r in h)]}
-  loss_of = lambda r: r.get("seg_loss") or ("bce_dice" if r.get("cycle") is None else "lovasz")
+  out = {}
   for loss in ("bce_dice", "lovasz"):
     by_epoch: Dict[int, List[Dict]] = {}
     for records in histories.values():
-      for r in sorted((r for r in records if loss_of(r) == loss), key=lambda r: r["epoch"])[1:]:
+      for r in sorted((r for r in records if r["seg_loss"] == loss), key=lambda r: r["epoch"])[1:]:
         by_epoch.setdefault(r["epoch"], []).append(r)
-    rates, images, walls = [], [], []
-    for records in by_epoch.values():
-      rates.append(sum(r["images_per_s"] for r in records))
-      n = [epoch_images(r, batch) for r in records]
-      images.append(None if None in n else sum(n))
-      walls.append(max(r["epoch_seconds"] for r in records) if all("epoch_seconds" in r for r in records)
-                   else None)
-    counted = bool(rates) and None not in images
-    in_loop = (sum(images) / sum(n / r for n, r in zip(images, rates)) if counted
-               else float(np.mean(rates)) if rates else None)
-    whole = sum(images) / sum(walls) if counted and None not in walls else None
+    rates = [sum(r["images_per_s"] for r in rs) for rs in by_epoch.values()]
+    images = [sum(round(r["images_per_s"] * r["seconds"]) for r in rs) for rs in by_epoch.values()]
+    walls = [max(r["epoch_seconds"] for r in rs) for rs in by_epoch.values()]
+    in_loop = sum(images) / sum(n / r for n, r in zip(images, rates)) if rates else None
+    whole = sum(images) / sum(walls) if rates else None
     out[loss] = {"epochs": len(rates), "images_per_s": in_loop, "whole_epoch_images_per_s": whole}
-  starts = [h[0]["startup"] for h in histories.values() if h and "startup" in h[0]]
-  out["startup"] = max(starts, key=lambda s: s.get("first_step", 0)) if starts else None
+  out["startup"] = max((h[0]["startup"] for h in histories.values()), key=lambda s: s["first_step"])
   return out
 
 
@@ -267,14 +250,11 @@ def run_epochs(a, folds: Optional[Sequence[int]] = None) -> Dict:
     if done.returncode != 0:
       raise RuntimeError(f"the training run for the epoch figures failed (exit {done.returncode}):\n"
                          + "\n".join(done.stderr.strip().splitlines()[-15:]))
-    figures = history_figures(read_histories(workdir, folds), a.batch)
+    figures = history_figures(read_histories(workdir, folds))
   finally:
     if not a.epoch_workdir:
       shutil.rmtree(workdir, ignore_errors=True)
   figures["process_s"] = process_s
-  if figures["missing"]:
-    print(f"salt_jax.bench: the training history has no {', '.join(figures['missing'])} field(s) (a "
-          f"salt_jax.train from before issue 13); the figures that need them are left out", file=sys.stderr)
   return figures
 
 
@@ -308,112 +288,88 @@ def epoch_rows(figures: Dict, train_ips: Optional[float], context: Dict, a) -> L
                bce_dice_epochs=bce["epochs"], bce_dice_images_per_s=_rounded(bce["images_per_s"]),
                bce_dice_whole_epoch_images_per_s=_rounded(bce["whole_epoch_images_per_s"]))]
   if train_ips:
-    whole = lov["whole_epoch_images_per_s"]
     rows.append(emit("loop_efficiency", lov["images_per_s"] / train_ips, "epoch / compiled-step images/s",
                      ctx, train_images_per_s=round(train_ips, 4),
-                     whole_epoch_efficiency=_rounded(None if whole is None else whole / train_ips, 4)))
+                     whole_epoch_efficiency=round(lov["whole_epoch_images_per_s"] / train_ips, 4)))
   startup = figures["startup"]
-  if startup:
-    rows.append(emit("startup_s", startup["first_step"], "s (process start to first step done)", ctx,
-                     startup={k: _rounded(v) for k, v in startup.items()},
-                     process_s=round(figures["process_s"], 2)))
+  rows.append(emit("startup_s", startup["first_step"], "s (process start to first step done)", ctx,
+                   startup={k: _rounded(v) for k, v in startup.items()},
+                   process_s=round(figures["process_s"], 2)))
   return rows
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m salt_jax.bench", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--model", default="model_34", choices=sorted(models.MODELS))
-  p.add_argument("--batch", type=int, default=16, help="per fold")
-  p.add_argument("--size", type=int, default=geometry.CANVAS,
-                 help="network input size; the solution fixes 128")
-  p.add_argument("--dtype", default="float32", choices=sorted(models.DTYPES))
-  p.add_argument("--folds", type=int, default=1, help="folds trained together (fold-parallel step)")
-  p.add_argument("--fold_map", default="auto", choices=("auto", "vmap", "loop"),
-                 help="how the folds share the step (config.fold_map; auto: loop on CPU, vmap elsewhere)")
-  p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--warmup", type=int, default=1)
-  p.add_argument("--lovasz_batch", type=int, default=32)
-  p.add_argument("--lovasz_size", type=int, default=geometry.TILE)
-  p.add_argument("--only", default=None,
-                 help="comma list of train,infer,lovasz,sweep,epoch (default: all; epoch with --data_dir)")
-  p.add_argument("--data_dir", default=None, help="real data for the epoch figures (Kaggle layout)")
-  p.add_argument("--epoch_config", default=str(REPO / "configs" / "cpu_small.py"),
-                 help="config the epoch run starts from (model, dtype, batch and schedule are overridden)")
-  p.add_argument("--epoch_warmup", type=int, default=2, help="BCE+Dice epochs of the epoch run")
-  p.add_argument("--epoch_cycle", type=int, default=3, help="Lovasz epochs of the epoch run (>= 2)")
-  p.add_argument("--train_subset", type=int, default=0, help="epoch run: train on N tiles per fold (0 = all)")
-  p.add_argument("--valid_subset", type=int, default=0, help="epoch run: validate on N tiles (0 = all)")
-  p.add_argument("--cache_dir", default="", help="epoch run: cache of the decoded data")
-  p.add_argument("--sequential", action="store_true",
-                 help="epoch run with --folds=F: also train each fold alone, one after the other, and report "
-                      "fold_parallel_speedup (their wall time over the together run's)")
-  p.add_argument("--epoch_workdir", default=None, help="epoch run: keep its workdir here (new or empty)")
-  p.add_argument("--compilation_cache_dir", default="",
-                 help="epoch run: JAX's persistent compilation cache (default off: a cold start)")
-  p.add_argument("--vs-torch", dest="vs_torch", action="store_true",
-                 help="also time the PyTorch reference (one model: not with --folds > 1 for training)")
-  p.add_argument("--torch_reference", default=str(REPO.parent / "shared" / "bench" / "torch_reference.py"))
-  p.add_argument("--device", default=None,
-                 help="torch device for --vs-torch (default: cuda if JAX has a GPU)")
-  p.add_argument("--peak_tflops", type=float, default=None, help="peak for the utilisation figure")
-  a = p.parse_args(argv)
-  if a.size != geometry.CANVAS:
-    p.error("--size must be 128: tiles are padded 101 -> 128 and the model broadcasts at 128 (SPEC 10.4)")
-  if a.folds < 1:
-    p.error("--folds must be >= 1")
-  if a.sequential and (a.folds < 2 or a.epoch_workdir):
-    p.error("--sequential compares --folds=F >= 2 trained together with each trained alone, in fresh "
-            "workdirs (not with --epoch_workdir)")
-  only = set((a.only or "train,infer,lovasz,sweep" + (",epoch" if a.data_dir else "")).split(","))
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Command-line flags (defined only when run as a program, so the module stays importable)."""
+  flags.DEFINE_enum("model", "model_34", sorted(models.MODELS), "Model variant.")
+  flags.DEFINE_integer("batch", 16, "Batch per fold.", lower_bound=1)
+  flags.DEFINE_enum("dtype", "float32", sorted(models.DTYPES), "Compute dtype.")
+  flags.DEFINE_integer("folds", 1, "Folds trained together (fold-parallel step).", lower_bound=1)
+  flags.DEFINE_enum("fold_map", "auto", list(configlib.FOLD_MAPS), "How the folds share the step "
+                    "(config.fold_map; auto: loop on CPU, vmap elsewhere).")
+  flags.DEFINE_integer("steps", 5, "Timed calls per figure.", lower_bound=1)
+  flags.DEFINE_integer("warmup", 1, "Untimed calls before them.", lower_bound=0)
+  flags.DEFINE_integer("lovasz_batch", 32, "Batch of the Lovasz figure.", lower_bound=1)
+  flags.DEFINE_integer("lovasz_size", geometry.TILE, "Tile size of the Lovasz figure.", lower_bound=1)
+  flags.DEFINE_list("only", None, f"Figures to measure, of {','.join(FIGURES)} (default: all; epoch with "
+                    "--data_dir).")
+  flags.DEFINE_string("data_dir", None, "Real data for the epoch figures (Kaggle layout).")
+  flags.DEFINE_string("epoch_config", str(REPO / "configs" / "cpu_small.py"), "Config the epoch run starts "
+                      "from (model, dtype, batch and schedule are overridden).")
+  flags.DEFINE_integer("epoch_warmup", 2, "BCE+Dice epochs of the epoch run.", lower_bound=0)
+  flags.DEFINE_integer("epoch_cycle", 3, "Lovasz epochs of the epoch run (its first is left out).",
+                       lower_bound=2)
+  flags.DEFINE_integer("train_subset", 0, "Epoch run: train on N tiles per fold (0 = all).", lower_bound=0)
+  flags.DEFINE_integer("valid_subset", 0, "Epoch run: validate on N tiles (0 = all).", lower_bound=0)
+  flags.DEFINE_string("cache_dir", "", "Epoch run: cache of the decoded data.")
+  flags.DEFINE_bool("sequential", False, "Epoch run with --folds=F: also train each fold alone, one after "
+                    "the other, and report fold_parallel_speedup (their wall time over the together run's).")
+  flags.DEFINE_string("epoch_workdir", None, "Epoch run: keep its workdir here (new or empty).")
+  flags.DEFINE_string("compilation_cache_dir", "", "Epoch run: JAX's persistent compilation cache (default "
+                      "off: a cold start).")
+  flags.DEFINE_bool("vs_torch", False, "Also time the PyTorch reference (one model: not with --folds > 1 "
+                    "for training).")
+  flags.DEFINE_alias("vs-torch", "vs_torch")
+  flags.DEFINE_string("torch_reference", str(REPO.parent / "shared" / "bench" / "torch_reference.py"),
+                      "The PyTorch reference script.")
+  flags.DEFINE_string("device", None, "Torch device for --vs-torch (default: cuda if JAX has a GPU).")
+  flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s for the utilisation figure (default: PEAK_TFLOPS).")
+
+
+def figures_to_run(a) -> Set[str]:
+  """The figures the flags `a` ask for; app.UsageError for flags that do not go together."""
+  only = set(a.only or ["train", "infer", "lovasz", "sweep"] + (["epoch"] if a.data_dir else []))
   unknown = sorted(only - set(FIGURES))
   if unknown:
-    p.error(f"--only: unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    raise app.UsageError(f"--only: unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+  if a.sequential and (a.folds < 2 or a.epoch_workdir):
+    raise app.UsageError("--sequential compares --folds=F >= 2 trained together with each trained alone, in "
+                         "fresh workdirs (not with --epoch_workdir)")
   if "epoch" in only:
     if not a.data_dir:
-      p.error("the epoch figures train on the real data: give --data_dir")
-    if a.epoch_cycle < 2 or a.epoch_warmup < 0:
-      p.error("--epoch_cycle must be >= 2 (its first epoch is left out) and --epoch_warmup >= 0")
+      raise app.UsageError("the epoch figures train on the real data: give --data_dir")
     kept = pathlib.Path(a.epoch_workdir) if a.epoch_workdir else None
     if kept and kept.exists() and any(kept.iterdir()):
-      p.error(f"--epoch_workdir {a.epoch_workdir} is not empty (a finished run there would not train)")
-  reference = pathlib.Path(a.torch_reference)
-  if a.vs_torch and not reference.exists():
-    p.error(f"--vs-torch: {reference} not found (set --torch_reference)")
-  # Before this process touches a device: on a GPU the child would otherwise find its memory taken.
-  epoch = run_epochs(a) if "epoch" in only else None
-  sequential = run_sequential(a) if "epoch" in only and a.sequential else None
-  dev = jax.devices()[0]
-  torch_device = a.device or ("cuda" if dev.platform == "gpu" else "cpu")
-  context = dict(model=a.model, batch=a.batch, size=a.size, dtype=a.dtype, device=dev.device_kind,
-                 backend=dev.platform, n_devices=jax.device_count())
-  peak = a.peak_tflops or PEAK_TFLOPS.get((dev.device_kind, a.dtype))
+      raise app.UsageError(f"--epoch_workdir {a.epoch_workdir} is not empty (a finished run there would not "
+                           "train)")
+  if a.vs_torch and not pathlib.Path(a.torch_reference).exists():
+    raise app.UsageError(f"--vs-torch: {a.torch_reference} not found (set --torch_reference)")
+  return only
 
-  def torch_val(what, batch, size):
-    if not a.vs_torch:
-      return None, None
-    return torch_best(reference, what, batch, size, torch_device, a.steps, a.warmup)
-  model = models.get_model(a.model, dtype=models.DTYPES[a.dtype])
+
+def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[float]]:
+  """The train, infer, lovasz and sweep rows that `only` asks for, and the training images/s (or None)."""
   rows, train_ips = [], None
+  model, dtype = models.get_model(a.model, dtype=models.DTYPES[a.dtype]), models.DTYPES[a.dtype]
   if "train" in only:
-    train_ips, compile_s, flops, compiled_flops, sec = bench_train(
-        model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup, a.folds, a.fold_map)
-    images = a.folds * a.batch
-    extra = {"folds": a.folds, "compile_s": round(compile_s, 2)}
-    if a.folds > 1:
-      extra["fold_map"] = parallel.resolve_fold_map(a.fold_map, a.folds)
-    if flops:
-      extra.update(gflop_per_image=round(flops / images / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
-      if peak:
-        extra["mfu_percent"] = round(100 * flops / sec / 1e12 / peak, 2)
-    if compiled_flops:
-      extra["compiled_gflop_per_image"] = round(compiled_flops / images / 1e9, 3)
-    t, runs = torch_val("train", a.batch, a.size) if a.folds == 1 else (None, None)
-    rows.append(emit("train_images_per_s", train_ips, "images/s", context, t, **extra,
-                     **({"torch_runs": runs} if runs else {})))
+    row = train_row(a, model, context)
+    rows.append(row)
+    train_ips = row["value"]
   if "infer" in only:
-    ips, compile_s, flops, sec = bench_infer(model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup)
-    t, runs = torch_val("infer", 2 * a.batch, a.size)
+    ips, compile_s, flops, sec = bench_infer(model, a.batch, dtype, a.steps, a.warmup)
+    t, runs = torch_value(a, "infer", 2 * a.batch, context)
     extra = {"compile_s": round(compile_s, 2)}
     if flops:
       extra.update(gflop_per_image=round(flops / a.batch / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
@@ -422,23 +378,67 @@ def main(argv=None):
     rows.append(emit("infer_tta_images_per_s", ips, "images/s", context, t / 2 if t else None, **extra))
   if "lovasz" in only:
     ms, compile_s = bench_lovasz(a.lovasz_batch, a.lovasz_size, a.steps, a.warmup)
-    t, _ = torch_val("lovasz", a.lovasz_batch, a.lovasz_size)
+    t, _ = torch_value(a, "lovasz", a.lovasz_batch, context, size=a.lovasz_size)
     rows.append(emit("lovasz_fwd_bwd_ms", ms, "ms/batch", dict(context, batch=a.lovasz_batch,
                      size=a.lovasz_size, dtype="float32"), t, higher_is_better=False,
                      compile_s=round(compile_s, 2)))
   if "sweep" in only:
     rows.append(emit("metric_sweep_s", bench_sweep(), "s (80 thresholds x 3,600 tiles)",
                      dict(backend="numpy", device="host CPU")))
+  return rows, train_ips
+
+
+def train_row(a, model, context: Dict) -> Dict:
+  """The train_images_per_s row: images/s over all folds, compile time, FLOPs and utilisation."""
+  ips, compile_s, flops, compiled_flops, sec = bench_train(
+      model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup, a.folds, a.fold_map)
+  images = a.folds * a.batch
+  extra = {"folds": a.folds, "compile_s": round(compile_s, 2)}
+  if a.folds > 1:
+    extra["fold_map"] = parallel.resolve_fold_map(a.fold_map, a.folds)
+  peak = a.peak_tflops or PEAK_TFLOPS.get((context["device"], a.dtype))
+  if flops:
+    extra.update(gflop_per_image=round(flops / images / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
+    if peak:
+      extra["mfu_percent"] = round(100 * flops / sec / 1e12 / peak, 2)
+  if compiled_flops:
+    extra["compiled_gflop_per_image"] = round(compiled_flops / images / 1e9, 3)
+  t, runs = torch_value(a, "train", a.batch, context) if a.folds == 1 else (None, None)
+  if runs:
+    extra["torch_runs"] = runs
+  return emit("train_images_per_s", ips, "images/s", context, t, **extra)
+
+
+def torch_value(a, what: str, batch: int, context: Dict, size: int = geometry.CANVAS):
+  """torch_best of the PyTorch reference with --vs-torch (on --device, default cuda on a GPU), else
+  (None, None)."""
+  if not a.vs_torch:
+    return None, None
+  device = a.device or ("cuda" if context["backend"] == "gpu" else "cpu")
+  return torch_best(pathlib.Path(a.torch_reference), what, batch, size, device, a.steps, a.warmup)
+
+
+def main(argv) -> List[Dict]:
+  """Measures the figures the flags ask for; prints one JSON line per figure and returns the rows."""
+  del argv
+  only = figures_to_run(FLAGS)
+  # Before this process touches a device: on a GPU the child would otherwise find its memory taken.
+  epoch = run_epochs(FLAGS) if "epoch" in only else None
+  sequential = run_sequential(FLAGS) if epoch is not None and FLAGS.sequential else None
+  dev = jax.devices()[0]
+  context = dict(model=FLAGS.model, batch=FLAGS.batch, size=geometry.CANVAS, dtype=FLAGS.dtype,
+                 device=dev.device_kind, backend=dev.platform, n_devices=jax.device_count())
+  rows, train_ips = device_rows(FLAGS, only, context)
   if epoch is not None:
-    rows.extend(epoch_rows(epoch, train_ips, context, a))
+    rows.extend(epoch_rows(epoch, train_ips, context, FLAGS))
   if sequential is not None:
     rows.append(emit("fold_parallel_speedup", sum(sequential) / epoch["process_s"],
                      "sequential / together wall time",
-                     dict(context, folds=a.folds, train_subset=a.train_subset),
+                     dict(context, folds=FLAGS.folds, train_subset=FLAGS.train_subset),
                      together_process_s=round(epoch["process_s"], 1),
                      sequential_process_s=[round(t, 1) for t in sequential]))
   return rows
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, define_flags, prog="salt_jax.bench")

@@ -59,7 +59,8 @@ def _nbytes(tree) -> int:
 
 
 class LatestCheckpoint:
-  """The `keep` (>= 2 in training) most recent end-of-epoch states of one fold run, for resuming after a crash or kill -9.
+  """The `keep` (>= 2 in training) most recent end-of-epoch states of one fold run, for resuming after a
+  crash or kill -9.
 
   `restore_latest` falls back to an older state when the newest cannot be read: the unreadable one is
   reported in one log line naming its path and moved to `corrupt_dir`, so training redoes that epoch.
@@ -74,7 +75,8 @@ class LatestCheckpoint:
   def _open(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         self._directory, item_names=("state", "loop"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True, cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                             cleanup_tmp_directories=True))
 
   def latest_epoch(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -182,13 +184,3 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
   except Exception as e:  # orbax raises many types; the user needs the path.
     raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
   return out.variables, out.meta
-
-
-def load_snapshot_meta(path) -> Dict[str, Any]:
-  """Only the metadata of a snapshot (cheap; no arrays read)."""
-  path = pathlib.Path(path).absolute()
-  try:
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-      return ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  except Exception as e:
-    raise WorkdirError(f"cannot read snapshot metadata {path} ({_one_line(e)})") from e

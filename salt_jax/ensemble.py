@@ -8,16 +8,15 @@ sigmoid(logit - threshold) instead (needs `predict --save_logits`). The same vot
 validation predictions gives the out-of-fold mAP of every model and of the ensemble.
 """
 import pathlib
-import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-from absl import app, flags, logging
+from absl import flags, logging
 
-from salt_jax import geometry, metrics, predict, rundir, viz
+from salt_jax import cli, geometry, metrics, predict, rundir, viz
 from salt_jax.data import kaggle, submission
-from salt_jax.data.errors import DataError
+from salt_jax.data.submission import Submission
 
 MODES = ("vote", "prob")
 
@@ -75,13 +74,13 @@ def model_vote(files: Sequence[pathlib.Path], mode: str = "vote") -> Tuple[np.nd
   return votes.ids, votes.mean()
 
 
-def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
-  """Equal-weight mean over models of their vote fractions (per tile, over the models that predicted
-  it), binarised at >= 0.5 (ties are salt): -> (ids (N,), masks (N,101,101) uint8)."""
+def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Submission:
+  """Equal-weight mean over models of their vote fractions ((ids (N,), votes (N,101,101)) per model; per
+  tile, over the models that predicted it), binarised at >= 0.5 (ties are salt)."""
   votes = Votes()
   for ids, vote in model_votes:
     votes.add(ids, vote)
-  return votes.ids, (votes.mean() >= 0.5).astype(np.uint8)
+  return Submission(votes.ids, votes.mean() >= 0.5)
 
 
 def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
@@ -108,14 +107,15 @@ def model_oof(workdir, kind: str = "max_map") -> Tuple[Dict[int, Dict], np.ndarr
           np.concatenate([folds[f]["vote"] for f in sorted(folds)]))
 
 
-def oof_masks(workdirs: Sequence[str], kind: str = "max_map") -> Tuple[np.ndarray, np.ndarray]:
-  """Out-of-fold ensemble masks: per model the cycle vote of each fold's validation tiles, then the
-  equal-weight model vote over the models that validated each tile, as for the test set
-  -> (ids (N,), masks (N,101,101) uint8)."""
+def oof_masks(workdirs: Sequence[str], kind: str = "max_map") -> Submission:
+  """Out-of-fold ensemble masks of the validation tiles: per model the cycle vote of each fold's
+  validation tiles, then the equal-weight model vote over the models that validated each tile, as for the
+  test set."""
   return combine_models([model_oof(wd, kind)[1:] for wd in workdirs])
 
 
-def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map") -> pd.DataFrame:
+def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map"
+              ) -> pd.DataFrame:
   """Out-of-fold mAP of each model's cycle vote per fold and pooled, and of the equal-weight ensemble
   (oof_masks: with pseudo-label parts validated on different folds, over their union)."""
   truth = lambda ids: np.stack([truth_by_id[i] for i in ids])
@@ -131,44 +131,53 @@ def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind:
     row["images"] = len(ids)
     rows.append(row)
   if len(workdirs) > 1:
-    ids, masks = combine_models(model_votes)
+    sub = combine_models(model_votes)
     rows.append({"model": "ensemble", "snapshots": sum(r["snapshots"] for r in rows),
-                 "OOF mAP": metrics.kaggle_map(masks, truth(ids)), "images": len(ids)})
+                 "OOF mAP": metrics.kaggle_map(sub.masks, truth(sub.ids)), "images": len(sub)})
   return pd.DataFrame(rows)
 
 
-def ensemble(workdirs: Sequence[str], out: str, data_dir: str, *, mode: str = "vote", kind: str = "max_map",
-             save_png: Optional[str] = None, oof: bool = True, oof_csv: Optional[str] = None
-             ) -> Optional[pd.DataFrame]:
-  """Votes the models' test predictions into a submission and returns the out-of-fold table."""
+def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mode: str = "vote",
+             kind: str = "max_map", save_png: Optional[str] = None, oof: bool = True,
+             oof_csv: Optional[str] = None) -> Optional[pd.DataFrame]:
+  """Votes the models' test predictions into the submission `out` and returns the out-of-fold table.
+
+  `source` gives sample_submission.csv's ids (checked before any vote), the train masks that score the
+  out-of-fold votes and the test images of `save_png`.
+  """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-  sample = submission.read_sample_ids(data_dir)  # fail before voting: missing, empty or unreadable
+  sample = submission.read_sample_ids(source.data_dir)  # fail before voting: missing, empty or unreadable
   model_votes = []
   for wd in workdirs:
     files = prediction_files(wd, kind)
     model_votes.append(model_vote(files, mode))
     logging.info("%s: %d snapshots vote", wd, len(files))
-  ids, masks = combine_models(model_votes)
-  submission.write_submission(out, ids, masks, sample)
-  logging.info("wrote %s (%d ids, %d with salt)", out, len(ids), int((masks.reshape(len(ids), -1).max(1)).sum()))
+  sub = combine_models(model_votes)
+  submission.write_submission(out, sub, sample)
+  logging.info("wrote %s (%d ids, %d with salt)", out, len(sub), int(sub.masks.any(axis=(1, 2)).sum()))
   table = None
   if oof:
-    train = kaggle.load_train(data_dir)
+    train = source.train()
     table = oof_table(workdirs, dict(zip(train.ids, train.masks)), kind)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   if oof_csv:
-    oof_ids, oof_pred = oof_masks(workdirs, kind)
-    submission.write_submission(oof_csv, oof_ids, oof_pred)
-    logging.info("wrote the out-of-fold masks of %d validation tiles to %s", len(oof_ids), oof_csv)
+    oof_sub = oof_masks(workdirs, kind)
+    submission.write_submission(oof_csv, oof_sub)
+    logging.info("wrote the out-of-fold masks of %d validation tiles to %s", len(oof_sub), oof_csv)
   if save_png:
-    test = kaggle.load_test(data_dir)
-    pick = np.random.default_rng(0).choice(len(ids), size=min(32, len(ids)), replace=False)
-    lookup = dict(zip(test.ids, test.images))
-    viz.save_png(save_png, viz.mask_grid(np.stack([lookup[i] for i in ids[pick]]), pred_masks=masks[pick],
-                                         labels=ids[pick]))
-    logging.info("wrote %s", save_png)
+    save_grid(save_png, sub, source.test())
   return table
+
+
+def save_grid(path: str, sub: Submission, test: kaggle.Samples, n: int = 32) -> None:
+  """A PNG grid of `n` seeded random test tiles of the submission with their masks."""
+  pick = np.random.default_rng(0).choice(len(sub), size=min(n, len(sub)), replace=False)
+  ids = sub.ids[pick]
+  lookup = dict(zip(test.ids, test.images))
+  grid = viz.mask_grid(np.stack([lookup[i] for i in ids]), pred_masks=sub.masks[pick], labels=ids)
+  viz.save_png(path, grid)
+  logging.info("wrote %s", path)
 
 
 FLAGS = flags.FLAGS
@@ -179,7 +188,9 @@ def define_flags() -> None:
   flags.DEFINE_list("workdirs", None, "One workdir per model; all its folds and cycles vote.")
   flags.DEFINE_string("out", None, "Submission CSV to write.")
   flags.DEFINE_string("data_dir", "../shared/tgs", "Kaggle data folder (sample_submission.csv, train masks).")
-  flags.DEFINE_enum("mode", "vote", list(MODES), "vote: cycle voting of binary masks; prob: mean probability.")
+  flags.DEFINE_string("cache_dir", None, "Cache of the decoded data (salt_jax.data.kaggle; default: none).")
+  flags.DEFINE_enum("mode", "vote", list(MODES), "vote: cycle voting of binary masks; prob: mean "
+                    "probability.")
   flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which snapshots' predictions.")
   flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
   flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
@@ -187,15 +198,12 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdirs", "out"])
 
 
-def main(argv):
+def main(argv) -> Optional[pd.DataFrame]:
   del argv
-  try:
-    ensemble(FLAGS.workdirs, FLAGS.out, FLAGS.data_dir, mode=FLAGS.mode, kind=FLAGS.kind,
-             save_png=FLAGS.save_png, oof=FLAGS.oof, oof_csv=FLAGS.oof_csv)
-  except (rundir.WorkdirError, DataError, ValueError) as e:
-    sys.exit(f"salt_jax.ensemble: {e}")
+  return ensemble(FLAGS.workdirs, FLAGS.out, kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir),
+                  mode=FLAGS.mode, kind=FLAGS.kind, save_png=FLAGS.save_png, oof=FLAGS.oof,
+                  oof_csv=FLAGS.oof_csv)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags, prog="salt_jax.ensemble", errors=(ValueError,))

@@ -3,18 +3,15 @@
 Per image: P = pred > threshold (strict), T = truth > 0.5, IoU = |T&P| / (|T|P| + 1e-5); a hit at each
 t in 0.50..0.95 if both are non-empty and IoU > t, or both are empty. The score is the mean of the 10 hits
 and the mAP is the mean score over images. `threshold_sweep` evaluates all 80 logit thresholds at once
-from per-image histograms of the logits; `threshold_sweep_jax` is a jittable equivalent for the device.
+from per-image histograms of the logits.
 """
 from typing import Tuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 IOU_THRESHOLDS = np.array([0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95])
 SWEEP_THRESHOLDS = np.arange(-0.5, 0.5, 0.0125)
 IOU_EPS = 1e-5
-_TWENTIETHS = np.rint(IOU_THRESHOLDS * 20).astype(np.int32)  # t = c / 20, for the exact integer form
 _CHUNK_PIXELS = 1 << 18
 
 
@@ -195,31 +192,3 @@ def best_threshold(logits, truth, thresholds=SWEEP_THRESHOLDS) -> Tuple[float, f
   maps = threshold_sweep(logits, truth, thresholds)
   j = int(np.argmax(maps))
   return float(maps[j]), float(thresholds[j])
-
-
-def threshold_sweep_jax(logits: jax.Array, truth: jax.Array, thresholds=SWEEP_THRESHOLDS,
-                        batch_size: int = 8) -> jax.Array:
-  """Jittable `threshold_sweep`: logits (N,H,W) float, truth (N,H,W) -> mAP (K,) float32.
-
-  thresholds are a host constant (K,). Logits are compared in float32 against the smallest float32
-  above each threshold, and hits use the exact integer form of IoU > c/20 (20|T&P| > c|T|P|), which the
-  +1e-5 never changes; so the result matches the NumPy version for float32 logits. One pass over the
-  data per threshold, `batch_size` thresholds at a time.
-  """
-  u = jnp.asarray(_strictly_above(np.asarray(thresholds, np.float64).reshape(-1), np.float32))
-  n = logits.shape[0]
-  x = logits.reshape(n, -1).astype(jnp.float32)
-  t = truth.reshape(n, -1) > 0.5
-  tsum = jnp.sum(t, axis=1, dtype=jnp.int32)
-
-  def counts(u_j):
-    p = x >= u_j
-    return jnp.sum(p & t, axis=1, dtype=jnp.int32), jnp.sum(p, axis=1, dtype=jnp.int32)
-
-  inter, psum = jax.lax.map(counts, u, batch_size=batch_size)  # (K, N) each
-  union = tsum + psum - inter
-  c = jnp.asarray(_TWENTIETHS)
-  both = (tsum > 0) & (psum > 0)
-  hits = both[..., None] & (20 * inter[..., None] > c * union[..., None])
-  hits = hits | ((tsum == 0) & (psum == 0))[..., None]
-  return jnp.sum(hits, axis=(1, 2), dtype=jnp.int32) / jnp.float32(n * len(IOU_THRESHOLDS))

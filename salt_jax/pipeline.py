@@ -7,24 +7,23 @@ predict, cycle-vote ensemble, jigsaw post-process. Stage 2: train the pseudo-lab
 uses test half k and fold `part_folds[k]`) with the stage-1 post-processed submission as labels,
 predict, ensemble, post-process -> final submission. Every finished step leaves a marker under
 <outdir>/done/, so re-running after a crash continues where it stopped (training itself also resumes
-mid-fold). Ends with a table of every stage's
-out-of-fold mAP and wall time.
+mid-fold). Every step reads the data through one `salt_jax.data.kaggle.DataSource` (config.data_dir and
+the decoded-data cache, by default <outdir>/cache), so the PNGs are decoded once. Ends with a table of
+every stage's out-of-fold mAP and wall time.
 """
 import json
 import pathlib
 import shutil
-import sys
 import time
 from typing import Any, Callable, Dict, List
 
 import ml_collections
 import pandas as pd
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import configlib, ensemble, fileio, predict, rundir, train
+from salt_jax import cli, configlib, ensemble, fileio, predict, train
 from salt_jax.data import kaggle, submission
-from salt_jax.data.errors import DataError
 from salt_jax.jigsaw import tasks as jigsaw
 
 
@@ -52,15 +51,15 @@ class Pipeline:
     return record["result"]
 
 
-def model_config(entry, data_dir: str, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
-  """A model entry {name, config (path), overrides} -> its training config."""
+def model_config(entry, source: kaggle.DataSource, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """A model entry {name, config (path), overrides} -> its training config, reading `source`."""
   path = pathlib.Path(entry["config"])
   if not path.exists() and not path.is_absolute():
     path = pathlib.Path(__file__).resolve().parents[1] / path  # relative to the repository
   config = configlib.load_config_file(path)
-  config.data_dir = data_dir
   config.update(dict(overrides))
   config.update(dict(entry.get("overrides", {})))
+  config.data_dir, config.cache_dir = source.data_dir, source.cache_dir or ""
   try:
     configlib.validate(config)
   except configlib.ConfigError as e:
@@ -72,7 +71,8 @@ def _oof(table: pd.DataFrame) -> Dict[str, Any]:
   return {"oof": table.to_dict(orient="records")}
 
 
-def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], data_dir: str, mosaics: str) -> str:
+def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: kaggle.DataSource,
+              mosaics: str) -> str:
   """Trains, predicts, ensembles and post-processes one stage; returns its post-processed CSV."""
   sdir = pipe.outdir / stage
   workdirs = []
@@ -85,12 +85,12 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], data_dir: 
               lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))))
     pipe.step(f"{stage}/predict/{run['name']}",
               lambda w=workdir: {"snapshots": [{k: m[k] for k in ("fold", "cycle", "val_map", "threshold")}
-                                                for m in predict.predict_workdir(w)]})
+                                                for m in predict.predict_workdir(w, source=source)]})
   sub = sdir / "ensemble.csv"
-  pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), data_dir,
+  pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), source,
                                                                 save_png=str(sdir / "ensemble.png"))))
   sub_pp = sdir / "ensemble-vertical-empty-smooth.csv"
-  pipe.step(f"{stage}/postprocess", lambda: jigsaw.postprocess(data_dir, str(sub), mosaics, str(sub_pp),
+  pipe.step(f"{stage}/postprocess", lambda: jigsaw.postprocess(source, str(sub), mosaics, str(sub_pp),
                                                                keep_intermediate=True))
   return str(sub_pp)
 
@@ -107,19 +107,17 @@ def _train_summary(summaries: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
 
 def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
   """Runs (or continues) both stages; writes <outdir>/submission.csv and returns the summary table."""
-  data_dir = config.data_dir
   overrides = dict(config.train_overrides)
-  if not overrides.get("cache_dir"):
-    overrides["cache_dir"] = str(pathlib.Path(outdir) / "cache")  # decode the PNGs once for every step
+  source = kaggle.DataSource(config.data_dir, overrides.get("cache_dir") or pathlib.Path(outdir) / "cache")
   # Every model config is built and validated before anything is written.
   stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
-                 config=model_config(e, data_dir, overrides)) for e in config.stage1.models]
-  stage2_base = [(e, model_config(e, data_dir, overrides)) for e in config.stage2.models]
-  kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data, before any output
+                 config=model_config(e, source, overrides)) for e in config.stage1.models]
+  stage2_base = [(e, model_config(e, source, overrides)) for e in config.stage2.models]
+  source.train()  # fail early on bad data, before any output
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"
-  pipe.step("jigsaw/solve", lambda: jigsaw.solve(data_dir, str(mosaics)))
-  pseudo_csv = run_stage(pipe, "stage1", stage1, data_dir, str(mosaics))
+  pipe.step("jigsaw/solve", lambda: jigsaw.solve(source, str(mosaics)))
+  pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics))
 
   stage2 = []
   for e, base in stage2_base:
@@ -129,8 +127,8 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
                pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed,
                pseudo_predict_other_half=config.stage2.get("predict_other_half", False))
       stage2.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
-  final = run_stage(pipe, "stage2", stage2, data_dir, str(mosaics)) if stage2 else pseudo_csv
-  submission.check_file(final, submission.read_sample_ids(data_dir))
+  final = run_stage(pipe, "stage2", stage2, source, str(mosaics)) if stage2 else pseudo_csv
+  submission.check_file(final, submission.read_sample_ids(source.data_dir))
   with fileio.atomic_path(pipe.outdir / "submission.csv") as tmp:
     shutil.copyfile(final, tmp)
   table = summary_table(pipe.records)
@@ -160,19 +158,16 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Command-line flags (defined only when run as a program)."""
-  config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/pipeline_*.py).", lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/pipeline_*.py).",
+                                  lock_config=True)
   flags.DEFINE_string("outdir", None, "Output directory of the whole pipeline.")
   flags.mark_flags_as_required(["config", "outdir"])
 
 
-def main(argv):
+def main(argv) -> pd.DataFrame:
   del argv
-  try:
-    run_pipeline(FLAGS.config, FLAGS.outdir)
-  except (configlib.ConfigError, rundir.WorkdirError, DataError) as e:
-    sys.exit(f"salt_jax.pipeline: {e}")
+  return run_pipeline(FLAGS.config, FLAGS.outdir)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=configlib.parse_flags)
+  cli.run(main, define_flags, prog="salt_jax.pipeline")

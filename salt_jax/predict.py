@@ -15,19 +15,17 @@ With `--config` and `--config.init_from=<file.pth>`, a checkpoint of the origina
 config is recorded there like a training run's, so `ensemble` votes it with the workdir's other snapshots.
 """
 import json
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (checkpoints, configlib, fileio, gating, geometry, inference, models, parallel, pseudo,
+from salt_jax import (checkpoints, cli, configlib, fileio, gating, geometry, inference, models, parallel, pseudo,
                       rundir)
 from salt_jax.data import kaggle
-from salt_jax.data.errors import DataError
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
@@ -86,11 +84,12 @@ def abstract_variables(model) -> Any:
 
 
 def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]] = None,
-                    data_dir: Optional[str] = None, batch_size: Optional[int] = None,
+                    source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
                     save_logits: bool = False, overwrite: bool = False) -> List[Dict[str, Any]]:
   """Predicts every snapshot of `kind` in the workdir (or of the listed folds); returns their metadata.
 
-  Holds the workdir's lock, so it never reads a snapshot that a training run is writing.
+  Reads the data of `source` (default: each fold's config.data_dir and config.cache_dir). Holds the
+  workdir's lock, so it never reads a snapshot that a training run is writing.
   """
   run = rundir.RunDir(workdir)
   snapshots = run.snapshots(kind)
@@ -102,12 +101,12 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
   if not snapshots:
     raise rundir.WorkdirError(f"no {kind} snapshots in {workdir}; train a fold first")
   with run.lock(jax.process_index()):
-    predictor = _SnapshotPredictor(run, kind, data_dir, batch_size, save_logits)
+    predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
     return [predictor(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
 
 
 def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
-                     data_dir: Optional[str] = None, batch_size: Optional[int] = None,
+                     source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
                      save_logits: bool = False) -> Dict[str, Any]:
   """Predicts a whole-model checkpoint of the original solution (config.init_from) as the `kind` snapshot
   (config.fold, cycle) of `workdir`; records the config there (as training would) and returns the metadata.
@@ -125,7 +124,7 @@ def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
     if jax.process_index() == 0:
       run.record_run(config)
     variables = convert.load_original(config.init_from, config.model)
-    predictor = _SnapshotPredictor(run, kind, data_dir, batch_size, save_logits)
+    predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
     meta = dict(fold=config.fold, cycle=cycle, model=config.model, kind=kind, init_from=str(config.init_from))
     return predictor.predict(config, config.fold, cycle, variables, meta, str(config.init_from))
 
@@ -142,19 +141,19 @@ def tune_gate(config, valid: inference.Outputs, truth: np.ndarray) -> Tuple[floa
 class _SnapshotPredictor:
   """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
 
-  def __init__(self, run: rundir.RunDir, kind: str, data_dir: Optional[str], batch_size: Optional[int],
-               save_logits: bool):
-    self.run, self.kind, self.data_dir, self.batch_size, self.save_logits = (run, kind, data_dir, batch_size,
-                                                                             save_logits)
+  def __init__(self, run: rundir.RunDir, kind: str, source: Optional[kaggle.DataSource],
+               batch_size: Optional[int], save_logits: bool):
+    self.run, self.kind, self.source, self.batch_size, self.save_logits = (run, kind, source, batch_size,
+                                                                           save_logits)
     self.mesh = parallel.make_mesh()
     self._data, self._predictors = {}, {}
 
   def _load(self, config):
-    """(train set, test set) of the folder the fold was trained on (or --data_dir)."""
-    key = (self.data_dir or config.data_dir, config.cache_dir or None)
-    if key not in self._data:
-      self._data[key] = (kaggle.load_train(key[0], cache_dir=key[1]), kaggle.load_test(key[0], cache_dir=key[1]))
-    return self._data[key]
+    """(train set, test set) of the source, or of the folder and cache the fold was trained with."""
+    source = self.source or kaggle.DataSource(config.data_dir, config.cache_dir)
+    if source not in self._data:
+      self._data[source] = (source.train(), source.test())
+    return self._data[source]
 
   def _predictor(self, config, model) -> inference.Predictor:
     canvas = config.get("input_size", geometry.CANVAS)
@@ -215,6 +214,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which per-cycle snapshots to use.")
   flags.DEFINE_list("folds", None, "Folds to predict (default: every trained fold).")
   flags.DEFINE_string("data_dir", None, "Kaggle data folder (default: the one the fold was trained on).")
+  flags.DEFINE_string("cache_dir", None, "With --data_dir: cache of its decoded data (default: the fold's "
+                      "data folder and cache, as trained).")
   flags.DEFINE_integer("batch_size", None, "Inference batch (default: the config's eval_batch_size).")
   flags.DEFINE_bool("save_logits", False, "Also keep float16 logits (needed for probability averaging).")
   flags.DEFINE_bool("overwrite", False, "Predict again even if a snapshot's predictions exist.")
@@ -225,24 +226,20 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
+def main(argv) -> List[Dict[str, Any]]:
+  """Predicts as the flags say; prints one JSON line (fold, cycle, val_map, threshold) per snapshot."""
   del argv
-  try:
-    if FLAGS.config is not None:
-      results = [predict_original(FLAGS.workdir, FLAGS.config, cycle=FLAGS.cycle, kind=FLAGS.kind,
-                                  data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
-                                  save_logits=FLAGS.save_logits)]
-    else:
-      results = predict_workdir(FLAGS.workdir, kind=FLAGS.kind,
-                                folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
-                                data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
-                                save_logits=FLAGS.save_logits, overwrite=FLAGS.overwrite)
-  except (configlib.ConfigError, rundir.WorkdirError, DataError) as e:
-    sys.exit(f"salt_jax.predict: {e}")
+  common = dict(kind=FLAGS.kind, batch_size=FLAGS.batch_size, save_logits=FLAGS.save_logits,
+                source=kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir) if FLAGS.data_dir else None)
+  if FLAGS.config is not None:
+    results = [predict_original(FLAGS.workdir, FLAGS.config, cycle=FLAGS.cycle, **common)]
+  else:
+    results = predict_workdir(FLAGS.workdir, folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
+                              overwrite=FLAGS.overwrite, **common)
   for r in results:
     print(json.dumps({k: r[k] for k in ("fold", "cycle", "val_map", "threshold") if k in r}))
+  return results
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=configlib.parse_flags)
+  cli.run(main, define_flags, prog="salt_jax.predict")

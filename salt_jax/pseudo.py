@@ -5,7 +5,7 @@ each sample of an epoch is, with probability `pseudo_prob`, replaced by a tile d
 replacement from the chosen half, labelled with its pseudo mask; validation stays on real labels.
 """
 import pathlib
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ def load_or_make_split(path, ids: Sequence[str], seed: int) -> np.ndarray:
 
 def read_pseudo_masks(csv_path, ids: Sequence[str]) -> np.ndarray:
   """(N,101,101) uint8 pseudo masks for `ids` from a submission CSV; an id it lacks is an error."""
-  return submission.read_submission(csv_path, ids)[1]
+  return submission.read_submission(csv_path, ids).masks
 
 
 def mix_epoch(rng: np.random.Generator, real_order: np.ndarray, n_real: int, n_pseudo: int,

@@ -5,11 +5,15 @@ whole-model ratio against PyTorch that `python -m salt_jax.bench --vs-torch` rep
 
   python scripts/conv_profile.py [--threads=2] [--repeats=5]
 """
-import argparse
 import json
 import time
 
 import numpy as np
+from absl import flags
+
+from salt_jax import cli
+
+FLAGS = flags.FLAGS
 
 # (batch, height=width, in channels, out channels): encoder stage 1/2 and the 128x128 decoder convs.
 SHAPES = ((16, 64, 64, 64), (16, 32, 128, 128), (16, 128, 64, 32))
@@ -55,20 +59,23 @@ def torch_times(n, h, c, k, repeats):
           "dw": median_ms(lambda: torch.autograd.grad(y, layer.weight, dy, retain_graph=True), repeats)}
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
-  parser.add_argument("--repeats", type=int, default=5)
-  args = parser.parse_args(argv)
+def define_flags() -> None:
+  flags.DEFINE_integer("threads", 2, "PyTorch intra-op threads.")
+  flags.DEFINE_integer("repeats", 5, "Timed calls per figure (the median is reported).")
+
+
+def main(argv) -> None:
+  del argv
   import torch
-  torch.set_num_threads(args.threads)
+  torch.set_num_threads(FLAGS.threads)
   for n, h, c, k in SHAPES:
-    j, t = jax_times(n, h, c, k, args.repeats), torch_times(n, h, c, k, args.repeats)
+    j, t = jax_times(n, h, c, k, FLAGS.repeats), torch_times(n, h, c, k, FLAGS.repeats)
     gflop = 2 * n * h * h * c * k * 9 / 1e9
     print(json.dumps({"shape": f"{n}x{h}x{h}x{c}->{k}", "gflop": round(gflop, 2),
-                      **{f"jax_{p}_ms": round(j[p], 1) for p in j}, **{f"torch_{p}_ms": round(t[p], 1) for p in t},
+                      **{f"jax_{p}_ms": round(j[p], 1) for p in j},
+                      **{f"torch_{p}_ms": round(t[p], 1) for p in t},
                       **{f"{p}_jax_speed_vs_torch": round(t[p] / j[p], 2) for p in j}}))
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, define_flags, prog="scripts/conv_profile.py")

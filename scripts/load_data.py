@@ -5,17 +5,20 @@
 With --cache_dir the splits are loaded twice: cold (decoding PNGs, writing the cache) and warm (from it).
 --out writes train_ids/train_images/train_masks/test_ids/test_images (uint8) with np.savez_compressed.
 """
-import argparse
 import pathlib
 import sys
 import time
 
 import numpy as np
+from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from salt_jax import cli  # noqa: E402
 from salt_jax.data import kaggle  # noqa: E402
+
+FLAGS = flags.FLAGS
 
 
 def _load(data_dir, cache_dir, label):
@@ -33,22 +36,24 @@ def _load(data_dir, cache_dir, label):
   return out
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "tgs"), help="Kaggle TGS folder.")
-  parser.add_argument("--cache_dir", default="", help="Cache the decoded splits here (tgs_<split>.npz).")
-  parser.add_argument("--out", default="", help="Optional compact npz of train and test arrays.")
-  args = parser.parse_args(argv)
+def define_flags() -> None:
+  flags.DEFINE_string("data_dir", str(REPO.parent / "shared" / "tgs"), "Kaggle TGS folder.")
+  flags.DEFINE_string("cache_dir", "", "Cache the decoded splits here (tgs_<split>.npz).")
+  flags.DEFINE_string("out", "", "Optional compact npz of train and test arrays.")
+
+
+def main(argv) -> None:
+  del argv
   start = time.perf_counter()
-  train, test = _load(args.data_dir, args.cache_dir or None, "cold")
+  train, test = _load(FLAGS.data_dir, FLAGS.cache_dir or None, "cold")
   print(f"cold  total: {time.perf_counter() - start:.2f} s")
-  if args.cache_dir:
+  if FLAGS.cache_dir:
     start = time.perf_counter()
-    _load(args.data_dir, args.cache_dir, "warm")
+    _load(FLAGS.data_dir, FLAGS.cache_dir, "warm")
     print(f"warm  total: {time.perf_counter() - start:.2f} s")
-  if args.out:
+  if FLAGS.out:
     start = time.perf_counter()
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, train_ids=train.ids, train_images=train.images, train_masks=train.masks,
                         test_ids=test.ids, test_images=test.images)
@@ -56,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, define_flags, prog="scripts/load_data.py")

@@ -29,8 +29,8 @@ def _cv2_pad(img, top, left):
 
 
 def test_constants():
-  assert (augment.IMAGE_SIZE, augment.CANVAS, augment.PAD_TOTAL, augment.PAD_CENTER) == (101, 128, 27, 13)
-  assert (augment.IMAGE_SIZE, augment.CANVAS, augment.PAD_TOTAL, augment.PAD_CENTER) == (
+  assert (augment.TILE, augment.CANVAS, augment.PAD_TOTAL, augment.PAD_CENTER) == (101, 128, 27, 13)
+  assert (augment.TILE, augment.CANVAS, augment.PAD_TOTAL, augment.PAD_CENTER) == (
       geometry.TILE, geometry.CANVAS, geometry.PAD_TOTAL, geometry.PAD_CENTER)   # one definition
   assert augment.SHIFT_RANGE == (-13, 13)
 

@@ -2,17 +2,23 @@
 import functools
 import json
 import subprocess
+import types
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from salt_jax import bench, configlib, fileio, models, rundir, steps
+from salt_jax import bench, cli, configlib, fileio, models, rundir, steps
 import optim
 
 
+def _bench(argv):
+  """`python -m salt_jax.bench` with these arguments, run in this process; its rows."""
+  return cli.run(bench.main, bench.define_flags, prog="salt_jax.bench", argv=argv)
+
+
 def test_bench_prints_one_json_line_per_figure(capsys):
-  rows = bench.main(["--model=model_tiny", "--batch=2", "--steps=1", "--warmup=0", "--lovasz_batch=2"])
+  rows = _bench(["--model=model_tiny", "--batch=2", "--steps=1", "--warmup=0", "--lovasz_batch=2"])
   lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
   assert [r["figure"] for r in lines] == ["train_images_per_s", "infer_tta_images_per_s", "lovasz_fwd_bwd_ms",
                                           "metric_sweep_s"]
@@ -31,7 +37,7 @@ def test_bench_refuses_bad_options():
   for argv in (["--size=256"], ["--folds=0"], ["--only=epoch"], ["--only=train,epochs"],
                ["--only=epoch", "--data_dir=x", "--epoch_cycle=1"]):
     with pytest.raises(SystemExit):
-      bench.main(argv)
+      _bench(argv)
 
 
 def _lowered_gflop_per_image(name, batch=2):
@@ -55,7 +61,7 @@ def test_two_fold_step(capsys):
   """The training program's fold step (fold_map vmap here; loop and vmap are compared in
   tests/test_fold_parallel.py)."""
   fold_map = "vmap"
-  rows = bench.main(["--model=model_tiny", "--batch=2", "--steps=1", "--warmup=0", "--only=train",
+  rows = _bench(["--model=model_tiny", "--batch=2", "--steps=1", "--warmup=0", "--only=train",
                      "--folds=2", f"--fold_map={fold_map}"])
   assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == rows
   (row,) = rows
@@ -65,30 +71,25 @@ def test_two_fold_step(capsys):
   assert row["gflop_per_image"] == pytest.approx(_lowered_gflop_per_image("model_tiny"), rel=1e-3)
 
 
-def _record(epoch, seg_loss, ips, seconds, epoch_seconds=None, **extra):
-  r = dict(epoch=epoch, cycle=None if seg_loss == "bce_dice" else 0, seg_loss=seg_loss, loss=1.0,
-           images_per_s=ips, seconds=seconds, **extra)
-  if epoch_seconds is not None:
-    r["epoch_seconds"] = epoch_seconds
-  return r
+def _record(epoch, seg_loss, ips, seconds, epoch_seconds, **extra):
+  return dict(epoch=epoch, cycle=None if seg_loss == "bce_dice" else 0, seg_loss=seg_loss, loss=1.0,
+              images_per_s=ips, seconds=seconds, epoch_seconds=epoch_seconds, **extra)
 
 
 STARTUP = {"data": 1.0, "init": 2.0, "restore": 0.0, "compile": 3.0, "first_step": 7.5}
 
 
-def _history(startup=STARTUP, whole=True):
+def _history(startup=STARTUP):
   """2 BCE+Dice + 3 Lovasz epochs of 64 images; the first epoch of each loss is slow (compilation)."""
-  w = lambda s: s if whole else None
-  return [_record(0, "bce_dice", 8.0, 8.0, w(20.0), **({"startup": startup} if startup else {})),
-          _record(1, "bce_dice", 32.0, 2.0, w(4.0)),
-          _record(2, "lovasz", 4.0, 16.0, w(30.0)),
-          _record(3, "lovasz", 16.0, 4.0, w(5.0)),
-          _record(4, "lovasz", 32.0, 2.0, w(3.0))]
+  return [_record(0, "bce_dice", 8.0, 8.0, 20.0, startup=startup),
+          _record(1, "bce_dice", 32.0, 2.0, 4.0),
+          _record(2, "lovasz", 4.0, 16.0, 30.0),
+          _record(3, "lovasz", 16.0, 4.0, 5.0),
+          _record(4, "lovasz", 32.0, 2.0, 3.0)]
 
 
 def test_history_figures_leave_out_the_first_epoch_of_each_loss():
-  f = bench.history_figures({0: _history()}, batch=8)
-  assert f["missing"] == []
+  f = bench.history_figures({0: _history()})
   assert f["bce_dice"] == {"epochs": 1, "images_per_s": 32.0, "whole_epoch_images_per_s": 16.0}
   # 128 images in 4 + 2 training seconds and 5 + 3 wall seconds.
   assert f["lovasz"]["epochs"] == 2
@@ -99,18 +100,11 @@ def test_history_figures_leave_out_the_first_epoch_of_each_loss():
 
 def test_history_figures_sum_the_folds_of_a_fold_parallel_run():
   slow = dict(STARTUP, first_step=9.0)
-  f = bench.history_figures({0: _history(), 1: _history(startup=slow)}, batch=8)
+  f = bench.history_figures({0: _history(), 1: _history(startup=slow)})
   # The folds train in the same seconds, each record counting its own fold's images: they add up.
   assert f["lovasz"]["images_per_s"] == pytest.approx(256 / 6)
   assert f["lovasz"]["whole_epoch_images_per_s"] == pytest.approx(256 / 8)
   assert f["startup"]["first_step"] == 9.0
-
-
-def test_history_figures_without_the_new_fields():
-  f = bench.history_figures({0: _history(startup=None, whole=False)}, batch=8)
-  assert f["missing"] == ["epoch_seconds", "startup"]
-  assert f["lovasz"]["images_per_s"] == pytest.approx(128 / 6)
-  assert f["lovasz"]["whole_epoch_images_per_s"] is None and f["startup"] is None
 
 
 def _fake_train(histories):
@@ -129,7 +123,7 @@ def _fake_train(histories):
 def test_epoch_figures_from_the_training_program(monkeypatch, capsys, tmp_path):
   run, calls = _fake_train({0: _history(), 1: _history()})
   monkeypatch.setattr(bench.subprocess, "run", run)
-  rows = bench.main(["--model=model_tiny", "--batch=8", "--only=epoch", f"--data_dir={tmp_path}", "--folds=2",
+  rows = _bench(["--model=model_tiny", "--batch=8", "--only=epoch", f"--data_dir={tmp_path}", "--folds=2",
                      "--train_subset=64", f"--epoch_workdir={tmp_path / 'w'}"])
   (cmd,) = calls
   assert cmd[1:3] == ["-m", "salt_jax.train"]
@@ -153,7 +147,7 @@ def test_fold_parallel_speedup_compares_together_with_each_fold_alone(monkeypatc
   monkeypatch.setattr(bench.subprocess, "run", run)
   clock = iter([0.0, 10.0, 10.0, 16.0, 16.0, 23.0])  # together 10 s, then fold 0 alone 6 s, fold 1 alone 7 s
   monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
-  rows = bench.main(["--model=model_tiny", "--batch=8", "--only=epoch", f"--data_dir={tmp_path}", "--folds=2",
+  rows = _bench(["--model=model_tiny", "--batch=8", "--only=epoch", f"--data_dir={tmp_path}", "--folds=2",
                      "--sequential"])
   assert [c[c.index("-m") + 1:][0] for c in calls] == ["salt_jax.train"] * 3
   assert "--config.folds=0,1" in calls[0] and "--config.fold=0" in calls[1] and "--config.fold=1" in calls[2]
@@ -161,23 +155,13 @@ def test_fold_parallel_speedup_compares_together_with_each_fold_alone(monkeypatc
   assert row["value"] == pytest.approx(1.3) and row["together_process_s"] == 10.0
   assert row["sequential_process_s"] == [6.0, 7.0]
   with pytest.raises(SystemExit):
-    bench.main(["--only=epoch", f"--data_dir={tmp_path}", "--folds=1", "--sequential"])
-
-
-def test_epoch_figures_say_what_the_history_lacks(monkeypatch, capsys, tmp_path):
-  run, calls = _fake_train({0: _history(startup=None, whole=False)})
-  monkeypatch.setattr(bench.subprocess, "run", run)
-  rows = bench.main(["--model=model_tiny", "--only=epoch", f"--data_dir={tmp_path}"])
-  assert not any(c.startswith("--config.folds") for c in calls[0])
-  assert [r["figure"] for r in rows] == ["epoch_images_per_s"]
-  assert rows[0]["whole_epoch_images_per_s"] is None
-  assert "has no epoch_seconds, startup field(s)" in capsys.readouterr().err
+    _bench(["--only=epoch", f"--data_dir={tmp_path}", "--folds=1", "--sequential"])
 
 
 def test_loop_efficiency_is_epoch_over_compiled_step(capsys):
-  figures = bench.history_figures({0: _history()}, batch=8)
+  figures = bench.history_figures({0: _history()})
   figures["process_s"] = 12.0
-  args = bench.argparse.Namespace(folds=1, train_subset=0, epoch_warmup=2, epoch_cycle=3,
+  args = types.SimpleNamespace(folds=1, train_subset=0, epoch_warmup=2, epoch_cycle=3,
                                   compilation_cache_dir="")
   rows = bench.epoch_rows(figures, 128 / 3, {"model": "model_tiny"}, args)
   assert [r["figure"] for r in rows] == ["epoch_images_per_s", "loop_efficiency", "startup_s"]
@@ -188,7 +172,7 @@ def test_a_failed_training_run_is_reported(monkeypatch, tmp_path):
   fail = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "salt_jax.train: unknown config key 'x'")
   monkeypatch.setattr(bench.subprocess, "run", fail)
   with pytest.raises(RuntimeError, match="unknown config key 'x'"):
-    bench.main(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
+    _bench(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
 
 
 @pytest.mark.slow
@@ -197,8 +181,7 @@ def test_history_of_a_real_training_run(tiny_run):
   one 2-epoch Lovasz cycle of model_tiny on real tiles, trained once for several test files). A real
   `--data_dir` bench run starts a cold training process (~100 s on 2 busy cores), so it is not run here."""
   config, workdir, _ = tiny_run
-  f = bench.history_figures(bench.read_histories(workdir, [0]), config.batch_size)
-  assert f["missing"] == []
+  f = bench.history_figures(bench.read_histories(workdir, [0]))
   assert f["lovasz"]["epochs"] == 1 and f["lovasz"]["images_per_s"] > 0
   assert 0 < f["lovasz"]["whole_epoch_images_per_s"] <= f["lovasz"]["images_per_s"]
   assert f["bce_dice"] == {"epochs": 0, "images_per_s": None, "whole_epoch_images_per_s": None}

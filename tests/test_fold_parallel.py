@@ -169,8 +169,8 @@ def _assert_same_fold(config, workdir_a, workdir_b, fold, atol=1e-5):
   cycles = lambda r: [(f, c) for f, c, _ in r.snapshots() if f == fold]
   assert cycles(ra) == cycles(rb)
   for kind in rundir.SNAPSHOT_KINDS:
-    ma = checkpoints.load_snapshot_meta(ra.snapshot_dir(fold, 0, kind))
-    mb = checkpoints.load_snapshot_meta(rb.snapshot_dir(fold, 0, kind))
+    ma = checkpoints.load_snapshot(ra.snapshot_dir(fold, 0, kind))[1]
+    mb = checkpoints.load_snapshot(rb.snapshot_dir(fold, 0, kind))[1]
     assert ma["epoch"] == mb["epoch"] and ma["fold"] == mb["fold"] == fold
 
 

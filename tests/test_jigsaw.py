@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax.data import DataError
+from salt_jax import cli
+from salt_jax.data import DataError, DataSource
 from salt_jax.data import rle as rle_lib
 from salt_jax.data import submission
-from salt_jax.jigsaw import __main__ as cli
+from salt_jax.data.submission import Submission
+from salt_jax.jigsaw import __main__ as jigsaw_main
 from salt_jax.jigsaw import edges, effect, render, rules, solver, tables, tasks
 
 S = 101
@@ -150,8 +152,19 @@ def _area(n):
   return m.reshape(S, S)
 
 
+def _sub(masks):
+  """{id: (101,101) mask} -> Submission."""
+  return Submission(list(masks), np.stack(list(masks.values())) if masks else np.zeros((0, S, S)))
+
+
+def _jigsaw(*argv):
+  """`python -m salt_jax.jigsaw ARGV`, run in this process; what its task returned."""
+  return cli.run(jigsaw_main.main, jigsaw_main.define_flags, prog="salt_jax.jigsaw",
+                 commands=jigsaw_main.COMMANDS, argv=list(argv))
+
+
 def _run(cells, known, unknown, steps, max_mosaic_id=rules.MAX_MOSAIC_ID, mosaic_id=0):
-  res = rules.apply_rules(_mosaic(cells, mosaic_id), known, unknown, steps, max_mosaic_id)
+  res = rules.apply_rules(_mosaic(cells, mosaic_id), known, _sub(unknown), steps, max_mosaic_id)
   return res.stages[steps[-1]], res.changed[steps[-1]]
 
 
@@ -301,13 +314,13 @@ def _effect_case():
 def test_rule_effect_function():
   cells, truth = _effect_case()
   table = effect.rule_effect(_mosaic(cells), {"k": truth["k"], "o": truth["o"]},
-                             {"v": EMPTY, "w": EMPTY}, truth)
+                             _sub({"v": EMPTY, "w": EMPTY}), truth)
   cum = table[table["mode"] == "cumulative"].set_index("step")
   assert table.iloc[0]["map"] == pytest.approx(0.5)  # w right (empty), v wrong
   assert cum.loc["vertical", "map"] == pytest.approx(1.0) and cum.loc["vertical", "n_changed"] == 1
   assert cum.loc["empty", "n_changed"] == 0
   with pytest.raises(ValueError):
-    effect.rule_effect(_mosaic(cells), truth, {"v": EMPTY}, truth)  # evaluated ids may not be known
+    effect.rule_effect(_mosaic(cells), truth, _sub({"v": EMPTY}), truth)  # evaluated ids may not be known
 
 
 def test_rule_effect_script(tmp_path):
@@ -315,14 +328,15 @@ def test_rule_effect_script(tmp_path):
   _fake_data_dir(tmp_path / "data", truth)
   submission.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
   pd.DataFrame({"id": ["k", "v", "o", "w"], "fold": [0, 1, 0, 1]}).to_csv(tmp_path / "folds.csv", index=False)
-  tables.write_submission({"v": EMPTY, "w": EMPTY}, tmp_path / "pred.csv")
+  submission.write_submission(tmp_path / "pred.csv", _sub({"v": EMPTY, "w": EMPTY}))
   script = REPO / "scripts" / "jigsaw_rule_effect.py"
   spec = importlib.util.spec_from_file_location("jigsaw_rule_effect", script)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  table = mod.main([f"--data_dir={tmp_path / 'data'}", f"--mosaics={tmp_path / 'mosaics.csv'}",
-                    f"--folds={tmp_path / 'folds.csv'}", "--fold=1", f"--predictions={tmp_path / 'pred.csv'}",
-                    f"--out={tmp_path / 'effect.csv'}"])
+  table = cli.run(mod.main, mod.define_flags, prog="scripts/jigsaw_rule_effect.py", argv=[
+      f"--data_dir={tmp_path / 'data'}", f"--mosaics={tmp_path / 'mosaics.csv'}",
+      f"--folds={tmp_path / 'folds.csv'}", "--fold=1", f"--predictions={tmp_path / 'pred.csv'}",
+      f"--out={tmp_path / 'effect.csv'}"])
   assert list(table["map"].round(3)[:4]) == [0.5, 1.0, 1.0, 1.0]
   assert (tmp_path / "effect.csv").exists()
 
@@ -332,22 +346,21 @@ def test_postprocess_and_render_cli(tmp_path, capsys):
   known = {"k": truth["k"], "o": truth["o"]}
   _fake_data_dir(tmp_path / "data", known, test_ids=["w", "v"])
   submission.write_csv_atomic(_mosaic(cells), tmp_path / "mosaics.csv")
-  tables.write_submission({"v": EMPTY, "w": BLOB}, tmp_path / "sub.csv")
-  cli.main(["postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
-            f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'pp.csv'}", "--keep_intermediate"])
+  submission.write_submission(tmp_path / "sub.csv", _sub({"v": EMPTY, "w": BLOB}))
+  _jigsaw("postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
+          f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'pp.csv'}", "--keep_intermediate")
   assert capsys.readouterr().out.splitlines() == [  # the printed report is part of the CLI's contract
       "vertical: 1 tiles changed {'vertical_2': 1}", "empty: 0 tiles changed {}",
       "smooth: 0 tiles changed {}",
       f"-> {tmp_path / 'pp.csv'}"]
-  out = tables.read_submission(tmp_path / "pp.csv")
+  out = submission.read_submission(tmp_path / "pp.csv")
   assert list(out) == ["v", "w"]
   np.testing.assert_array_equal(out["v"], STRIPES)
   assert (tmp_path / "pp.vertical.csv").exists() and (tmp_path / "pp.vertical-empty.csv").exists()
   assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
   with pytest.raises(SystemExit) as exit_info:
-    cli.main(["postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
-              f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'x.csv'}",
-              "--steps=vertical,emtpy"])
+    _jigsaw("postprocess", f"--data_dir={tmp_path / 'data'}", f"--submission={tmp_path / 'sub.csv'}",
+            f"--mosaics={tmp_path / 'mosaics.csv'}", f"--out={tmp_path / 'x.csv'}", "--steps=vertical,emtpy")
   assert exit_info.value.code == 2 and "unknown rule step(s) 'emtpy'" in capsys.readouterr().err
   images = {t: np.full((S, S), 100, np.uint8) for t in truth}
   rgb = render.render_mosaic(_mosaic(cells), images, known, out)
@@ -366,20 +379,20 @@ def _postprocess_case(root: pathlib.Path):
 
 def test_postprocess_task_returns_its_results(tmp_path):
   data, sub, mosaics, out = _postprocess_case(tmp_path)
-  tables.write_submission({"w": BLOB, "v": EMPTY}, sub)
-  res = tasks.postprocess(data, sub, mosaics, out, keep_intermediate=True)
+  submission.write_submission(sub, _sub({"w": BLOB, "v": EMPTY}))
+  res = tasks.postprocess(DataSource(data), sub, mosaics, out, keep_intermediate=True)
   assert res == json.loads(json.dumps(res))  # plain values: the pipeline records them in its step markers
   assert res["steps"] == {"vertical": {"changed": 1, "by_rule": {"vertical_2": 1}},
                           "empty": {"changed": 0, "by_rule": {}}, "smooth": {"changed": 0, "by_rule": {}}}
   assert res["tiles"] == 2 and res["out"] == str(out)
   assert res["intermediate"] == [str(tmp_path / "pp.vertical.csv"), str(tmp_path / "pp.vertical-empty.csv")]
-  pp = tables.read_submission(out)
+  pp = submission.read_submission(out)
   assert list(pp) == ["w", "v"]  # the submission's row order
   np.testing.assert_array_equal(pp["v"], STRIPES)
-  res = tasks.postprocess(data, sub, mosaics, tmp_path / "only_empty.csv", steps=("empty",))
+  res = tasks.postprocess(DataSource(data), sub, mosaics, tmp_path / "only_empty.csv", steps=("empty",))
   assert list(res["steps"]) == ["empty"] and res["intermediate"] == []
   with pytest.raises(ValueError, match="unknown rule step.*'vert'"):
-    tasks.postprocess(data, sub, mosaics, tmp_path / "x.csv", steps=("vert",))
+    tasks.postprocess(DataSource(data), sub, mosaics, tmp_path / "x.csv", steps=("vert",))
   assert not (tmp_path / "x.csv").exists()
 
 
@@ -394,10 +407,10 @@ def test_postprocess_rejects_submissions_without_exactly_the_sample_ids(tmp_path
   out.write_text("previous\n")
   before = sorted(p.name for p in tmp_path.iterdir())
   with pytest.raises(DataError, match=message):
-    tasks.postprocess(data, sub, mosaics, out, keep_intermediate=True)
+    tasks.postprocess(DataSource(data), sub, mosaics, out, keep_intermediate=True)
   with pytest.raises(SystemExit) as exit_info:
-    cli.main(["postprocess", f"--data_dir={data}", f"--submission={sub}", f"--mosaics={mosaics}",
-              f"--out={out}", "--keep_intermediate"])
+    _jigsaw("postprocess", f"--data_dir={data}", f"--submission={sub}", f"--mosaics={mosaics}",
+            f"--out={out}", "--keep_intermediate")
   assert exit_info.value.code == 1
   err = capsys.readouterr().err
   assert "postprocess: error:" in err and str(sub) in err and "np." not in err
@@ -407,10 +420,10 @@ def test_postprocess_rejects_submissions_without_exactly_the_sample_ids(tmp_path
 
 def test_postprocess_needs_a_readable_sample_submission(tmp_path):
   data, sub, mosaics, out = _postprocess_case(tmp_path)
-  tables.write_submission({"v": EMPTY, "w": EMPTY}, sub)
+  submission.write_submission(sub, _sub({"v": EMPTY, "w": EMPTY}))
   (data / "sample_submission.csv").write_bytes(b"id,rle_mask\n\xe9t\xe9,\n")
   with pytest.raises(DataError, match=r"cannot parse .*sample_submission\.csv.*utf-8"):
-    tasks.postprocess(data, sub, mosaics, out)
+    tasks.postprocess(DataSource(data), sub, mosaics, out)
   assert not out.exists()
 
 
@@ -428,7 +441,8 @@ def test_bad_mosaic_table_names_the_file(tmp_path):
 
 def test_solve_postprocess_render_tasks_on_real_tiles(mini_data_dir, tmp_path):
   mosaics = tmp_path / "mosaics.csv"
-  res = tasks.solve(mini_data_dir, mosaics)
+  source = DataSource(mini_data_dir)
+  res = tasks.solve(source, mosaics)
   assert res == json.loads(json.dumps(res)) and res["out"] == str(mosaics)
   assert res["stats"]["n_tiles"] == 120 and set(res["seconds"]) == {"load", "solve"}
   table = tables.read_mosaics(mosaics)
@@ -437,14 +451,14 @@ def test_solve_postprocess_render_tasks_on_real_tiles(mini_data_dir, tmp_path):
   sample_ids = submission.read_sample_ids(mini_data_dir)
   masks = np.zeros((len(sample_ids), S, S), np.uint8)
   masks[::2, 50:] = 1
-  submission.write_submission(tmp_path / "sub.csv", sample_ids, masks, sample_ids)
-  res = tasks.postprocess(mini_data_dir, tmp_path / "sub.csv", mosaics, tmp_path / "pp.csv",
+  submission.write_submission(tmp_path / "sub.csv", Submission(sample_ids, masks), sample_ids)
+  res = tasks.postprocess(source, tmp_path / "sub.csv", mosaics, tmp_path / "pp.csv",
                           max_mosaic_id=None)
   assert list(res["steps"]) == list(rules.STEPS) and res["tiles"] == len(sample_ids)
   for step in res["steps"].values():
     assert step["changed"] == sum(step["by_rule"].values())
-  assert list(tables.read_submission(tmp_path / "pp.csv", sample_ids=sample_ids)) == sample_ids
-  paths = tasks.render(mini_data_dir, mosaics, tmp_path / "png", submission=tmp_path / "pp.csv", top=2)
+  assert list(submission.read_submission(tmp_path / "pp.csv", sample_ids=sample_ids)) == sample_ids
+  paths = tasks.render(source, mosaics, tmp_path / "png", submission=tmp_path / "pp.csv", top=2)
   assert len(paths) == 2 and all(p.stat().st_size > 0 for p in paths)
 
 
@@ -467,7 +481,7 @@ def _edge_agreement(table, masks):
 @pytest.mark.slow
 def test_real_solve(data_dir):
   from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
-  tiles = edges.load_tile_set(data_dir)
+  tiles = edges.load_tile_set(DataSource(data_dir))
   assert len(tiles.ids) == 22000
   t0 = time.process_time()
   sol = solver.solve(tiles)

@@ -2,7 +2,6 @@
 import time
 
 import cv2
-import jax
 import numpy as np
 import pytest
 
@@ -129,19 +128,6 @@ def test_best_threshold_first_argmax():
   maps = _loop(logits, truth)
   assert maps[19] == 0.3 and np.all(maps[20:57] == 1.0) and maps[57] == 0.0  # float32(0.2) > 0.2
   assert metrics.best_threshold(logits, truth) == (1.0, metrics.SWEEP_THRESHOLDS[20])
-
-
-def test_sweep_jax_matches_numpy(real_masks):
-  rng = np.random.default_rng(4)
-  logits, truth = _random_case(rng)
-  sweep = jax.jit(metrics.threshold_sweep_jax)
-  np.testing.assert_allclose(np.asarray(sweep(logits, truth)), metrics.threshold_sweep(logits, truth),
-                             rtol=1e-6, atol=0)
-  truth = real_masks[:400]
-  logits = _noisy_logits(truth, rng, scale=0.3, noise=0.4)
-  out = np.asarray(sweep(logits, truth))
-  assert out.shape == (80,) and out.dtype == np.float32
-  np.testing.assert_allclose(out, metrics.threshold_sweep(logits, truth), rtol=1e-6, atol=0)
 
 
 def test_sweep_real_masks_timing(real_masks):

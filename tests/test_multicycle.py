@@ -98,7 +98,7 @@ def test_best_snapshot_kept_per_cycle_with_the_comparison_reset(two_cycles):
   run = rundir.RunDir(workdir)
   assert [(f, c) for f, c, _ in run.snapshots()] == [(0, 0), (0, 1)]
   for cycle in range(CYCLES):
-    meta = checkpoints.load_snapshot_meta(run.snapshot_dir(0, cycle, "max_map"))
+    meta = checkpoints.load_snapshot(run.snapshot_dir(0, cycle, "max_map"))[1]
     last = [e for c, k, e in saves if c == cycle and k == "max_map"][-1]
     best = history[last]
     assert meta["cycle"] == cycle and meta["epoch"] == last

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from salt_jax import ensemble, metrics, pipeline, predict, train
-from salt_jax.data import rle
+from salt_jax.data import kaggle, rle
 from salt_jax.jigsaw import rules, tasks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -162,8 +162,19 @@ def test_pipeline_reruns_only_the_step_whose_marker_is_gone(finished, mini_data_
     calls.append(args[0])
     return real_ensemble(*args, **kwargs)
 
+  loads = []
+  real_load = kaggle.load_split
+
+  def recording(*args, **kwargs):
+    loads.append((args[1], kwargs.get("cache_dir")))
+    return real_load(*args, **kwargs)
+
   monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("training ran again"))
   monkeypatch.setattr(ensemble, "ensemble", counting)
+  monkeypatch.setattr(kaggle, "load_split", recording)
   pipeline.run_pipeline(tiny_pipeline_config(mini_data_dir), str(outdir))
   assert len(calls) == 1 and all("stage2" in w for w in calls[0])
   assert (outdir / "done" / "stage2__ensemble.json").exists()
+  # The ensemble step read the train masks and test images through the pipeline's one data source.
+  assert {split for split, _ in loads} == {"train", "test"}
+  assert {cache for _, cache in loads} == {str(outdir / "cache")}

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from salt_jax import checkpoints, ensemble, predict, rundir
-from salt_jax.data import DataError, submission
+from salt_jax.data import DataError, DataSource, submission
 
 
 def test_pack_unpack_round_trip():
@@ -23,11 +23,12 @@ def test_voting_arithmetic_on_hand_made_masks():
   # Model 2: 1 snapshot votes (0,1) only: equal model weight despite fewer snapshots.
   v2 = a.copy()
   v2[0, 0, 1] = 1
-  ids, out = ensemble.combine_models([(np.array(["t"]), v1), (np.array(["t"]), v2)])
+  sub = ensemble.combine_models([(np.array(["t"]), v1), (np.array(["t"]), v2)])
+  ids, out = sub.ids, sub.masks
   assert list(ids) == ["t"]
   assert out[0, 0, 0] == 0       # (2/3 + 0) / 2 = 1/3
   assert out[0, 0, 1] == 1       # (1/3 + 1) / 2 = 2/3
-  _, half = ensemble.combine_models([(np.array(["t"]), np.full((1, 101, 101), 0.5, np.float32))])
+  half = ensemble.combine_models([(np.array(["t"]), np.full((1, 101, 101), 0.5, np.float32))]).masks
   assert half.all()              # ties count as salt (>= 0.5)
 
 
@@ -35,8 +36,8 @@ def test_tiles_predicted_by_some_models_average_over_those():
   one = np.ones((1, 101, 101), np.float32)
   zero = np.zeros((1, 101, 101), np.float32)
   # Model A predicts tiles a and b, model B only b (the pseudo-label "other half" protocol).
-  ids, masks = ensemble.combine_models([(np.array(["a", "b"]), np.concatenate([one, one])),
-                                        (np.array(["b"]), zero)])
+  sub = ensemble.combine_models([(np.array(["a", "b"]), np.concatenate([one, one])), (np.array(["b"]), zero)])
+  ids, masks = sub.ids, sub.masks
   assert list(ids) == ["a", "b"]
   assert masks[0].all()          # a: only A voted, 1.0
   assert masks[1].all()          # b: (1 + 0) / 2 = 0.5 >= 0.5
@@ -75,12 +76,15 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   out = tmp_path / "submission.csv"
   png = tmp_path / "grid.png"
   oof_csv = tmp_path / "oof.csv"
-  table = ensemble.ensemble([str(workdir)], str(out), config.data_dir, save_png=str(png), oof_csv=str(oof_csv))
-  oof_ids, oof_pred = submission.read_submission(oof_csv)
+  source = DataSource(config.data_dir)
+  table = ensemble.ensemble([str(workdir)], str(out), source, save_png=str(png), oof_csv=str(oof_csv))
+  oof = submission.read_submission(oof_csv)
+  oof_ids, oof_pred = oof.ids, oof.masks
   order = np.argsort(pred["valid_ids"])
   assert sorted(oof_ids) == sorted(pred["valid_ids"])
   np.testing.assert_array_equal(oof_pred[np.argsort(oof_ids)], pred["valid_masks"][order])
-  ids, masks = submission.read_submission(out)
+  sub = submission.read_submission(out)
+  ids, masks = sub.ids, sub.masks
   sample = pd.read_csv(f"{config.data_dir}/sample_submission.csv", dtype=str)["id"]
   assert list(ids) == list(sample)
   lookup = dict(zip(pred["test_ids"], pred["test_masks"]))
@@ -89,8 +93,8 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   assert "OOF mAP" in capsys.readouterr().out
   assert png.stat().st_size > 0
   prob = tmp_path / "prob.csv"
-  ensemble.ensemble([str(workdir)], str(prob), config.data_dir, mode="prob", oof=False)
-  np.testing.assert_array_equal(submission.read_submission(prob)[1], np.stack([dict(zip(
+  ensemble.ensemble([str(workdir)], str(prob), source, mode="prob", oof=False)
+  np.testing.assert_array_equal(submission.read_submission(prob).masks, np.stack([dict(zip(
       pred["test_ids"], z >= 0))[i] for i in ids]))
 
 
@@ -127,7 +131,7 @@ def test_ensemble_with_unreadable_sample_submission_names_it_and_writes_nothing(
   sample.write_bytes(content)
   out = tmp_path / "submission.csv"
   with pytest.raises(DataError, match=match) as err:
-    ensemble.ensemble([str(tmp_path / "model")], str(out), str(tmp_path / "data"), oof=False)
+    ensemble.ensemble([str(tmp_path / "model")], str(out), DataSource(tmp_path / "data"), oof=False)
   assert str(sample) in str(err.value)
   assert not out.exists() and sample.read_bytes() == content
   assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -62,8 +62,9 @@ def test_submission_round_trips_through_rle(tmp_path):
   masks[2] = 0
   ids = np.array(["d", "a", "c", "b"])
   path = tmp_path / "sub.csv"
-  submission.write_submission(path, ids, masks, ["a", "b", "c", "d"])
-  read_ids, read_masks = submission.read_submission(path)
+  submission.write_submission(path, submission.Submission(ids, masks), ["a", "b", "c", "d"])
+  read = submission.read_submission(path)
+  read_ids, read_masks = read.ids, read.masks
   assert list(read_ids) == ["a", "b", "c", "d"]
   np.testing.assert_array_equal(read_masks, masks[[1, 3, 2, 0]])
   assert pd.read_csv(path, keep_default_na=False)["rle_mask"][2] == ""
@@ -89,7 +90,7 @@ def test_write_failing_midway_leaves_no_partial_file(tmp_path, monkeypatch, old)
   monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
   masks = np.ones((2, 101, 101), np.uint8)
   with pytest.raises(OSError, match="No space left on device"):
-    submission.write_submission(path, ["a", "b"], masks, ["a", "b"])
+    submission.write_submission(path, submission.Submission(["a", "b"], masks), ["a", "b"])
   assert len(opened) == 1 and opened[0] != path and opened[0].parent == tmp_path
   assert sorted(p.name for p in tmp_path.iterdir()) == ([] if old is None else ["sub.csv"])
   if old is not None:
@@ -106,14 +107,15 @@ def test_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(os, "replace", failing_replace)
   with pytest.raises(PermissionError):
-    submission.write_submission(path, ["a"], np.ones((1, 101, 101), np.uint8), ["a"])
+    submission.write_submission(path, submission.Submission(["a"], np.ones((1, 101, 101), np.uint8)), ["a"])
   assert list(tmp_path.iterdir()) == []
 
 
 def test_read_selected_ids_in_their_order_and_missing_ids_are_errors(tmp_path):
   path = tmp_path / "sub.csv"
   pd.DataFrame({"id": ["a", "b", "c"], "rle_mask": ["1 2", "", "5 1"]}).to_csv(path, index=False)
-  ids, masks = submission.read_submission(path, ["c", "a"])
+  read = submission.read_submission(path, ["c", "a"])
+  ids, masks = read.ids, read.masks
   assert list(ids) == ["c", "a"] and masks.shape == (2, 101, 101)
   assert masks[0].sum() == 1 and masks[1].sum() == 2
   with pytest.raises(DataError, match="no mask for 1 of the requested ids: 'z'$"):
@@ -151,6 +153,29 @@ def test_write_with_wrong_ids_writes_nothing(tmp_path):
   path = tmp_path / "sub.csv"
   path.write_text("old\n")
   with pytest.raises(DataError, match="1 missing: 'c'"):
-    submission.write_submission(path, np.array(["a", "b"]), np.zeros((2, 101, 101), np.uint8),
+    submission.write_submission(path, submission.Submission(np.array(["a", "b"]), np.zeros((2, 101, 101))),
                                 ["a", "b", "c"])
   assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["sub.csv"]
+
+
+def test_submission_is_a_read_only_mapping_of_masks_by_id():
+  masks = np.zeros((3, 101, 101), bool)
+  masks[1, 0, 0] = True
+  sub = submission.Submission(np.array(["a", "b", "c"], dtype=object), masks)
+  assert sub.ids.dtype.kind == "U" and sub.masks.dtype == np.uint8
+  assert list(sub) == ["a", "b", "c"] and len(sub) == 3 and "b" in sub and "z" not in sub
+  assert sub["b"][0, 0] == 1 and dict(sub.items()).keys() == {"a", "b", "c"}
+  picked = sub.select(["c", "b"])
+  assert list(picked) == ["c", "b"] and picked["b"][0, 0] == 1
+  with pytest.raises(KeyError, match="no mask for 1 of the requested ids: 'z'"):
+    sub.select(["a", "z"])
+  changed = sub.replace({"a": np.ones((101, 101), np.uint8)})
+  assert changed["a"].all() and not sub["a"].any()  # a new submission; the old one is unchanged
+  want = np.stack([np.ones((101, 101)), masks[1], masks[2]])
+  assert changed == submission.Submission(["a", "b", "c"], want)
+  assert list(submission.Submission.concat([picked, sub.select(["a"])])) == ["c", "b", "a"]
+  assert len(submission.Submission([], [])) == 0
+  with pytest.raises(ValueError, match="each id once; 1 duplicated: 'a'"):
+    submission.Submission(["a", "a"], np.zeros((2, 101, 101)))
+  with pytest.raises(ValueError, match=r"masks must be \(1,101,101\)"):
+    submission.Submission(["a"], np.zeros((1, 10201)))

@@ -45,7 +45,7 @@ def test_run_writes_history_snapshots_and_config(finished_run):
   # The max_map snapshot holds the best-mAP evaluation of the cycle, with its threshold.
   best = max((r for r in history if "val_map" in r), key=lambda r: (r["val_map"], -r["epoch"]))
   run = rundir.RunDir(workdir)
-  meta = checkpoints.load_snapshot_meta(run.snapshot_dir(0, 0, "max_map"))
+  meta = checkpoints.load_snapshot(run.snapshot_dir(0, 0, "max_map"))[1]
   assert meta["epoch"] == best["epoch"] and meta["val_map"] == pytest.approx(best["val_map"])
   assert -0.5 <= meta["val_threshold"] < 0.5
   assert [(f, c) for f, c, _ in run.snapshots()] == [(0, 0)]

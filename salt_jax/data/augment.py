@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from salt_jax import geometry
 from salt_jax.geometry import CANVAS, PAD_CENTER, PAD_TOTAL, TILE
 
-IMAGE_SIZE = TILE
 
 
 def shift_range(canvas: int = CANVAS) -> Tuple[int, int]:

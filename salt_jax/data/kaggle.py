@@ -286,3 +286,26 @@ def load_train(data_dir, cache_dir=None, verify_rle: bool = True,
 def load_test(data_dir, cache_dir=None, num_threads: Optional[int] = None) -> Samples:
   """The 18,399 unlabelled tiles in sample_submission.csv order: images, depths (masks None)."""
   return load_split(data_dir, "test", cache_dir=cache_dir, num_threads=num_threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """A Kaggle folder and where its decoded splits are cached (None: decode the PNGs on every load).
+
+  The one value every step that reads the data is handed (the pipeline gives all its steps the same), so
+  the PNGs are decoded once and every step checks the same files.
+  """
+  data_dir: str
+  cache_dir: Optional[str] = None
+
+  def __post_init__(self):
+    object.__setattr__(self, "data_dir", str(self.data_dir))
+    object.__setattr__(self, "cache_dir", str(self.cache_dir) if self.cache_dir else None)
+
+  def train(self, verify_rle: bool = True) -> Samples:
+    """`load_train` of the folder, through the cache."""
+    return load_train(self.data_dir, cache_dir=self.cache_dir, verify_rle=verify_rle)
+
+  def test(self) -> Samples:
+    """`load_test` of the folder, through the cache."""
+    return load_test(self.data_dir, cache_dir=self.cache_dir)

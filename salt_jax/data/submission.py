@@ -1,11 +1,15 @@
-"""Kaggle submission CSVs (`id,rle_mask`), shared by ensemble, jigsaw, pseudo and the pipeline.
+"""Submissions: the `Submission` type every step hands on, and its Kaggle CSV (`id,rle_mask`).
 
-A submission holds exactly the ids of `sample_submission.csv`, each once. The ids are checked on the raw CSV
-frame, before any dict is built or any file is written; errors are `DataError`s naming the file and a few of
-the offending ids.
+The ensemble votes one, the jigsaw rules change one, pseudo-labelling and the pipeline read one. A Kaggle
+submission holds exactly the ids of `sample_submission.csv`, each once. The ids are checked on the raw CSV
+frame, before any mask is decoded or any file is written; errors are `DataError`s naming the file and a few
+of the offending ids.
 """
+import collections.abc
+import dataclasses
+import functools
 import pathlib
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,6 +20,70 @@ from salt_jax.data.errors import DataError, plain, preview
 
 COLUMNS = ["id", "rle_mask"]
 SAMPLE = "sample_submission.csv"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Submission(collections.abc.Mapping):
+  """Masks of tiles by id, in order: ids (N,) str, each once; masks (N,101,101) uint8 {0,1}.
+
+  Also a read-only mapping id -> (101,101) mask, so that the jigsaw rules look tiles up by id as they are.
+  """
+  ids: np.ndarray
+  masks: np.ndarray
+
+  def __post_init__(self):
+    ids = np.asarray([plain(i) for i in self.ids], dtype=str).reshape(-1)
+    masks = np.asarray(self.masks)
+    masks = np.zeros((0, *geometry.TILE_SHAPE), np.uint8) if masks.size == 0 else masks.astype(np.uint8)
+    if masks.shape != (len(ids), *geometry.TILE_SHAPE):
+      raise ValueError(f"masks must be ({len(ids)},{geometry.TILE},{geometry.TILE}), got {masks.shape}")
+    dup = _duplicates(ids.tolist())
+    if dup:
+      raise ValueError(f"a submission holds each id once; {len(dup)} duplicated: {preview(dup)}")
+    object.__setattr__(self, "ids", ids)
+    object.__setattr__(self, "masks", masks)
+
+  @functools.cached_property
+  def _rows(self) -> Dict[str, int]:
+    return {i: k for k, i in enumerate(self.ids.tolist())}
+
+  def __getitem__(self, tile_id: str) -> np.ndarray:
+    return self.masks[self._rows[tile_id]]
+
+  def __contains__(self, tile_id) -> bool:
+    return tile_id in self._rows
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self.ids.tolist())
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def __eq__(self, other) -> bool:
+    return (isinstance(other, Submission) and np.array_equal(self.ids, other.ids)
+            and np.array_equal(self.masks, other.masks))
+
+  __hash__ = None
+
+  def select(self, ids: Sequence[str]) -> "Submission":
+    """The tiles `ids`, in that order; KeyError naming the ids it lacks."""
+    ids = [plain(i) for i in ids]
+    missing = [i for i in ids if i not in self._rows]
+    if missing:
+      raise KeyError(f"no mask for {len(missing)} of the requested ids: {preview(missing)}")
+    return Submission(np.asarray(ids, dtype=str), self.masks[[self._rows[i] for i in ids]])
+
+  def replace(self, masks: Mapping[str, np.ndarray]) -> "Submission":
+    """A copy with the masks of some of its tiles replaced ({id: (101,101) mask}; ids it holds only)."""
+    out = self.masks.copy()
+    for tile_id, mask in masks.items():
+      out[self._rows[tile_id]] = mask
+    return Submission(self.ids, out)
+
+  @staticmethod
+  def concat(parts: Sequence["Submission"]) -> "Submission":
+    """The tiles of every part, in order (an id may occur in one part only)."""
+    return Submission(np.concatenate([p.ids for p in parts]), np.concatenate([p.masks for p in parts]))
 
 
 def write_csv_atomic(frame: pd.DataFrame, path) -> None:
@@ -78,22 +146,19 @@ def check_ids(ids: Sequence[str], sample_ids: Sequence[str], source: str = "subm
     raise DataError(f"{source}: ids differ from {SAMPLE}: {'; '.join(problems)}")
 
 
-def write_submission(path, ids: Sequence[str], masks: np.ndarray,
-                     sample_ids: Optional[Sequence[str]] = None) -> None:
-  """Writes (N,101,101) {0,1} masks as `id,rle_mask`, atomically; with `sample_ids`, checks the ids
-  equal them and writes in their order (nothing is written when the check fails)."""
-  ids = list(ids)
+def write_submission(path, sub: Submission, sample_ids: Optional[Sequence[str]] = None) -> None:
+  """Writes the submission as `id,rle_mask`, atomically; with `sample_ids`, checks its ids equal them and
+  writes in their order (nothing is written when the check fails)."""
   if sample_ids is not None:
-    check_ids(ids, sample_ids, str(path))
-    order = pd.Series(np.arange(len(ids)), index=ids)[list(sample_ids)].to_numpy()
-    ids, masks = list(sample_ids), masks[order]
-  rles = rle.rle_encode_many(masks) if len(ids) else []
-  write_csv_atomic(pd.DataFrame({"id": ids, "rle_mask": rles}), path)
+    check_ids(sub.ids, sample_ids, str(path))
+    sub = sub.select(sample_ids)
+  rles = rle.rle_encode_many(sub.masks) if len(sub) else []
+  write_csv_atomic(pd.DataFrame({"id": sub.ids, "rle_mask": rles}), path)
 
 
 def read_submission(path, ids: Optional[Sequence[str]] = None, sample_ids: Optional[Sequence[str]] = None
-                    ) -> Tuple[np.ndarray, np.ndarray]:
-  """(ids (N,), masks (N,101,101) uint8) of a submission CSV, in file order, or only `ids` in their order.
+                    ) -> Submission:
+  """The submission CSV at `path`, in file order, or only its tiles `ids` in their order.
 
   Duplicate ids are an error, and so is a requested id the file lacks; with `sample_ids` the file must hold
   exactly those ids (see `check_ids`). RLE errors name the file and the id.
@@ -114,7 +179,7 @@ def read_submission(path, ids: Optional[Sequence[str]] = None, sample_ids: Optio
     frame = pd.DataFrame({"id": ids, "rle_mask": lookup.loc[ids].to_numpy()})
   names = [f"{path} id {i!r}" for i in frame["id"].tolist()]
   masks = rle.rle_decode_many(frame["rle_mask"].tolist(), geometry.TILE_SHAPE, names=names)
-  return frame["id"].to_numpy(), masks
+  return Submission(frame["id"].to_numpy(str), masks)
 
 
 def check_file(path, sample_ids: Sequence[str]) -> None:

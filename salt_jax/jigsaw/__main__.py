@@ -11,98 +11,83 @@ the decoded PNGs in an npz cache (salt_jax.data.kaggle). A submission must hold 
 DIR/sample_submission.csv; bad input files exit with status 1 and a message naming the file and a few ids,
 before anything is written. The steps themselves are library functions in salt_jax.jigsaw.tasks.
 """
-from __future__ import annotations
+from typing import Any, Dict
 
-import argparse
-import sys
+from absl import app, flags
+
+from salt_jax import cli
+from salt_jax.data import kaggle
+from salt_jax.jigsaw import rules, tasks
+
+FLAGS = flags.FLAGS
+COMMANDS = ("solve", "postprocess", "render")
+REQUIRED = {"solve": ("data_dir", "out"), "postprocess": ("data_dir", "submission", "mosaics", "out"),
+            "render": ("data_dir", "mosaics", "out_dir")}
 
 
-def _solve(args) -> None:
-  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
-  res = tasks.solve(args.data_dir, args.out, cache_dir=args.cache_dir, knn=args.knn, mutual=args.mutual,
-                    check_collisions=args.check_collisions, all_mosaics=args.all_mosaics,
-                    mark_seed=args.mark_seed)
+def define_flags() -> None:
+  """The flags of all three commands (each command says which it needs in REQUIRED)."""
+  flags.DEFINE_string("data_dir", None, "Kaggle data folder.")
+  flags.DEFINE_string("cache_dir", None, "Optional npz cache of the decoded PNGs.")
+  flags.DEFINE_string("out", None, "solve: the mosaic CSV id,mosaic_id,x,y; postprocess: the new submission.")
+  flags.DEFINE_string("mosaics", None, "postprocess, render: the mosaic CSV that solve wrote.")
+  flags.DEFINE_string("submission", None, "postprocess: the submission to change; render: masks to draw.")
+  flags.DEFINE_enum("knn", "brute", ["brute", "kdtree"], "solve: nearest-neighbour search.")
+  flags.DEFINE_bool("mutual", False, "solve, repair: require mutual nearest neighbours.")
+  flags.DEFINE_bool("check_collisions", False, "solve, repair: never place two tiles in one cell.")
+  flags.DEFINE_bool("all_mosaics", False, "solve, repair: every component with >= 2 tiles instead of the "
+                    "hard-coded 514.")
+  flags.DEFINE_bool("mark_seed", False, "solve, repair: mark strip seeds as visited.")
+  flags.DEFINE_bool("keep_intermediate", False, "postprocess: also write <out>.vertical.csv and "
+                    "<out>.vertical-empty.csv.")
+  flags.DEFINE_list("steps", list(rules.STEPS), "postprocess: the rule steps, in order.")
+  flags.DEFINE_integer("max_mosaic_id", rules.MAX_MOSAIC_ID, "postprocess: the empty and smooth rules touch "
+                       "mosaics 0..max_mosaic_id only; -1 = all mosaics.")
+  flags.DEFINE_string("out_dir", None, "render: folder of the mosaic PNGs.")
+  flags.DEFINE_integer("top", 3, "render: how many of the largest mosaics.")
+  flags.DEFINE_bool("grid", False, "render: darken tile borders.")
+
+
+def _solve(source: kaggle.DataSource) -> Dict[str, Any]:
+  res = tasks.solve(source, FLAGS.out, knn=FLAGS.knn, mutual=FLAGS.mutual,
+                    check_collisions=FLAGS.check_collisions, all_mosaics=FLAGS.all_mosaics,
+                    mark_seed=FLAGS.mark_seed)
   print(" ".join(f"{k}={v}" for k, v in res["stats"].items()))
-  print(f"load {res['seconds']['load']:.1f}s solve {res['seconds']['solve']:.1f}s -> {args.out}")
+  print(f"load {res['seconds']['load']:.1f}s solve {res['seconds']['solve']:.1f}s -> {FLAGS.out}")
+  return res
 
 
-def _postprocess(args) -> None:
-  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
-  max_id = None if args.max_mosaic_id < 0 else args.max_mosaic_id
-  res = tasks.postprocess(args.data_dir, args.submission, args.mosaics, args.out, cache_dir=args.cache_dir,
-                          steps=args.steps, max_mosaic_id=max_id, keep_intermediate=args.keep_intermediate)
+def _postprocess(source: kaggle.DataSource) -> Dict[str, Any]:
+  try:
+    steps = tasks.check_steps(FLAGS.steps)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  res = tasks.postprocess(source, FLAGS.submission, FLAGS.mosaics, FLAGS.out, steps=steps,
+                          max_mosaic_id=None if FLAGS.max_mosaic_id < 0 else FLAGS.max_mosaic_id,
+                          keep_intermediate=FLAGS.keep_intermediate)
   for step, r in res["steps"].items():
     print(f"{step}: {r['changed']} tiles changed {r['by_rule']}")
   print(f"-> {res['out']}")
+  return res
 
 
-def _render(args) -> None:
-  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
-  for path in tasks.render(args.data_dir, args.mosaics, args.out_dir, submission=args.submission,
-                           cache_dir=args.cache_dir, top=args.top, grid=args.grid):
+def _render(source: kaggle.DataSource) -> list:
+  paths = tasks.render(source, FLAGS.mosaics, FLAGS.out_dir, submission=FLAGS.submission, top=FLAGS.top,
+                       grid=FLAGS.grid)
+  for path in paths:
     print(path)
+  return paths
 
 
-def _steps(text: str) -> tuple:
-  """--steps=vertical,empty,smooth -> ("vertical", "empty", "smooth"); an unknown step is a usage error."""
-  from salt_jax.jigsaw import tasks  # pylint: disable=import-outside-toplevel
-  try:
-    return tasks.check_steps(s for s in text.split(",") if s)
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m salt_jax.jigsaw", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("solve", help="assemble mosaics from all train+test tiles")
-  p.add_argument("--data_dir", required=True)
-  p.add_argument("--cache_dir", default=None, help="optional npz cache of the decoded PNGs")
-  p.add_argument("--out", required=True, help="CSV id,mosaic_id,x,y")
-  p.add_argument("--knn", default="brute", choices=["brute", "kdtree"])
-  p.add_argument("--mutual", action="store_true", help="repair: require mutual nearest neighbours")
-  p.add_argument("--check_collisions", action="store_true", help="repair: never place two tiles in one cell")
-  p.add_argument("--all_mosaics", action="store_true",
-                 help="repair: every component with >= 2 tiles instead of the hard-coded 514")
-  p.add_argument("--mark_seed", action="store_true", help="repair: mark strip seeds as visited")
-  p.set_defaults(func=_solve)
-
-  p = sub.add_parser("postprocess", help="apply the SPEC 8.3 rules to a submission")
-  p.add_argument("--data_dir", required=True)
-  p.add_argument("--cache_dir", default=None, help="optional npz cache of the decoded PNGs")
-  p.add_argument("--submission", required=True)
-  p.add_argument("--mosaics", required=True)
-  p.add_argument("--out", required=True)
-  p.add_argument("--keep_intermediate", action="store_true",
-                 help="also write <out>.vertical.csv and <out>.vertical-empty.csv")
-  p.add_argument("--steps", default="vertical,empty,smooth", type=_steps)
-  p.add_argument("--max_mosaic_id", type=int, default=158, help="empty/smooth rules only; -1 = all mosaics")
-  p.set_defaults(func=_postprocess)
-
-  p = sub.add_parser("render", help="PNGs of the largest mosaics")
-  p.add_argument("--data_dir", required=True)
-  p.add_argument("--cache_dir", default=None, help="optional npz cache of the decoded PNGs")
-  p.add_argument("--mosaics", required=True)
-  p.add_argument("--submission", default=None)
-  p.add_argument("--out_dir", required=True)
-  p.add_argument("--top", type=int, default=3)
-  p.add_argument("--grid", action="store_true")
-  p.set_defaults(func=_render)
-  return parser
-
-
-def main(argv=None) -> None:
-  """Runs one command; bad input data (DataError: the message names the file and ids) exits with status 1
-  before anything is written."""
-  from salt_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    args.func(args)
-  except DataError as e:
-    parser.exit(1, f"{parser.prog} {args.command}: error: {e}\n")
+def main(argv):
+  """Runs the command argv[1] with its flags; returns what its task returned."""
+  command = argv[1]
+  missing = [f"--{name}" for name in REQUIRED[command] if FLAGS[name].value is None]
+  if missing:
+    raise app.UsageError(f"{command} needs {', '.join(missing)}")
+  source = kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir)
+  return {"solve": _solve, "postprocess": _postprocess, "render": _render}[command](source)
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main, define_flags, prog="salt_jax.jigsaw", commands=COMMANDS)

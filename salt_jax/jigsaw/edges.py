@@ -51,11 +51,9 @@ def tile_set_from_arrays(train_ids, train_images, test_ids, test_images) -> Tile
   return TileSet(ids=ids, images=images, n_train=len(train_ids))
 
 
-def load_tile_set(data_dir, cache_dir=None) -> TileSet:
-  """Reads train and test images through `salt_jax.data.kaggle` (train.csv order, then test)."""
-  from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
-  train = kaggle.load_train(data_dir, cache_dir=cache_dir, verify_rle=False)
-  test = kaggle.load_test(data_dir, cache_dir=cache_dir)
+def load_tile_set(source) -> TileSet:
+  """Reads train and test images of a `salt_jax.data.kaggle.DataSource` (train.csv order, then test)."""
+  train, test = source.train(verify_rle=False), source.test()
   return tile_set_from_arrays(train.ids, train.images, test.ids, test.images)
 
 

@@ -10,16 +10,19 @@ receive rules; with test predictions included, the measurement is closer to the 
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
 from salt_jax import metrics
+from salt_jax.data import folds as folds_lib
+from salt_jax.data import kaggle, submission
 from salt_jax.data.errors import preview
-from salt_jax.jigsaw import rules
+from salt_jax.data.submission import Submission
+from salt_jax.jigsaw import rules, tables
 
-Masks = Dict[str, np.ndarray]
+Masks = rules.Masks
 
 
 def _score(masks: Masks, truth: Masks, ids) -> float:
@@ -28,8 +31,8 @@ def _score(masks: Masks, truth: Masks, ids) -> float:
   return metrics.kaggle_map(np.stack([masks[i] for i in ids]), np.stack([truth[i] for i in ids]))
 
 
-def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Masks, truth: Masks,
-                extra_unknown: Optional[Masks] = None, steps: Iterable[str] = rules.STEPS,
+def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, truth: Masks,
+                extra_unknown: Optional[Submission] = None, steps: Iterable[str] = rules.STEPS,
                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID) -> pd.DataFrame:
   """Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each rule step.
 
@@ -47,8 +50,7 @@ def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Masks, truth: Ma
   both = [i for i in ids if i in known]
   if both:
     raise ValueError(f"evaluated ids must not be known tiles: {preview(both)}")
-  unknown = dict(predicted)
-  unknown.update(extra_unknown or {})
+  unknown = predicted if extra_unknown is None else Submission.concat([predicted, extra_unknown])
   mos = rules.MosaicIndex(mosaics)
   steps = tuple(steps)
   rows = [dict(mode="input", step="-", map=_score(unknown, truth, ids), n_changed=0,
@@ -70,3 +72,27 @@ def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Masks, truth: Ma
   out = pd.DataFrame(rows)
   out["n_tiles"] = len(ids)
   return out
+
+
+def fold_rule_effect(source: kaggle.DataSource, mosaics, folds_csv, fold: int, predictions, *,
+                     test_predictions=None, max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID
+                     ) -> Tuple[pd.DataFrame, int]:
+  """`rule_effect` on validation fold `fold` of the split `folds_csv` (id,fold): its tiles unknown, with the
+  masks of the submission CSV `predictions`; the other train tiles known; optionally the test tiles of
+  `test_predictions` as further unknown tiles. -> (the table, how many of the fold's tiles are in mosaics)."""
+  train = source.train(verify_rle=False)
+  ids = train.ids.tolist()
+  num_folds = int(pd.read_csv(folds_csv)["fold"].max()) + 1
+  _, valid = folds_lib.fold_split(folds_lib.read_folds(folds_csv, ids, num_folds), fold)
+  valid_ids = [ids[i] for i in valid]
+  valid_set = set(valid_ids)
+  known = {i: m for i, m in zip(ids, train.masks) if i not in valid_set}
+  truth = {i: m for i, m in zip(ids, train.masks) if i in valid_set}
+  extra = None
+  if test_predictions:
+    extra = submission.read_submission(test_predictions)
+    extra = extra.select([i for i in extra if i not in valid_set and i not in known])
+  table = tables.read_mosaics(mosaics)
+  result = rule_effect(table, known, submission.read_submission(predictions, ids=valid_ids), truth,
+                       extra_unknown=extra, max_mosaic_id=max_mosaic_id)
+  return result, int(np.isin(valid_ids, table["id"]).sum())

@@ -1,18 +1,18 @@
 """Hand-crafted post-processing rules over jigsaw mosaics (SPEC 8.3), on 2-D {0,1} masks.
 
-Tiles come in two kinds: *known* ("train") tiles with ground-truth masks and *unknown* ("test") tiles with
-predicted masks; only unknown tiles ever change. A tile that is placed in a mosaic but has no mask in either
-dict (e.g. test tiles while measuring on a validation fold without test predictions) still occupies its cell
-but is otherwise ignored. Rules run in the order vertical -> empty -> smooth (`apply_rules`); each step sees
-the output of the previous one, exactly like the original's S -> S-vertical -> S-vertical-empty ->
-S-vertical-empty-smooth chain.
+Tiles come in two kinds: *known* ("train") tiles with ground-truth masks ({id: mask}) and *unknown* ("test")
+tiles with predicted masks (a `Submission`); only unknown tiles ever change, and each step returns a new
+Submission. A tile that is placed in a mosaic but has no mask in either (e.g. test tiles while measuring
+on a validation fold without test predictions) still occupies its cell but is otherwise ignored. Rules run in
+the order vertical -> empty -> smooth (`apply_rules`); each step sees the output of the previous one,
+exactly like the original's S -> S-vertical -> S-vertical-empty -> S-vertical-empty-smooth chain.
 
 Numeric quirk made explicit: the original sums 3-channel copies of 0/255 masks, so its "> 50*50*255" and
 "<= 10*255" thresholds are areas > 833 px (`AREA_LARGE`) and <= 3 px (`AREA_TINY`) on a 2-D mask (SPEC 10.22).
 
 Choices where the SPEC leaves an order open (documented in docs/jigsaw.md):
-* Known tiles are scanned in the order of the `known` dict (train.csv order from the CLI), unknown tiles in
-  the order of the `unknown` dict; a later assignment never overrides an earlier one within a rule map.
+* Known tiles are scanned in the order of the `known` mapping (train.csv order from the CLI), unknown tiles
+  in the submission's order; a later assignment never overrides an earlier one within a rule map.
 * Smooth-rule sides are scanned top, bottom, left, right; the "first recorded value per key wins".
 * Real tiles take precedence over virtual tiles at the same cell (SPEC's recommendation).
 * "No test tile with salt" is `None` rather than the sentinel y = 100 (identical below 100 tiles per column).
@@ -30,6 +30,7 @@ import pandas as pd
 
 from salt_jax import geometry
 from salt_jax.data.errors import plain
+from salt_jax.data.submission import Submission
 
 SIZE = geometry.TILE
 AREA_LARGE = 833  # vertical rule 3_2: "predicted area > 833 px" (nominal 50*50*255 on 3 channels)
@@ -38,7 +39,7 @@ SEMI_VERTICAL_FROM_ROW = int(SIZE * 0.8)  # rows 80..100 must equal the bottom r
 MAX_MOSAIC_ID = 158  # empty and smooth rules only touch mosaics 0..158 (the 159 largest)
 FAR_SLOPE = 1e10  # slope() of a horizontal segment in the smooth-rule synthesis
 
-Masks = Dict[str, np.ndarray]
+Masks = Mapping[str, np.ndarray]  # {id: (101,101) {0,1} mask}: known tiles, or a Submission
 
 
 # --------------------------------------------------------------------------------------------- mosaics
@@ -153,21 +154,21 @@ def vertical_assignments(mos: MosaicIndex, known: Masks, unknown: Masks
   return full, semi
 
 
-def apply_vertical(mos: MosaicIndex, known: Masks, unknown: Masks) -> Tuple[Masks, Dict[str, str]]:
+def apply_vertical(mos: MosaicIndex, known: Masks, unknown: Submission
+                   ) -> Tuple[Submission, Dict[str, str]]:
   """Copies full-vertical train masks / replicated semi-vertical bottom rows onto unknown tiles.
 
   Returns (new unknown masks, {changed id: rule name}).
   """
   full, semi = vertical_assignments(mos, known, unknown)
-  out = dict(unknown)
-  changed = {}
+  new, changed = {}, {}
   for t, (k, rule) in full.items():
-    out[t] = known[k].copy()
+    new[t] = known[k]
     changed[t] = "vertical_" + rule
   for t, k in semi.items():  # semi overrides full-vertical
-    out[t] = np.repeat(known[k][-1:], SIZE, axis=0)
+    new[t] = np.repeat(known[k][-1:], SIZE, axis=0)
     changed[t] = "vertical_semi"
-  return out, changed
+  return unknown.replace(new), changed
 
 
 # ------------------------------------------------------------------------------------------- step 3: empty
@@ -221,14 +222,11 @@ def empty_targets(mos: MosaicIndex, known: Masks, unknown: Masks,
   return out
 
 
-def apply_empty(mos: MosaicIndex, known: Masks, unknown: Masks,
-                max_mosaic_id: Optional[int] = MAX_MOSAIC_ID) -> Tuple[Masks, Dict[str, str]]:
+def apply_empty(mos: MosaicIndex, known: Masks, unknown: Submission,
+                max_mosaic_id: Optional[int] = MAX_MOSAIC_ID) -> Tuple[Submission, Dict[str, str]]:
   """Zeroes the unknown tiles selected by `empty_targets`; returns (new masks, {changed id: rule})."""
   targets = empty_targets(mos, known, unknown, max_mosaic_id)
-  out = dict(unknown)
-  for t in targets:
-    out[t] = np.zeros_like(unknown[t])
-  return out, targets
+  return unknown.replace({t: np.zeros_like(unknown[t]) for t in targets}), targets
 
 
 # ------------------------------------------------------------------------------------------ step 4: smooth
@@ -377,8 +375,8 @@ def synthesize_test_driven(keys: Mapping[str, np.ndarray]) -> Optional[np.ndarra
   return m if m.any() else None
 
 
-def apply_smooth(mos: MosaicIndex, known: Masks, unknown: Masks,
-                 max_mosaic_id: Optional[int] = MAX_MOSAIC_ID) -> Tuple[Masks, Dict[str, str]]:
+def apply_smooth(mos: MosaicIndex, known: Masks, unknown: Submission,
+                 max_mosaic_id: Optional[int] = MAX_MOSAIC_ID) -> Tuple[Submission, Dict[str, str]]:
   """Fills predicted-empty unknown tiles next to salt crossing a tile border (SPEC 8.3 step 4).
 
   4a sources: non-empty known tiles that are not full-vertical; 4b sources: non-empty unknown tiles. 4a masks
@@ -387,22 +385,20 @@ def apply_smooth(mos: MosaicIndex, known: Masks, unknown: Masks,
   train_src = [i for i in mos.in_mosaics(known, max_mosaic_id)
                if known[i].any() and not is_full_vertical(known[i])]
   test_src = [i for i in mos.in_mosaics(unknown, max_mosaic_id) if unknown[i].any()]
-  in_scope = set(mos.in_mosaics(unknown, max_mosaic_id))
-  scoped = {t: unknown[t] for t in in_scope}
+  scoped = unknown.select(mos.in_mosaics(unknown, max_mosaic_id))
   rec_a = boundary_keys(mos, train_src, known, scoped)
   rec_b = boundary_keys(mos, test_src, unknown, scoped)
   pad_keys(mos, rec_a, scoped)
   pad_keys(mos, rec_b, scoped)
-  out = dict(unknown)
-  changed = {}
+  new, changed = {}, {}
   for rec, synth, name in ((rec_b, synthesize_test_driven, "smooth_test"),
                            (rec_a, synthesize_train_driven, "smooth_train")):
     for t, keys in rec.items():
       mask = synth(keys)
       if mask is not None:
-        out[t] = mask
+        new[t] = mask
         changed[t] = name
-  return out, changed
+  return unknown.replace(new), changed
 
 
 # ------------------------------------------------------------------------------------------------- chain
@@ -411,18 +407,19 @@ STEPS = ("vertical", "empty", "smooth")
 
 @dataclasses.dataclass
 class RuleResult:
-  """Masks after each step (`stages["input"]`, `stages["vertical"]`, ...) and the ids each step changed."""
-  stages: Dict[str, Masks]
+  """Submission after each step (`stages["input"]`, `stages["vertical"]`, ...) and the ids each step
+  changed."""
+  stages: Dict[str, Submission]
   changed: Dict[str, Dict[str, str]]
 
 
-def apply_rules(mosaics: pd.DataFrame, known: Masks, unknown: Masks, steps: Iterable[str] = STEPS,
+def apply_rules(mosaics: pd.DataFrame, known: Masks, unknown: Submission, steps: Iterable[str] = STEPS,
                 max_mosaic_id: Optional[int] = MAX_MOSAIC_ID) -> RuleResult:
   """Runs the rules in the given order (default vertical -> empty -> smooth), each on the previous output."""
   mos = mosaics if isinstance(mosaics, MosaicIndex) else MosaicIndex(mosaics)
-  stages = {"input": dict(unknown)}
+  stages = {"input": unknown}
   changed = {}
-  cur = dict(unknown)
+  cur = unknown
   for step in steps:
     if step == "vertical":
       cur, ch = apply_vertical(mos, known, cur)

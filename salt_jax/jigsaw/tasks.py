@@ -1,8 +1,10 @@
 """The jigsaw steps as library functions (SPEC 8): each reads its inputs, writes its outputs atomically and
 returns what it did as plain JSON-ready values. `python -m salt_jax.jigsaw` and the pipeline call these.
 
-Inputs are checked before anything is written: a submission must hold exactly the ids of the data folder's
-`sample_submission.csv` (each once), otherwise a `DataError` names the file and a few ids.
+Each reads the data through the `salt_jax.data.kaggle.DataSource` it is handed (the pipeline hands every
+step the same one, so the PNGs are decoded once). Inputs are checked before anything is written: a
+submission must hold exactly the ids of the data folder's `sample_submission.csv` (each once), otherwise a
+`DataError` names the file and a few ids.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from salt_jax.data.errors import preview
 from salt_jax.jigsaw import edges, render as render_lib, rules, solver, tables
 
 
-def solve(data_dir, out, *, cache_dir=None, knn: str = "brute", mutual: bool = False,
+def solve(source: kaggle.DataSource, out, *, knn: str = "brute", mutual: bool = False,
           check_collisions: bool = False, all_mosaics: bool = False,
           mark_seed: bool = False) -> Dict[str, Any]:
   """Assembles mosaics from all train+test tiles and writes the table `id,mosaic_id,x,y` to `out`.
@@ -27,7 +29,7 @@ def solve(data_dir, out, *, cache_dir=None, knn: str = "brute", mutual: bool = F
     {"stats": {name: int} (solver counts), "seconds": {"load", "solve"}, "out": str}.
   """
   t0 = time.perf_counter()
-  tiles = edges.load_tile_set(data_dir, cache_dir)
+  tiles = edges.load_tile_set(source)
   t1 = time.perf_counter()
   sol = solver.solve(tiles, knn=knn, mutual=mutual, check_collisions=check_collisions,
                      n_mosaics=None if all_mosaics else solver.N_MOSAICS, mark_seed=mark_seed)
@@ -52,7 +54,7 @@ def intermediate_path(out, steps: Sequence[str]) -> pathlib.Path:
   return out.with_name(f"{out.stem}.{'-'.join(steps)}{out.suffix}")
 
 
-def postprocess(data_dir, submission, mosaics, out, *, cache_dir=None, steps: Sequence[str] = rules.STEPS,
+def postprocess(source: kaggle.DataSource, submission, mosaics, out, *, steps: Sequence[str] = rules.STEPS,
                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID,
                 keep_intermediate: bool = False) -> Dict[str, Any]:
   """Applies the SPEC 8.3 rules (in `steps` order) to the submission CSV and writes the result to `out`.
@@ -67,10 +69,10 @@ def postprocess(data_dir, submission, mosaics, out, *, cache_dir=None, steps: Se
      "intermediate": [str paths], "out": str}.
   """
   steps = check_steps(steps)
-  sample_ids = submission_lib.read_sample_ids(data_dir)
-  sub = tables.read_submission(submission, sample_ids=sample_ids)
+  sample_ids = submission_lib.read_sample_ids(source.data_dir)
+  sub = submission_lib.read_submission(submission, sample_ids=sample_ids)
   mosaic_table = tables.read_mosaics(mosaics)
-  train = kaggle.load_train(data_dir, cache_dir=cache_dir, verify_rle=False)
+  train = source.train(verify_rle=False)
   known = dict(zip(train.ids.tolist(), train.masks))
   res = rules.apply_rules(mosaic_table, known, sub, steps, max_mosaic_id)
   out = pathlib.Path(out)
@@ -78,9 +80,9 @@ def postprocess(data_dir, submission, mosaics, out, *, cache_dir=None, steps: Se
   if keep_intermediate:
     for j in range(len(steps) - 1):
       path = intermediate_path(out, steps[:j + 1])
-      tables.write_submission(res.stages[steps[j]], path)
+      submission_lib.write_submission(path, res.stages[steps[j]])
       written.append(str(path))
-  tables.write_submission(res.stages[steps[-1]] if steps else sub, out)
+  submission_lib.write_submission(out, res.stages[steps[-1]] if steps else sub)
   report = {}
   for step in steps:
     counts: Dict[str, int] = {}
@@ -90,14 +92,13 @@ def postprocess(data_dir, submission, mosaics, out, *, cache_dir=None, steps: Se
   return {"steps": report, "tiles": len(sub), "intermediate": written, "out": str(out)}
 
 
-def render(data_dir, mosaics, out_dir, *, submission=None, cache_dir=None, top: int = 3,
+def render(source: kaggle.DataSource, mosaics, out_dir, *, submission=None, top: int = 3,
            grid: bool = False) -> List[pathlib.Path]:
   """Writes `mosaic_<id>.png` for the `top` largest mosaics (train masks green, the optional submission's
   masks red) and returns the paths."""
   mosaic_table = tables.read_mosaics(mosaics)
-  pred = tables.read_submission(submission) if submission else None
-  train = kaggle.load_train(data_dir, cache_dir=cache_dir, verify_rle=False)
-  test = kaggle.load_test(data_dir, cache_dir=cache_dir)
+  pred = submission_lib.read_submission(submission) if submission else None
+  train, test = source.train(verify_rle=False), source.test()
   images = dict(zip(train.ids.tolist(), train.images))
   images.update(zip(test.ids.tolist(), test.images))
   known = dict(zip(train.ids.tolist(), train.masks))

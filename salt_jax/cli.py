@@ -1,0 +1,92 @@
+"""The one way every program of the package (and scripts/) is started: absl flags, one-line refusals.
+
+A program module defines its flags in a function, reads them in `main` and hands both to `run`:
+
+    FLAGS = flags.FLAGS
+
+    def define_flags() -> None:
+      config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+      flags.DEFINE_string("workdir", None, "Directory of this model's runs.")
+      flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv):
+      del argv
+      return train_and_evaluate(FLAGS.config, FLAGS.workdir)   # library call, no try/except, no sys.exit
+
+    if __name__ == "__main__":
+      cli.run(main, define_flags, prog="salt_jax.train")
+
+Flags are defined only when the program runs, so modules whose flags share names (`--data_dir`) import side
+by side. `run` parses the command line with `configlib.parse_flags` (an unknown `--config.key` names the
+closest known keys; without a config flag it is absl's own parsing) and turns what `main` does into exit
+statuses:
+
+  0  `main` returned (its result is returned to an in-process caller, never passed to sys.exit);
+  1  a refused command: `main` raised one of REFUSED (a bad config, workdir or data folder) or of the
+     program's `errors`; stderr gets one line `<prog>: <message>` and no traceback. Flags absl cannot
+     parse also exit 1 (`FATAL Flags parsing error: ...`);
+  2  a usage error: `main` raised `app.UsageError` (e.g. flags that do not go together): `<prog>: <message>`.
+
+A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
+to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
+printed. Given `argv` (the arguments after the program name), `run` runs the program in this process as a
+shell would (tests): its flags exist for that call only, and `main`'s result is returned.
+"""
+import sys
+from typing import Any, Callable, Optional, Sequence, Tuple, Type
+
+from absl import app, flags
+
+from salt_jax import configlib, rundir
+from salt_jax.data.errors import DataError
+
+REFUSED: Tuple[Type[BaseException], ...] = (configlib.ConfigError, rundir.WorkdirError, DataError)
+
+
+def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[], None]] = None, *,
+        prog: str, argv: Optional[Sequence[str]] = None, errors: Tuple[Type[BaseException], ...] = (),
+        commands: Sequence[str] = ()) -> Any:
+  """Runs `main` as the program `prog` (e.g. "salt_jax.predict"); see the module docstring.
+
+  Args:
+    main: main(argv) -> result; argv is [prog] or, with `commands`, [prog, command].
+    define_flags: defines the program's flags on `flags.FLAGS` (None: the program has none).
+    argv: the command line after the program name, to run in this process; None: sys.argv, and exit.
+    errors: exception types the program refuses with one line, besides REFUSED.
+    commands: the command words the program takes first (none: it takes no positional argument).
+  """
+  before = set(flags.FLAGS)
+  if define_flags is not None:
+    define_flags()
+  refused, commands = REFUSED + tuple(errors), tuple(commands)
+  if argv is None:
+    def program(args):
+      _call(main, args, prog, refused, commands)  # app.run passes what main returns to sys.exit
+    app.run(program, flags_parser=configlib.parse_flags)
+  try:
+    return _call(main, configlib.parse_flags([prog, *argv]), prog, refused, commands)
+  finally:
+    for name in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, name)
+
+
+def _call(main, argv: Sequence[str], prog: str, refused, commands: Tuple[str, ...]) -> Any:
+  """main(argv) with the command word checked and its refusals and usage errors turned into exits."""
+  line = f"{prog}: {{}}"
+  if commands:
+    if len(argv) < 2 or argv[1] not in commands:
+      _exit(line.format(f"error: give one command first: {', '.join(commands)}"), 2)
+    line = f"{prog} {argv[1]}: error: {{}}"
+  if len(argv) > 1 + bool(commands):
+    _exit(line.format(f"unexpected argument(s) {' '.join(argv[1 + bool(commands):])}"), 2)
+  try:
+    return main(argv)
+  except app.UsageError as e:
+    _exit(line.format(e), 2)
+  except refused as e:
+    _exit(line.format(e), 1)
+
+
+def _exit(line: str, status: int) -> None:
+  print(line, file=sys.stderr, flush=True)
+  sys.exit(status)
