@@ -9,7 +9,6 @@ gives the same result as an uninterrupted run.
 """
 import functools
 import os
-import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -18,13 +17,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo, records,
+from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo, records,
                       rundir, schedules, steps)
 from salt_jax.data import kaggle
-from salt_jax.data.errors import DataError
 
 
 def load_pretrained(state, model, path: str):
@@ -245,14 +243,11 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def main(argv) -> Dict[int, Dict[str, Any]]:
   del argv
-  try:
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (configlib.ConfigError, rundir.WorkdirError, DataError) as e:
-    sys.exit(f"salt_jax.train: {e}")
+  return train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=configlib.parse_flags)
+  # OSError: a record the disk cannot take (e.g. ENOSPC writing history.jsonl), named in one line.
+  cli.run(main, define_flags, prog="salt_jax.train", errors=(OSError,))
