@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from absl import flags, logging
 
-from salt_jax import cli, geometry, metrics, predict, rundir, viz
+from salt_jax import breakdown, cli, geometry, metrics, predict, rundir, viz
 from salt_jax.data import kaggle, submission
 from salt_jax.data.submission import Submission
 
@@ -139,11 +139,12 @@ def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind:
 
 def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mode: str = "vote",
              kind: str = "max_map", save_png: Optional[str] = None, oof: bool = True,
-             oof_csv: Optional[str] = None) -> Optional[pd.DataFrame]:
+             oof_csv: Optional[str] = None, report_png: Optional[str] = None) -> Optional[pd.DataFrame]:
   """Votes the models' test predictions into the submission `out` and returns the out-of-fold table.
 
   `source` gives sample_submission.csv's ids (checked before any vote), the train masks that score the
-  out-of-fold votes and the test images of `save_png`.
+  out-of-fold votes and the test images of `save_png`. With `oof`, the out-of-fold ensemble's breakdown by
+  coverage bucket is printed too (salt_jax.breakdown), and drawn to `report_png` when given.
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -159,14 +160,26 @@ def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mo
   table = None
   if oof:
     train = source.train()
-    table = oof_table(workdirs, dict(zip(train.ids, train.masks)), kind)
+    truth = dict(zip(train.ids, train.masks))
+    table = oof_table(workdirs, truth, kind)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    report(oof_masks(workdirs, kind), truth, report_png)
   if oof_csv:
     oof_sub = oof_masks(workdirs, kind)
     submission.write_submission(oof_csv, oof_sub)
     logging.info("wrote the out-of-fold masks of %d validation tiles to %s", len(oof_sub), oof_csv)
   if save_png:
     save_grid(save_png, sub, source.test())
+  return table
+
+
+def report(oof: Submission, truth_by_id, png: Optional[str] = None) -> pd.DataFrame:
+  """Prints (and draws to `png`) where the out-of-fold ensemble's points go; returns the bucket table."""
+  table = breakdown.coverage_table(oof.masks, np.stack([truth_by_id[i] for i in oof.ids]))
+  print(breakdown.format_summary(table, "out-of-fold ensemble"))
+  if png:
+    breakdown.draw(table, png)
+    logging.info("wrote %s", png)
   return table
 
 
@@ -195,6 +208,7 @@ def define_flags() -> None:
   flags.DEFINE_string("save_png", None, "Also draw a grid of test tiles with their predicted masks.")
   flags.DEFINE_bool("oof", True, "Print the out-of-fold mAP table.")
   flags.DEFINE_string("oof_csv", None, "Also write the out-of-fold ensemble masks (validation ids) as a CSV.")
+  flags.DEFINE_string("report", None, "Also draw the out-of-fold breakdown by coverage bucket to this PNG.")
   flags.mark_flags_as_required(["workdirs", "out"])
 
 
@@ -202,7 +216,7 @@ def main(argv) -> Optional[pd.DataFrame]:
   del argv
   return ensemble(FLAGS.workdirs, FLAGS.out, kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir),
                   mode=FLAGS.mode, kind=FLAGS.kind, save_png=FLAGS.save_png, oof=FLAGS.oof,
-                  oof_csv=FLAGS.oof_csv)
+                  oof_csv=FLAGS.oof_csv, report_png=FLAGS.report)
 
 
 if __name__ == "__main__":

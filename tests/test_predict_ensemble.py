@@ -1,9 +1,12 @@
 """Prediction files, cycle voting, submissions and the out-of-fold table."""
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import checkpoints, ensemble, predict, rundir
+from salt_jax import checkpoints, ensemble, gating, metrics, predict, rundir
 from salt_jax.data import DataError, DataSource, submission
 
 
@@ -77,7 +80,9 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   png = tmp_path / "grid.png"
   oof_csv = tmp_path / "oof.csv"
   source = DataSource(config.data_dir)
-  table = ensemble.ensemble([str(workdir)], str(out), source, save_png=str(png), oof_csv=str(oof_csv))
+  report_png = tmp_path / "breakdown.png"
+  table = ensemble.ensemble([str(workdir)], str(out), source, save_png=str(png), oof_csv=str(oof_csv),
+                            report_png=str(report_png))
   oof = submission.read_submission(oof_csv)
   oof_ids, oof_pred = oof.ids, oof.masks
   order = np.argsort(pred["valid_ids"])
@@ -90,12 +95,38 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   lookup = dict(zip(pred["test_ids"], pred["test_masks"]))
   np.testing.assert_array_equal(masks, np.stack([lookup[i] for i in ids]))  # one snapshot: vote = mask
   assert table["OOF mAP"][0] == pytest.approx(pred["meta"]["val_map"], abs=1e-6)
-  assert "OOF mAP" in capsys.readouterr().out
-  assert png.stat().st_size > 0
+  printed = capsys.readouterr().out
+  assert "OOF mAP" in printed
+  assert f"out-of-fold ensemble: mAP {table['OOF mAP'][0]:.4f} on {len(oof_ids)} tiles" in printed
+  assert png.stat().st_size > 0 and report_png.stat().st_size > 0
   prob = tmp_path / "prob.csv"
   ensemble.ensemble([str(workdir)], str(prob), source, mode="prob", oof=False)
   np.testing.assert_array_equal(submission.read_submission(prob).masks, np.stack([dict(zip(
       pred["test_ids"], z >= 0))[i] for i in ids]))
+
+
+def test_predict_tunes_and_applies_the_configured_gate(tiny_run, tmp_path):
+  """With gate candidates in the fold's config, predict records the best gate (never below the plain
+  threshold's mAP) and writes the masks that gate makes of its logits."""
+  config, workdir, _ = tiny_run
+  copy = tmp_path / "gated"
+  shutil.copytree(workdir, copy)
+  run = rundir.RunDir(copy)
+  recorded = json.loads(run.config_json(0).read_text())
+  plain = predict.predict_workdir(copy, save_logits=True)[0]
+  recorded.update(gate_min_areas="20,200", gate_empty_above="0.5,0.9", gate_salt_below="0.5")
+  run.config_json(0).write_text(json.dumps(recorded))
+  gated = predict.predict_workdir(copy, save_logits=True, overwrite=True)[0]
+  assert plain["gate"] == gating.Gate(plain["threshold"]).as_dict()
+  assert gated["val_map"] >= plain["val_map"] - 1e-12
+  assert gated["gate"]["min_area"] in (0, 20, 200) and gated["gate"]["empty_above"] in (0.5, 0.9, 1.0)
+  pred = predict.load_prediction(run.prediction_file("max_map", 0, 0))
+  gate = gating.Gate(**pred["meta"]["gate"])
+  train = DataSource(config.data_dir).train()
+  truth = dict(zip(train.ids, train.masks))
+  assert metrics.kaggle_map(pred["valid_masks"], np.stack([truth[i] for i in pred["valid_ids"]])) == (
+      pytest.approx(gated["val_map"]))
+  assert gate.threshold == gated["threshold"]
 
 
 def _fake_prediction(workdir, fold, valid_ids, valid_masks, val_map):
