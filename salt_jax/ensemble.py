@@ -140,7 +140,8 @@ def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind:
 def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mode: str = "vote",
              kind: str = "max_map", save_png: Optional[str] = None, oof: bool = True,
              oof_csv: Optional[str] = None, report_png: Optional[str] = None) -> Optional[pd.DataFrame]:
-  """Votes the models' test predictions into the submission `out` and returns the out-of-fold table.
+  """Votes the models' test predictions into the submission `out` and returns the out-of-fold table (its
+  attrs["breakdown"]: the out-of-fold ensemble's table by coverage bucket).
 
   `source` gives sample_submission.csv's ids (checked before any vote), the train masks that score the
   out-of-fold votes and the test images of `save_png`. With `oof`, the out-of-fold ensemble's breakdown by
@@ -163,7 +164,7 @@ def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mo
     truth = dict(zip(train.ids, train.masks))
     table = oof_table(workdirs, truth, kind)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    report(oof_masks(workdirs, kind), truth, report_png)
+    table.attrs["breakdown"] = report(oof_masks(workdirs, kind), truth, report_png)
   if oof_csv:
     oof_sub = oof_masks(workdirs, kind)
     submission.write_submission(oof_csv, oof_sub)

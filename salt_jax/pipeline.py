@@ -22,7 +22,7 @@ import pandas as pd
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import cli, configlib, ensemble, fileio, predict, train
+from salt_jax import breakdown, cli, configlib, ensemble, fileio, predict, rundir, train
 from salt_jax.data import kaggle, submission
 from salt_jax.jigsaw import tasks as jigsaw
 
@@ -36,19 +36,39 @@ class Pipeline:
     self.done_dir.mkdir(parents=True, exist_ok=True)
     self.records: List[Dict[str, Any]] = []
 
-  def step(self, name: str, fn: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+  def step(self, name: str, fn: Callable[[], Dict[str, Any]], inputs: Dict[str, Any]) -> Dict[str, Any]:
+    """Runs fn once; `inputs` (JSON values: the step's settings and the data fingerprint) are recorded in
+    its marker, and a re-run whose inputs differ is refused with the keys that differ (a step that
+    changed would make every step after it stale)."""
     marker = self.done_dir / (name.replace("/", "__") + ".json")
+    inputs = json.loads(json.dumps(inputs))
     if marker.exists():
       record = json.loads(marker.read_text())
+      changed = _changed(record.get("inputs", inputs), inputs)
+      if changed:
+        raise rundir.WorkdirError(
+            f"pipeline step {name} in {self.outdir} ran with other inputs ({changed}); its results and every "
+            "later step's would be stale: use another --outdir for the new settings")
       logging.info("[skip] %s (done in %.0f s)", name, record["seconds"])
     else:
       logging.info("[run ] %s", name)
       t0 = time.perf_counter()
       result = fn() or {}
-      record = {"step": name, "seconds": time.perf_counter() - t0, "result": result}
+      record = {"step": name, "seconds": time.perf_counter() - t0, "inputs": inputs, "result": result}
       fileio.write_json(marker, record)
     self.records.append(record)
     return record["result"]
+
+
+def _changed(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+  """'key: old -> new; ...' of the inputs that differ ('' if none)."""
+  keys = sorted(set(old) | set(new))
+  return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def _train_inputs(config, folds: List[int], data: str) -> Dict[str, Any]:
+  """What a training step's results depend on: the data and every key a resume may not change."""
+  return dict({k: config[k] for k in sorted(configlib.fixed_keys(config))}, folds=folds, data=data)
 
 
 def model_config(entry, source: kaggle.DataSource, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
@@ -68,12 +88,14 @@ def model_config(entry, source: kaggle.DataSource, overrides: Dict[str, Any]) ->
 
 
 def _oof(table: pd.DataFrame) -> Dict[str, Any]:
-  return {"oof": table.to_dict(orient="records")}
+  return {"oof": table.to_dict(orient="records"),
+          "breakdown": table.attrs["breakdown"].to_dict(orient="records")}
 
 
 def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: kaggle.DataSource,
-              mosaics: str) -> str:
-  """Trains, predicts, ensembles and post-processes one stage; returns its post-processed CSV."""
+              mosaics: str, data: str) -> str:
+  """Trains, predicts, ensembles and post-processes one stage; returns its post-processed CSV. `data` is
+  the source's fingerprint, recorded with each step."""
   sdir = pipe.outdir / stage
   workdirs = []
   for run in runs:
@@ -82,16 +104,20 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: ka
     config = run["config"].copy_and_resolve_references()
     config.folds = ",".join(map(str, run["folds"]))  # the folds train together in one program
     pipe.step(f"{stage}/train/{run['name']}/folds_{config.folds}",
-              lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))))
+              lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))),
+              _train_inputs(config, run["folds"], data))
     pipe.step(f"{stage}/predict/{run['name']}",
               lambda w=workdir: {"snapshots": [{k: m[k] for k in ("fold", "cycle", "val_map", "threshold")}
-                                                for m in predict.predict_workdir(w, source=source)]})
+                                                for m in predict.predict_workdir(w, source=source)]},
+              dict(configlib.group_values(config, "eval"), data=data))
   sub = sdir / "ensemble.csv"
   pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), source,
-                                                                save_png=str(sdir / "ensemble.png"))))
+                                                                save_png=str(sdir / "ensemble.png"),
+                                                                report_png=str(sdir / "breakdown.png"))),
+            dict(workdirs=workdirs, data=data))
   sub_pp = sdir / "ensemble-vertical-empty-smooth.csv"
   pipe.step(f"{stage}/postprocess", lambda: jigsaw.postprocess(source, str(sub), mosaics, str(sub_pp),
-                                                               keep_intermediate=True))
+                                                               keep_intermediate=True), dict(data=data))
   return str(sub_pp)
 
 
@@ -114,10 +140,11 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
                  config=model_config(e, source, overrides)) for e in config.stage1.models]
   stage2_base = [(e, model_config(e, source, overrides)) for e in config.stage2.models]
   source.train()  # fail early on bad data, before any output
+  data = source.fingerprint()
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"
-  pipe.step("jigsaw/solve", lambda: jigsaw.solve(source, str(mosaics)))
-  pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics))
+  pipe.step("jigsaw/solve", lambda: jigsaw.solve(source, str(mosaics)), dict(data=data))
+  pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics), data)
 
   stage2 = []
   for e, base in stage2_base:
@@ -127,13 +154,17 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
                pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed,
                pseudo_predict_other_half=config.stage2.get("predict_other_half", False))
       stage2.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
-  final = run_stage(pipe, "stage2", stage2, source, str(mosaics)) if stage2 else pseudo_csv
+  final = run_stage(pipe, "stage2", stage2, source, str(mosaics), data) if stage2 else pseudo_csv
   submission.check_file(final, submission.read_sample_ids(source.data_dir))
   with fileio.atomic_path(pipe.outdir / "submission.csv") as tmp:
     shutil.copyfile(final, tmp)
   table = summary_table(pipe.records)
   submission.write_csv_atomic(table, pipe.outdir / "summary.csv")
   print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+  last = [r for r in pipe.records if r["step"].endswith("/ensemble")][-1]
+  if "breakdown" in last["result"]:  # (absent from the markers of older versions)
+    print(breakdown.format_summary(pd.DataFrame(last["result"]["breakdown"]),
+                                   f"{last['step'].split('/')[0]} out-of-fold ensemble"))
   logging.info("final submission: %s", pipe.outdir / "submission.csv")
   return table
 

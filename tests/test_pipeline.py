@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import ensemble, metrics, pipeline, predict, train
+from salt_jax import ensemble, metrics, pipeline, predict, rundir, train
 from salt_jax.data import kaggle, rle
 from salt_jax.jigsaw import rules, tasks
 
@@ -178,3 +178,25 @@ def test_pipeline_reruns_only_the_step_whose_marker_is_gone(finished, mini_data_
   # The ensemble step read the train masks and test images through the pipeline's one data source.
   assert {split for split, _ in loads} == {"train", "test"}
   assert {cache for _, cache in loads} == {str(outdir / "cache")}
+
+
+def _tree_state(root):
+  return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("change,step,shown", [
+    (lambda c: c.train_overrides.update(cycle_len=3), "stage1/train/tiny/folds_0,1", "cycle_len: 2 -> 3"),
+    (lambda c: c.stage2.update(pseudo_prob=0.9), "stage2/train/tiny_pseudo_part0/folds_0",
+     "pseudo_prob: 0.5 -> 0.9")])
+def test_pipeline_rerun_with_changed_settings_is_refused_and_changes_nothing(finished, mini_data_dir, change,
+                                                                             step, shown):
+  """A marker records its step's inputs: a re-run whose settings differ (upstream, as the training
+  schedule, or only in stage 2, as the pseudo-label probability) stops at the first changed step, names it
+  and the keys, and leaves every file as it was; it never returns the old submission as the new one."""
+  outdir, _ = finished
+  before = _tree_state(outdir)
+  config = tiny_pipeline_config(mini_data_dir)
+  change(config)
+  with pytest.raises(rundir.WorkdirError, match=f"pipeline step {step} in .* ran with other inputs .*{shown}"):
+    pipeline.run_pipeline(config, str(outdir))
+  assert _tree_state(outdir) == before

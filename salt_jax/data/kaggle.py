@@ -309,3 +309,11 @@ class DataSource:
   def test(self) -> Samples:
     """`load_test` of the folder, through the cache."""
     return load_test(self.data_dir, cache_dir=self.cache_dir)
+
+  def fingerprint(self) -> str:
+    """A SHA-256 of what both splits read (the cache's fingerprints: names, sizes and mtimes of every file),
+    for records that must notice changed data."""
+    root = pathlib.Path(self.data_dir)
+    parts = [_fingerprint(root, split, root / csv) for split, csv in (("train", "train.csv"),
+                                                                        ("test", "sample_submission.csv"))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -7,7 +7,7 @@ import json
 import jax
 import jax.numpy as jnp
 
-from salt_jax import geometry
+from salt_jax import cli, geometry
 from salt_jax.models import MODELS, get_model, init_variables
 
 
@@ -23,10 +23,13 @@ def describe(name: str, batch: int = 2, size: int = geometry.CANVAS) -> dict:
               **{k: list(o.shape) for k, o in zip(("class_logits", "no_empty_logits", "final_logits"), outs)})
 
 
-def main():
-  for name in MODELS:
-    print(json.dumps(describe(name)), flush=True)
+def main(argv) -> list:
+  del argv
+  rows = [describe(name) for name in MODELS]
+  for row in rows:
+    print(json.dumps(row), flush=True)
+  return rows
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, prog="salt_jax.models")
