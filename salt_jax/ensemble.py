@@ -26,13 +26,14 @@ def prediction_files(workdir, kind: str = "max_map") -> List[pathlib.Path]:
   return rundir.RunDir(workdir).prediction_files(kind)
 
 
-def snapshot_scores(pred: Dict, mode: str) -> np.ndarray:
-  """One snapshot's test votes: binary masks (vote) or sigmoid(logit - thr) (prob), float32 (N,101,101)."""
+def snapshot_scores(pred: Dict, mode: str, split: str = "test") -> np.ndarray:
+  """One snapshot's votes on its test (or "valid") tiles: binary masks (vote) or sigmoid(logit - thr)
+  (prob), float32 (N,101,101)."""
   if mode == "vote":
-    return pred["test_masks"].astype(np.float32)
-  if "test_logits" not in pred:
+    return pred[f"{split}_masks"].astype(np.float32)
+  if f"{split}_logits" not in pred:
     raise ValueError("probability averaging needs logits: run predict with --save_logits")
-  z = pred["test_logits"].astype(np.float32) - pred["meta"]["threshold"]
+  z = pred[f"{split}_logits"].astype(np.float32) - pred["meta"]["threshold"]
   return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -83,8 +84,9 @@ def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Subm
   return Submission(votes.ids, votes.mean() >= 0.5)
 
 
-def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
-  """Per fold: validation ids, vote fraction over that fold's cycles, and per-snapshot mAPs."""
+def oof_votes(files: Sequence[pathlib.Path], mode: str = "vote") -> Dict[int, Dict]:
+  """Per fold: validation ids, vote fraction (or mean probability) over that fold's cycles, and
+  per-snapshot mAPs."""
   by_fold: Dict[int, Dict] = {}
   for path in files:
     pred = predict.load_prediction(path)
@@ -93,35 +95,37 @@ def oof_votes(files: Sequence[pathlib.Path]) -> Dict[int, Dict]:
                                                                               np.float32), "maps": []})
     if not np.array_equal(entry["ids"], pred["valid_ids"]):
       raise ValueError(f"{path}: validation ids differ between cycles of fold {fold}")
-    entry["sum"] += pred["valid_masks"]
+    entry["sum"] += snapshot_scores(pred, mode, "valid")
     entry["maps"].append(pred["meta"]["val_map"])
   for entry in by_fold.values():
     entry["vote"] = entry.pop("sum") / len(entry["maps"])
   return by_fold
 
 
-def model_oof(workdir, kind: str = "max_map") -> Tuple[Dict[int, Dict], np.ndarray, np.ndarray]:
+def model_oof(workdir, kind: str = "max_map", mode: str = "vote"
+              ) -> Tuple[Dict[int, Dict], np.ndarray, np.ndarray]:
   """One model's out-of-fold cycle votes: (per-fold entries of oof_votes, ids (N,), votes (N,101,101))."""
-  folds = oof_votes(prediction_files(workdir, kind))
+  folds = oof_votes(prediction_files(workdir, kind), mode)
   return (folds, np.concatenate([folds[f]["ids"] for f in sorted(folds)]),
           np.concatenate([folds[f]["vote"] for f in sorted(folds)]))
 
 
-def oof_masks(workdirs: Sequence[str], kind: str = "max_map") -> Submission:
+def oof_masks(workdirs: Sequence[str], kind: str = "max_map", mode: str = "vote") -> Submission:
   """Out-of-fold ensemble masks of the validation tiles: per model the cycle vote of each fold's
   validation tiles, then the equal-weight model vote over the models that validated each tile, as for the
   test set."""
-  return combine_models([model_oof(wd, kind)[1:] for wd in workdirs])
+  return combine_models([model_oof(wd, kind, mode)[1:] for wd in workdirs])
 
 
-def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map"
-              ) -> pd.DataFrame:
-  """Out-of-fold mAP of each model's cycle vote per fold and pooled, and of the equal-weight ensemble
-  (oof_masks: with pseudo-label parts validated on different folds, over their union)."""
+def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind: str = "max_map",
+              mode: str = "vote") -> pd.DataFrame:
+  """Out-of-fold mAP of each model's cycle vote (mode "prob": mean probability) per fold and pooled, and
+  of the equal-weight ensemble (oof_masks: with pseudo-label parts validated on different folds, over
+  their union)."""
   truth = lambda ids: np.stack([truth_by_id[i] for i in ids])
   rows, model_votes = [], []
   for wd in workdirs:
-    folds, ids, vote = model_oof(wd, kind)
+    folds, ids, vote = model_oof(wd, kind, mode)
     model_votes.append((ids, vote))
     row = {"model": pathlib.Path(wd).name, "snapshots": sum(len(v["maps"]) for v in folds.values()),
            "mean snapshot mAP": float(np.mean([m for v in folds.values() for m in v["maps"]]))}
@@ -162,11 +166,11 @@ def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mo
   if oof:
     train = source.train()
     truth = dict(zip(train.ids, train.masks))
-    table = oof_table(workdirs, truth, kind)
+    table = oof_table(workdirs, truth, kind, mode)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    table.attrs["breakdown"] = report(oof_masks(workdirs, kind), truth, report_png)
+    table.attrs["breakdown"] = report(oof_masks(workdirs, kind, mode), truth, report_png)
   if oof_csv:
-    oof_sub = oof_masks(workdirs, kind)
+    oof_sub = oof_masks(workdirs, kind, mode)
     submission.write_submission(oof_csv, oof_sub)
     logging.info("wrote the out-of-fold masks of %d validation tiles to %s", len(oof_sub), oof_csv)
   if save_png:

@@ -65,6 +65,12 @@ def load_prediction(path) -> Dict[str, Any]:
   return out
 
 
+def has_logits(path) -> bool:
+  """Whether a prediction file keeps its logits (predict --save_logits)."""
+  with np.load(path) as z:
+    return "test_logits" in z.files
+
+
 def test_rows(config, run: rundir.RunDir, test_ids) -> np.ndarray:
   """Which test tiles a snapshot predicts: all (the original), or, for a pseudo-label model with
   `pseudo_predict_other_half`, only the half it was not trained on (the README's protocol, SPEC 9)."""
@@ -166,7 +172,8 @@ class _SnapshotPredictor:
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:
     """Predicts one snapshot (or reads its finished predictions); returns its metadata."""
     out_path = self.run.prediction_file(self.kind, fold, cycle)
-    if out_path.exists() and not overwrite and out_path.stat().st_mtime >= snap.stat().st_mtime:
+    if (out_path.exists() and not overwrite and out_path.stat().st_mtime >= snap.stat().st_mtime
+        and (not self.save_logits or has_logits(out_path))):
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
       return load_prediction(out_path)["meta"]
     config = self.run.fold_config(fold)

@@ -129,6 +129,27 @@ def test_predict_tunes_and_applies_the_configured_gate(tiny_run, tmp_path):
   assert gate.threshold == gated["threshold"]
 
 
+def test_save_logits_adds_them_to_predicted_snapshots_and_prob_mode_scores_them(tiny_run, tmp_path):
+  """predict --save_logits on snapshots predicted without logits predicts them again (not "already
+  predicted"), and ensemble --mode=prob computes its out-of-fold table from the probabilities."""
+  config, workdir, _ = tiny_run
+  copy = tmp_path / "logits"
+  shutil.copytree(workdir, copy)
+  path = rundir.RunDir(copy).prediction_file("max_map", 0, 0)
+  predict.predict_workdir(copy, overwrite=True)
+  assert not predict.has_logits(path)
+  predict.predict_workdir(copy, save_logits=True)
+  assert predict.has_logits(path)
+  pred = predict.load_prediction(path)
+  source = DataSource(config.data_dir)
+  train = source.train()
+  truth = dict(zip(train.ids, train.masks))
+  table = ensemble.ensemble([str(copy)], str(tmp_path / "prob.csv"), source, mode="prob")
+  prob = 1 / (1 + np.exp(-(pred["valid_logits"].astype(np.float32) - pred["meta"]["threshold"])))
+  want = metrics.kaggle_map(prob >= 0.5, np.stack([truth[i] for i in pred["valid_ids"]]))
+  assert table["OOF mAP"][0] == pytest.approx(want)
+
+
 def _fake_prediction(workdir, fold, valid_ids, valid_masks, val_map):
   predict.save_prediction(rundir.RunDir(workdir).prediction_file("max_map", fold, 0),
                           meta={"fold": fold, "cycle": 0, "val_map": val_map, "threshold": 0.0},
