@@ -125,11 +125,11 @@ def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
   configlib.validate(config)
   run = rundir.RunDir(workdir)
   run.check_run(config)
+  variables = convert.checked_weights(config, "init_from")  # before anything is written
   with run.lock(jax.process_index()):
     run.check_run(config)
     if jax.process_index() == 0:
       run.record_run(config)
-    variables = convert.load_original(config.init_from, config.model)
     predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
     meta = dict(fold=config.fold, cycle=cycle, model=config.model, kind=kind, init_from=str(config.init_from))
     return predictor.predict(config, config.fold, cycle, variables, meta, str(config.init_from))

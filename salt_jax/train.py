@@ -25,21 +25,26 @@ from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, mo
 from salt_jax.data import kaggle
 
 
-def load_pretrained(state, model, path: str):
-  """Puts ImageNet encoder weights from a downloaded PyTorch file into the state."""
-  from salt_jax.models import convert  # torch is only needed for .pth files
-  encoder_vars = convert.torch_to_flax(model.encoder, convert.load_torch_state_dict(path))
-  variables = convert.merge_encoder_weights({"params": state.params, "batch_stats": state.batch_stats},
-                                            encoder_vars)
-  logging.info("loaded ImageNet encoder weights from %s", path)
-  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+def load_weights(config) -> Dict[str, Any]:
+  """{"pretrained": encoder variables, "init_from": whole-model variables} of the weight files the config
+  names, read and checked before anything is written (one ConfigError line for a bad file)."""
+  if not (config.pretrained or config.init_from):
+    return {}
+  from salt_jax.models import convert  # pylint: disable=import-outside-toplevel  (torch: only for .pth)
+  return {key: convert.checked_weights(config, key) for key in ("pretrained", "init_from") if config[key]}
 
 
-def load_original(state, config):
-  """Starts from a whole-model checkpoint of the original PyTorch solution (config.init_from)."""
-  from salt_jax.models import convert  # torch is only needed for .pth files
-  variables = convert.load_original(config.init_from, config.model)
-  logging.info("initialised every %s weight from %s", config.model, config.init_from)
+def with_weights(state, weights: Dict[str, Any]):
+  """The state with the ImageNet encoder (pretrained) merged in, then every weight of the original
+  solution's checkpoint (init_from)."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  if "pretrained" in weights:
+    from salt_jax.models import convert  # pylint: disable=import-outside-toplevel
+    variables = convert.merge_encoder_weights(variables, weights["pretrained"])
+    logging.info("loaded ImageNet encoder weights")
+  if "init_from" in weights:
+    variables = weights["init_from"]
+    logging.info("initialised every weight from the original checkpoint")
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
@@ -77,14 +82,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   eval_mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval_batch_size, eval_mesh)
+  weights = load_weights(config)
   with run.lock(jax.process_index()):
     for k in folds:
       run.check_run(config, k)  # again under the lock: another run may have recorded in between
     samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
-    return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(config, run), phases)
+    return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(config, run), weights, phases)
 
 
-def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, phases: "_Phases"
+def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, weights, phases: "_Phases"
            ) -> Dict[int, Dict[str, Any]]:
   """The training loop: set-up, then per epoch run the epoch, end it per fold, write the records."""
   mesh, eval_mesh, fold_map = meshes
@@ -94,7 +100,7 @@ def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, phases: "
   data = _device_data(samples, pseudo_arrays, mesh)
   phases.done("data")
   model = models.from_config(config)
-  initial, step_key = _initial_state(config, model, mesh)
+  initial, step_key = _initial_state(config, model, mesh, weights)
   phases.done("init")
   state = _restored_state(config, group, initial, mesh)
   phases.done("restore")
@@ -167,7 +173,7 @@ def _device_data(samples, pseudo_arrays, mesh) -> Dict[str, jax.Array]:
                              "mask": np.concatenate([samples.masks, pseudo_masks])}, mesh)
 
 
-def _initial_state(config, model, mesh):
+def _initial_state(config, model, mesh, weights: Dict[str, Any]):
   """(initial train state, step key), replicated: one compiled initialisation from config.seed, then
   the ImageNet encoder (config.pretrained) or the original solution's weights (config.init_from)."""
   tx = schedules.make_optimizer(config, steps_per_epoch=1)
@@ -175,10 +181,7 @@ def _initial_state(config, model, mesh):
   state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=config.input_size,
                                     ema_decay=config.ema_decay),
                   out_shardings=parallel.replicated(mesh))(parallel.replicate(init_key, mesh))
-  if config.pretrained:
-    state = load_pretrained(state, model, config.pretrained)
-  if config.init_from:
-    state = load_original(state, config)
+  state = with_weights(state, weights)
   if state.ema is not None:  # the average starts at the weights training starts from
     state = state.replace(ema=steps.eval_variables(state.replace(ema=None)))
   return parallel.replicate(state, mesh), parallel.replicate(step_key, mesh)

@@ -254,3 +254,45 @@ def test_run_dir_layout():
   assert str(run.checkpoints_dir(0)) == "/w/fold_0/checkpoints"
   with pytest.raises(ValueError, match="snapshot kind must be one of"):
     run.snapshot_dir(0, 0, "best")
+
+
+def _weight_files(tmp_path):
+  """Bad weight files: empty, random bytes, a state dict of other tensors, one with a wrong shape."""
+  torch = pytest.importorskip("torch")
+  empty = tmp_path / "empty.pth"
+  empty.write_bytes(b"")
+  noise = tmp_path / "noise.pth"
+  noise.write_bytes(np.random.default_rng(0).bytes(4096))
+  other = tmp_path / "other.pth"
+  torch.save({"conv.weight": torch.zeros(3, 3)}, other)
+  return {"empty": empty, "noise": noise, "other": other}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name,key,model,shown", [
+    ("empty", "init_from", "model_34", "EOFError"), ("noise", "init_from", "model_34", "UnpicklingError"),
+    ("other", "init_from", "model_34", "missing Flax variables"),
+    ("other", "init_from", "model_tiny", "'model_tiny' has no original torch model"),
+    ("other", "pretrained", "model_34", "missing Flax variables"),
+    ("empty", "pretrained", "model_34", "EOFError")])
+def test_bad_weight_files_are_one_line_before_anything_is_written(tmp_path, tiny_config, name, key, model,
+                                                                  shown):
+  path = _weight_files(tmp_path)[name]
+  workdir = tmp_path / "wd"
+  with pytest.raises(configlib.ConfigError) as info:
+    train.train_and_evaluate(tiny_config(model=model, **{key: str(path)}), str(workdir))
+  message = str(info.value)
+  assert message.startswith(f"config.{key}: cannot use {path} as {model} weights") and shown in message
+  assert "\n" not in message and len(message) < 500
+  assert not workdir.exists()
+
+
+@pytest.mark.torch
+def test_predict_of_a_bad_original_checkpoint_writes_nothing(tmp_path, tiny_config):
+  """predict --config.init_from records the run only after the weights loaded: a failed try leaves the
+  workdir unmade, so the re-run with the right file is not refused."""
+  path = _weight_files(tmp_path)["noise"]
+  workdir = tmp_path / "wd"
+  with pytest.raises(configlib.ConfigError, match="config.init_from: cannot use .*noise.pth as model_34"):
+    predict.predict_original(str(workdir), tiny_config(model="model_34", init_from=str(path)))
+  assert not workdir.exists()
