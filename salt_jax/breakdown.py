@@ -63,7 +63,8 @@ def format_summary(table: pd.DataFrame, title: str = "") -> str:
           f"{s['empty_predicted_salt']} of {s['empty_tiles']} empty tiles predicted with salt, "
           f"{s['salt_predicted_empty']} of {s['salt_tiles']} salt tiles predicted empty, "
           f"found salt tiles score {s['found_mean_score']:.3f}")
-  shown = table.assign(mean_score=table["mean_score"].map("{:.3f}".format), lost=table["lost"].map("{:.4f}".format))
+  shown = table.assign(mean_score=table["mean_score"].map("{:.3f}".format),
+                       lost=table["lost"].map("{:.4f}".format))
   return head + "\n" + shown.to_string(index=False)
 
 

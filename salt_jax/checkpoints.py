@@ -44,7 +44,8 @@ def check_room(directory, nbytes: int) -> None:
                     f"{os.strerror(errno.ENOSPC)}); free some, then re-run the same command to resume")
   free = stat.f_bavail * stat.f_frsize
   if free < nbytes:
-    raise DiskError(f"cannot write {path}: {free / 2**20:.1f} MiB free, a save needs ~{nbytes / 2**20:.1f} MiB "
+    raise DiskError(f"cannot write {path}: {free / 2**20:.1f} MiB free, a save needs "
+                    f"~{nbytes / 2**20:.1f} MiB "
                     f"([Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}); free space, then re-run the same "
                     "command to resume")
 

@@ -101,8 +101,9 @@ class EpochRunner:
       active_spec = spec((n_folds, n_steps), jnp.bool_) if masked else None
       self._compiled[key] = steps.compile_fold_train_steps(
           state, self._data, rows_spec, self._key, active_spec, mesh=self._mesh, fold_map=self._fold_map,
-          seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._config), canvas=self._config.input_size)
-      logging.info("compiled %d %s train steps of %d fold(s) per call%s in %.1f s", n_steps, seg_loss, n_folds,
-                   " (masked)" if masked else "", time.perf_counter() - t0)
+          seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._config),
+          canvas=self._config.input_size)
+      logging.info("compiled %d %s train steps of %d fold(s) per call%s in %.1f s", n_steps, seg_loss,
+                   n_folds, " (masked)" if masked else "", time.perf_counter() - t0)
       self._on_compile()
     return self._compiled[key]

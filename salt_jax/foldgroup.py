@@ -54,14 +54,16 @@ class FoldGroup:
     self.todo: List[Fold] = []
 
   def _make_fold(self, fold: int, samples) -> Fold:
-    train_idx, valid_idx = self.run.fold_rows(configlib.for_fold(self.config, fold), samples.ids, samples.masks)
+    train_idx, valid_idx = self.run.fold_rows(configlib.for_fold(self.config, fold), samples.ids,
+                                              samples.masks)
     steps = len(train_idx) // self.config.batch_size
     if steps == 0:
       raise ValueError(f"fold {fold} has {len(train_idx)} training images, fewer than one batch")
-    latest = checkpoints.LatestCheckpoint(self.run.checkpoints_dir(fold), self.run.corrupt_checkpoints_dir(fold),
+    latest = checkpoints.LatestCheckpoint(self.run.checkpoints_dir(fold),
+                                          self.run.corrupt_checkpoints_dir(fold),
                                           keep=self.config.keep_checkpoints)
-    logging.info("fold %d: %d train images (%d steps of %d), %d validation images", fold, len(train_idx), steps,
-                 self.config.batch_size, len(valid_idx))
+    logging.info("fold %d: %d train images (%d steps of %d), %d validation images", fold, len(train_idx),
+                 steps, self.config.batch_size, len(valid_idx))
     return Fold(fold, train_idx, samples.images[valid_idx], samples.masks[valid_idx], steps, latest)
 
   def restore(self, abstract) -> List[Optional[Any]]:

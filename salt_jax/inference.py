@@ -51,4 +51,5 @@ class Predictor:
     """Validation loss (mean per-image Lovasz on the crop), best mAP and its logit threshold (SPEC 6.2)."""
     out = self.outputs(variables, images, masks)
     best_map, best_thr = metrics.best_threshold(out.logits, masks)
-    return {"val_loss": float(np.mean(out.losses)), "val_map": float(best_map), "val_threshold": float(best_thr)}
+    return {"val_loss": float(np.mean(out.losses)), "val_map": float(best_map),
+            "val_threshold": float(best_thr)}

@@ -25,7 +25,8 @@ def epoch_message(fold: int, record: Dict[str, Any], total: int) -> str:
   msg = (f"fold {fold} epoch {record['epoch'] + 1}/{total} {stage} loss {record['loss']:.4f} "
          f"lr {record['lr']:.6f} {record['images_per_s']:.1f} img/s")
   if "val_map" in record:
-    msg += f" | val loss {record['val_loss']:.4f} mAP {record['val_map']:.4f} @ {record['val_threshold']:+.4f}"
+    msg += (f" | val loss {record['val_loss']:.4f} mAP {record['val_map']:.4f} "
+            f"@ {record['val_threshold']:+.4f}")
   return msg
 
 

@@ -142,11 +142,11 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
   """
   schedule = FoldSchedule(epoch_schedule(config), steps_per_epoch)
   if config.optimizer == "sgd":
-    return optax.inject_hyperparams(_sgd, static_args=("momentum", "weight_decay"), hyperparam_dtype=jnp.float32)(
-        learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay)
+    sgd = optax.inject_hyperparams(_sgd, static_args=("momentum", "weight_decay"), hyperparam_dtype=jnp.float32)
+    return sgd(learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay)
   if config.optimizer == "adamw":
-    return optax.inject_hyperparams(_adamw, static_args=("weight_decay",), hyperparam_dtype=jnp.float32)(
-        learning_rate=schedule, weight_decay=config.weight_decay)
+    adamw = optax.inject_hyperparams(_adamw, static_args=("weight_decay",), hyperparam_dtype=jnp.float32)
+    return adamw(learning_rate=schedule, weight_decay=config.weight_decay)
   raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
 
 

@@ -87,7 +87,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
 
 def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
                 active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, float],
-                canvas: int = geometry.CANVAS, batch_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+                canvas: int = geometry.CANVAS, batch_sharding=None
+                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """Many train_steps in one call, on data that stays on the devices (a lax.scan over the steps).
 
   data: {"image", "mask"} (N,101,101) uint8, every training sample; rows: (S,B) int32, the samples of

@@ -20,8 +20,8 @@ import tqdm
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo, records,
-                      rundir, schedules, steps)
+from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo,
+                      records, rundir, schedules, steps)
 from salt_jax.data import kaggle
 
 
@@ -87,7 +87,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     for k in folds:
       run.check_run(config, k)  # again under the lock: another run may have recorded in between
     samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
-    return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(config, run), weights, phases)
+    return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(config, run), weights,
+                  phases)
 
 
 def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, weights, phases: "_Phases"

@@ -142,7 +142,8 @@ def test_other_canvases_use_the_same_placement_rule(canvas):
   c = (canvas - 101) // 2
   assert augment.shift_range(canvas) == (-c, c)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 101, 101)), jnp.uint8)
-  x, y, (top, left) = augment.random_pad(jax.random.key(1), images, images, return_offsets=True, canvas=canvas)
+  x, y, (top, left) = augment.random_pad(jax.random.key(1), images, images, return_offsets=True,
+                                         canvas=canvas)
   assert x.shape == y.shape == (64, canvas, canvas)
   assert int(top.min()) == 0 and int(top.max()) == 2 * c - 1 and int(left.max()) == 2 * c - 1
   for i in range(4):

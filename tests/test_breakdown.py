@@ -38,7 +38,8 @@ def test_summary_and_text():
   pred, truth = _tiles()
   table = breakdown.coverage_table(pred, truth)
   s = breakdown.summary(table)
-  assert (s["empty_tiles"], s["empty_predicted_salt"], s["salt_tiles"], s["salt_predicted_empty"]) == (2, 1, 4, 1)
+  counts = (s["empty_tiles"], s["empty_predicted_salt"], s["salt_tiles"], s["salt_predicted_empty"])
+  assert counts == (2, 1, 4, 1)
   assert s["found_mean_score"] == pytest.approx((1 + 0.5 + 1) / 3)
   text = breakdown.format_summary(table, "fold 0")
   assert text.startswith("fold 0: mAP 0.5833 on 6 tiles; 1 of 2 empty tiles predicted with salt, "

@@ -50,8 +50,8 @@ def test_sweep_picks_the_known_best_pair_and_scores_it_exactly():
   best_map, best = gating.sweep(logits, truth, p_empty, min_areas=(10, 20), thresholds=thresholds)
   assert (best_map, best) == (0.75, gating.Gate(0.2, min_area=20))
   assert best_map == metrics.kaggle_map(best.apply(logits, p_empty), truth)
-  full_map, full = gating.sweep(logits, truth, p_empty, min_areas=(20,), empty_aboves=(0.8,), salt_belows=(0.1,),
-                                thresholds=thresholds, fallbacks=np.array([0.5, 0.0]))
+  full_map, full = gating.sweep(logits, truth, p_empty, min_areas=(20,), empty_aboves=(0.8,),
+                                salt_belows=(0.1,), thresholds=thresholds, fallbacks=np.array([0.5, 0.0]))
   assert full_map == 1.0 and (full.salt_below, full.fallback) == (0.1, 0.0)
   assert metrics.kaggle_map(full.apply(logits, p_empty), truth) == 1.0
 

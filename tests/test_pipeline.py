@@ -197,6 +197,7 @@ def test_pipeline_rerun_with_changed_settings_is_refused_and_changes_nothing(fin
   before = _tree_state(outdir)
   config = tiny_pipeline_config(mini_data_dir)
   change(config)
-  with pytest.raises(rundir.WorkdirError, match=f"pipeline step {step} in .* ran with other inputs .*{shown}"):
+  message = f"pipeline step {step} in .* ran with other inputs .*{shown}"
+  with pytest.raises(rundir.WorkdirError, match=message):
     pipeline.run_pipeline(config, str(outdir))
   assert _tree_state(outdir) == before

@@ -58,8 +58,10 @@ def test_steps_on_smaller_canvases_with_an_average(real_tiles, canvas, ema_decay
   state = steps.create_train_state(model, optim.constant_sgd(0.01), jax.random.key(0), image_size=canvas,
                                    ema_decay=ema_decay)
   init = state.params
-  step = jax.jit(lambda s, b, k: steps.train_step(s, b, k, seg_loss="blend", loss_weights=WEIGHTS, canvas=canvas))
-  state, metrics = step(state, {"image": jnp.asarray(images[:8]), "mask": jnp.asarray(masks[:8])}, jax.random.key(1))
+  step = jax.jit(lambda s, b, k: steps.train_step(s, b, k, seg_loss="blend", loss_weights=WEIGHTS,
+                                                  canvas=canvas))
+  batch = {"image": jnp.asarray(images[:8]), "mask": jnp.asarray(masks[:8])}
+  state, metrics = step(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["lr"]) == pytest.approx(0.01)
   logits = steps.tta_logits(model.apply, steps.eval_variables(state), jnp.asarray(images[:2]), canvas)
   assert logits.shape == (2, 101, 101)
