@@ -37,10 +37,11 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
 from absl import app, flags
 
-from salt_jax import configlib, rundir
+from salt_jax import configlib, fileio, rundir
 from salt_jax.data.errors import DataError
 
-REFUSED: Tuple[Type[BaseException], ...] = (configlib.ConfigError, rundir.WorkdirError, DataError)
+REFUSED: Tuple[Type[BaseException], ...] = (configlib.ConfigError, rundir.WorkdirError, DataError,
+                                            fileio.UnwritableError)
 
 
 def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[], None]] = None, *,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from absl import flags, logging
 
-from salt_jax import breakdown, cli, geometry, metrics, predict, rundir, viz
+from salt_jax import breakdown, cli, fileio, geometry, metrics, predict, rundir, viz
 from salt_jax.data import kaggle, submission
 from salt_jax.data.submission import Submission
 
@@ -153,6 +153,9 @@ def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mo
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  for what, path in (("--out", out), ("--oof_csv", oof_csv), ("--save_png", save_png), ("--report", report_png)):
+    if path:
+      fileio.check_writable(path, what)  # before the voting, not after it
   sample = submission.read_sample_ids(source.data_dir)  # fail before voting: missing, empty or unreadable
   model_votes = []
   for wd in workdirs:

@@ -4,10 +4,30 @@ A writer fills a temporary file beside the target, then `os.replace` puts it in 
 kill -9 never leaves half a file; on error the temporary file is removed and the target is untouched.
 """
 import contextlib
+import errno
 import json
 import os
 import pathlib
 from typing import Any, Iterator
+
+
+class UnwritableError(ValueError):
+  """An output path that cannot be written (a folder, a read-only or full disk); the message names it."""
+
+
+def check_writable(path, what: str = "output") -> pathlib.Path:
+  """Raises UnwritableError unless `path` can be written as a file: not a folder, and its nearest existing
+  parent writable. For checks before long work, so that it does not fail at the end."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    raise UnwritableError(f"{what} {path} is a folder, not a file")
+  parent = next(p for p in path.absolute().parents if p.exists())
+  if not parent.is_dir():
+    raise UnwritableError(f"cannot write {what} {path}: {parent} is a file, not a folder")
+  if not os.access(parent, os.W_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+    code = errno.EROFS if os.statvfs(parent).f_flag & os.ST_RDONLY else errno.EACCES
+    raise UnwritableError(f"cannot write {what} {path} ([Errno {code}] {os.strerror(code)} at {parent})")
+  return path
 
 
 @contextlib.contextmanager
@@ -20,6 +40,8 @@ def atomic_path(path) -> Iterator[pathlib.Path]:
   try:
     yield tmp
     os.replace(tmp, path)
+  except OSError as e:  # e.g. ENOSPC while writing: name the file the user asked for, not the temporary one
+    raise UnwritableError(f"cannot write {path} ([Errno {e.errno}] {e.strerror})") from e
   finally:
     if tmp.exists():
       tmp.unlink()

@@ -151,6 +151,7 @@ class _SnapshotPredictor:
                batch_size: Optional[int], save_logits: bool):
     self.run, self.kind, self.source, self.batch_size, self.save_logits = (run, kind, source, batch_size,
                                                                            save_logits)
+    fileio.check_writable(run.prediction_file(kind, 0, 0), "predictions")  # before predicting, not after
     self.mesh = parallel.make_mesh()
     self._data, self._predictors = {}, {}
 

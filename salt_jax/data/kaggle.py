@@ -20,6 +20,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from absl import logging
 import pandas as pd
 
 from salt_jax import fileio
@@ -240,13 +241,29 @@ def _load_cache(path: pathlib.Path, fingerprint: str, ids: np.ndarray) -> Option
     return None
 
 
+def usable_cache_dir(cache_dir) -> Optional[pathlib.Path]:
+  """cache_dir if a cache can be written there, else None after one warning: the cache is optional, so
+  an unwritable folder (or a file) only costs the decoding."""
+  if not cache_dir:
+    return None
+  try:
+    fileio.check_writable(pathlib.Path(cache_dir) / "tgs_train.npz", "cache")
+  except fileio.UnwritableError as e:
+    logging.warning("%s; running without the decoded-data cache", e)
+    return None
+  return pathlib.Path(cache_dir)
+
+
 def _save_cache(path: pathlib.Path, fingerprint: str, samples: Samples) -> None:
   arrays = dict(fingerprint=np.array(fingerprint), ids=samples.ids, images=samples.images,
                 depths=samples.depths)
   if samples.masks is not None:
     arrays["masks_packed"] = np.packbits(samples.masks.reshape(len(samples), -1), axis=1)
-  with fileio.atomic_path(path) as tmp:
-    np.savez(tmp, **arrays)
+  try:
+    with fileio.atomic_path(path) as tmp:
+      np.savez(tmp, **arrays)
+  except fileio.UnwritableError as e:  # e.g. the disk filled up while writing: the data is loaded anyway
+    logging.warning("%s; the decoded data is not cached", e)
 
 
 def load_split(data_dir, split: str, cache_dir=None, verify_rle: bool = True,
@@ -264,6 +281,8 @@ def load_split(data_dir, split: str, cache_dir=None, verify_rle: bool = True,
   if cache_dir:
     fingerprint = _fingerprint(data_dir, split, csv)
     samples = _load_cache(cache_path(cache_dir, split), fingerprint, ids)
+    if samples is None:
+      cache_dir = usable_cache_dir(cache_dir)  # warned once, before decoding, if it cannot be written
   if samples is None:
     images = read_images([data_dir / split / "images" / f"{i}.png" for i in ids], num_threads)
     masks = None
