@@ -5,6 +5,12 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# XLA_FLAGS of the subprocesses that simulate 2 CPU devices. XLA:CPU aborts a collective whose other
+# participant has not arrived within 40 s; on 2 shared cores a starved thread can take longer (a CI run
+# aborted so once), so the waits get the room a loaded machine needs (the values computed are unchanged).
+TWO_CPU_DEVICES = ("--xla_force_host_platform_device_count=2 --xla_cpu_collective_timeout_seconds=1200 "
+                   "--xla_cpu_collective_call_terminate_timeout_seconds=1200 "
+                   "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120")
 
 
 def _default_data_dir() -> pathlib.Path:

@@ -16,6 +16,7 @@ import pytest
 
 from salt_jax import checkpoints, configlib, models, parallel, rundir, steps, train
 import optim
+from conftest import TWO_CPU_DEVICES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
@@ -276,7 +277,7 @@ def test_two_folds_on_two_devices_equal_each_fold_alone(tiny_config, tiny_run, a
   cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py", f"--workdir={workdir}",
          f"--config.data_dir={mini_data_dir}", "--config.folds=0,1", "--config.fold_map=vmap",
          "--config.compilation_cache_dir="] + [f"--config.{k}={config[k]}" for k in keys]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=TWO_CPU_DEVICES)
   done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "2 fold(s) on 2 devices (mesh {'folds': 2, 'data': 1}, fold_map vmap)" in done.stderr

@@ -14,6 +14,7 @@ import pytest
 from salt_jax import configlib, models, steps
 from salt_jax.data import kaggle
 import optim
+from conftest import TWO_CPU_DEVICES
 
 WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
 WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
@@ -153,7 +154,7 @@ def test_one_device_equals_two_simulated_devices(batch_npz, one_device):
   losses of three steps in lock-step agree to 1e-4 (rounding differences grow by ~30x per step here:
   6e-8 after one step, 4e-6 after two)."""
   two = _run_worker(batch_npz, batch_npz.with_name("two.npz"), "--devices=2",
-                    env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                    env_extra={"XLA_FLAGS": TWO_CPU_DEVICES})
   assert int(one_device["n_devices"]) == 1 and int(two["n_devices"]) == 2
   _assert_same_step(one_device, two, atol=1e-6)
   np.testing.assert_allclose(two["losses"], one_device["losses"], rtol=1e-4)
