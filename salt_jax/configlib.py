@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Data and folds (SPEC 1).
   c.data_dir = "../shared/tgs"
   c.cache_dir = ""                # where to cache the decoded data as .npz ("" = no cache)
+  c.data_source = "kaggle"        # "kaggle": the folder at data_dir; "tfds": the tgs_salt build (same tiles)
+  c.tfds_data_dir = ""            # data_source=tfds: the TFDS data dir holding tgs_salt/ (path or gs:// URL)
   c.fold = 0
   c.folds = ""                    # folds trained together in one program: "0,1,2", "all" ("" = just `fold`)
   c.num_folds = 10
@@ -92,9 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
 
 # Keys a re-run or resume of a fold may change: they do not change the data, the model or the schedule of
 # the epochs already trained (cycle_num only moves where the run stops).
-RESUME_SAFE_KEYS = frozenset({"data_dir", "cache_dir", "eval_batch_size", "distributed", "cycle_num",
-                              "keep_checkpoints", "steps_per_call", "compilation_cache_dir", "folds",
-                              "fold_map"})
+RESUME_SAFE_KEYS = frozenset({"data_dir", "cache_dir", "data_source", "tfds_data_dir", "eval_batch_size",
+                              "distributed", "cycle_num", "keep_checkpoints", "steps_per_call",
+                              "compilation_cache_dir", "folds", "fold_map"})
 # Keys that must equal the fold's recorded config (data, model, schedule, losses, seeds, snapshots).
 RESUME_FIXED_KEYS = frozenset({
     "model", "align_corners", "decoder_dropout", "head_dropout", "dtype", "pretrained", "init_from",
@@ -168,6 +170,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for any key or value of a training config that cannot run. Pure: reads only
   the config (and checks that the files it names exist), so a refused command changes nothing on disk."""
   from salt_jax import models, schedules  # pylint: disable=import-outside-toplevel
+  from salt_jax.data import sources  # pylint: disable=import-outside-toplevel
   known = base_config()
   for key in sorted(set(config.keys()) - set(known.keys())):
     raise ConfigError(_unknown_key_message(key, list(known.keys())))
@@ -189,6 +192,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.fold >= config.num_folds:
     raise ConfigError(f"config.fold={config.fold} is outside 0..{config.num_folds - 1}")
   fold_list(config)
+  if config.data_source not in sources.SOURCES:
+    raise ConfigError(f"config.data_source must be one of {', '.join(sources.SOURCES)}, "
+                      f"got {config.data_source!r}")
+  if config.data_source == "tfds" and not config.tfds_data_dir:
+    raise ConfigError("config.data_source='tfds' needs config.tfds_data_dir (a TFDS data dir with tgs_salt/)")
   if config.fold_map not in FOLD_MAPS:
     raise ConfigError(f"config.fold_map must be one of {', '.join(FOLD_MAPS)}, got {config.fold_map!r}")
   for key in _NON_NEGATIVE_FLOATS:

@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from salt_jax import configlib, ensemble, fileio, predict, rundir, train
-from salt_jax.data import kaggle, submission
+from salt_jax.data import kaggle, sources, submission
 from salt_jax.data.errors import DataError
 from salt_jax.jigsaw import tasks as jigsaw
 
@@ -116,6 +116,8 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
                  config=model_config(e, data_dir, overrides)) for e in config.stage1.models]
   stage2_base = [(e, model_config(e, data_dir, overrides)) for e in config.stage2.models]
   kaggle.load_train(data_dir, cache_dir=overrides["cache_dir"])  # fail early on bad data, before any output
+  if stage1[0]["config"].data_source == "tfds":
+    sources.load_train(stage1[0]["config"])  # and on the built TFDS dataset that training reads
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"
   pipe.step("jigsaw/solve", lambda: jigsaw.solve(data_dir, str(mosaics)))

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from salt_jax import (checkpoints, configlib, fileio, geometry, inference, metrics, models, parallel, pseudo,
                       rundir)
-from salt_jax.data import kaggle
+from salt_jax.data import sources
 from salt_jax.data.errors import DataError
 
 
@@ -143,10 +143,10 @@ class _SnapshotPredictor:
     self._data, self._predictors = {}, {}
 
   def _load(self, config):
-    """(train set, test set) of the folder the fold was trained on (or --data_dir)."""
-    key = (self.data_dir or config.data_dir, config.cache_dir or None)
+    """(train set, test set) of the source the fold was trained on (or the Kaggle folder --data_dir)."""
+    key = sources.of(config, self.data_dir)
     if key not in self._data:
-      self._data[key] = (kaggle.load_train(key[0], cache_dir=key[1]), kaggle.load_test(key[0], cache_dir=key[1]))
+      self._data[key] = (key.train(), key.test())
     return self._data[key]
 
   def _predictor(self, config, model) -> inference.Predictor:
