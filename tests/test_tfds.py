@@ -1,6 +1,8 @@
 """The tgs_salt TFDS builder and data_source=tfds: ArrayRecord build and read-back without TensorFlow, the
 same tiles, folds and training as the Kaggle folder, and one-line errors for a missing or broken build."""
+import pathlib
 import shutil
+import subprocess
 import sys
 
 import ml_collections
@@ -16,6 +18,8 @@ from fake_kaggle import make_fake_kaggle  # noqa: E402
 from salt_jax import configlib, geometry, rundir  # noqa: E402
 from salt_jax.data import sources, tfds_tgs_salt  # noqa: E402
 from salt_jax.data.errors import DataError  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_build_array_record_and_read_back_without_tensorflow(tmp_path):
@@ -76,9 +80,34 @@ def _assert_same_samples(a, b):
     np.testing.assert_array_equal(x, y, err_msg=field)
 
 
+def test_build_command_line(tmp_path, capsys):
+  """`python -m` (the module runs as __main__ and as salt_jax.data.tfds_tgs_salt) builds, a second build
+  keeps the first unless --overwrite (the fingerprint tells them apart); bad input is one line."""
+  root = make_fake_kaggle(tmp_path / "kaggle")[0]
+  out = tmp_path / "out"
+  cmd = [sys.executable, "-m", "salt_jax.data.tfds_tgs_salt", f"--data_dir={root}", f"--out={out}"]
+  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"{out}/tgs_salt/1.0.0: train 6, test 4 examples" in done.stdout
+  source = sources.TfdsSource(str(out))
+  first = source.fingerprint()
+  assert source.fingerprint() == first
+  other = make_fake_kaggle(tmp_path / "other", num_train=7, seed=1)[0]
+  tfds_tgs_salt.main([f"--data_dir={other}", f"--out={out}"])                  # kept: already built
+  assert len(source.train()) == 6 and source.fingerprint() == first
+  tfds_tgs_salt.main([f"--data_dir={other}", f"--out={out}", "--overwrite"])
+  assert len(source.train()) == 7 and source.fingerprint() != first
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    tfds_tgs_salt.main([f"--data_dir={tmp_path / 'nowhere'}", f"--out={tmp_path / 'out2'}"])
+  assert e.value.code == 1
+  assert capsys.readouterr().err == f"salt_jax.data.tfds_tgs_salt: missing folder: {tmp_path / 'nowhere'}\n"
+
+
 def test_tfds_source_gives_the_kaggle_folders_arrays(mini_data_dir, mini_tfds, tmp_path):
   kaggle_config, tfds_config = _configs(mini_data_dir, mini_tfds, cache_dir=str(tmp_path / "cache"))
-  assert sources.of(kaggle_config).kind == "kaggle" and sources.of(tfds_config).kind == "tfds"
+  assert isinstance(sources.of(kaggle_config), sources.KaggleSource)
+  assert sources.of(tfds_config) == sources.TfdsSource(str(mini_tfds))
   train, test = sources.load_train(tfds_config), sources.load_test(tfds_config)
   assert len(train) == 96 and len(test) == 24 and test.masks is None
   assert train.masks.any() and set(np.unique(train.masks)) <= {0, 1} and np.isfinite(train.depths).all()
@@ -106,6 +135,7 @@ def test_tfds_source_gives_the_same_folds(mini_data_dir, mini_tfds, tmp_path):
     np.testing.assert_array_equal(a_valid, b_valid)
 
 
+@pytest.mark.slow
 def test_training_from_tfds_equals_training_from_the_folder(tiny_config, mini_tfds, tmp_path):
   """A one-epoch cycle of model_tiny on 16 tiles (no warm-up): the same loss and validation; the tfds run
   (its Kaggle folder absent) is then predicted from the build too."""
@@ -120,6 +150,7 @@ def test_training_from_tfds_equals_training_from_the_folder(tiny_config, mini_tf
   assert [{k: r.get(k) for k in keys} for r in histories["tfds"]] == [
       {k: r.get(k) for k in keys} for r in histories["kaggle"]]
   assert len(histories["tfds"]) == 1 and "val_map" in histories["tfds"][-1]
+  rundir.RunDir(tmp_path / "kaggle").check_run(tiny_config(**settings, **from_tfds))   # may resume from tfds
   [meta] = predict.predict_workdir(tmp_path / "tfds")
   pred = predict.load_prediction(rundir.RunDir(tmp_path / "tfds").prediction_file("max_map", 0, 0))
   assert list(pred["test_ids"]) == list(sources.load_test(tiny_config(**from_tfds)).ids)
@@ -163,11 +194,11 @@ def test_data_source_keys_are_checked():
 
 def test_recorded_configs_without_the_key_read_the_folder_and_predict_data_dir_wins():
   old = ml_collections.ConfigDict(dict(data_dir="/data/tgs", cache_dir=""))
-  assert sources.of(old) == sources.Source("kaggle", "/data/tgs", None)
+  assert sources.of(old) == sources.KaggleSource("/data/tgs", None)
   config = configlib.base_config()
   config.update(dict(data_source="tfds", tfds_data_dir="gs://bucket/tfds", cache_dir="/c"))
-  assert sources.of(config) == sources.Source("tfds", "gs://bucket/tfds")
-  assert sources.of(config, "/other/tgs") == sources.Source("kaggle", "/other/tgs", "/c")
+  assert sources.of(config) == sources.TfdsSource("gs://bucket/tfds")
+  assert sources.of(config, "/other/tgs") == sources.KaggleSource("/other/tgs", "/c")
 
 
 def test_pipeline_checks_the_tfds_build_before_any_output(mini_data_dir, tmp_path):

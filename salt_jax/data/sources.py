@@ -2,10 +2,12 @@
 
 Both give the same `kaggle.Samples` (ids in train.csv / sample_submission.csv order, images, masks {0,1},
 depths; tests/test_tfds.py checks them equal, and so the folds), so the rest of the program does not know
-which one it read. The TFDS path imports tensorflow_datasets only when it is used.
+which one it read. Each source is a hashable value with `train()` and `test()`, made by `of(config)`;
+the TFDS one imports tensorflow_datasets only when it loads.
 """
 import dataclasses
-from typing import Optional
+import hashlib
+from typing import Optional, Union
 
 from salt_jax.data import kaggle
 
@@ -13,26 +15,49 @@ SOURCES = ("kaggle", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
-  """Where the tiles come from: kind "kaggle" (path: the folder, with an optional npz cache_dir) or
-  "tfds" (path: the TFDS data dir holding tgs_salt/, local or gs://). Hashable: one load per source."""
-  kind: str
-  path: str
+class KaggleSource:
+  """The Kaggle folder, with an optional npz cache of the decoded splits."""
+  data_dir: str
   cache_dir: Optional[str] = None
 
-  def train(self) -> kaggle.Samples:
+  def train(self, verify_rle: bool = True) -> kaggle.Samples:
     """The labelled train tiles (3,601 on the real data), in train.csv order."""
-    if self.kind == "tfds":
-      from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
-      return tfds_tgs_salt.load_split(self.path, "train")
-    return kaggle.load_train(self.path, cache_dir=self.cache_dir)
+    return kaggle.load_train(self.data_dir, cache_dir=self.cache_dir, verify_rle=verify_rle)
 
   def test(self) -> kaggle.Samples:
     """The unlabelled test tiles (18,399 on the real data; masks None), in sample_submission.csv order."""
-    if self.kind == "tfds":
-      from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
-      return tfds_tgs_salt.load_split(self.path, "test")
-    return kaggle.load_test(self.path, cache_dir=self.cache_dir)
+    return kaggle.load_test(self.data_dir, cache_dir=self.cache_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+  """The tgs_salt build under a TFDS data dir (a path or gs:// URL), read without TensorFlow."""
+  tfds_data_dir: str
+
+  def train(self, verify_rle: bool = True) -> kaggle.Samples:
+    """The Kaggle folder's train tiles, from the build (its RLEs were verified when it was built)."""
+    del verify_rle
+    from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
+    return tfds_tgs_salt.load_split(self.tfds_data_dir, "train")
+
+  def test(self) -> kaggle.Samples:
+    """The Kaggle folder's test tiles (masks None), from the build."""
+    from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
+    return tfds_tgs_salt.load_split(self.tfds_data_dir, "test")
+
+  def fingerprint(self) -> str:
+    """A SHA-256 of the build's dataset_info.json and the name, size and mtime of every file beside it,
+    for records that must notice a rebuilt dataset."""
+    from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
+    root = tfds_tgs_salt.dataset_dir(self.tfds_data_dir)
+    digest = hashlib.sha256((root / "dataset_info.json").read_bytes())
+    for path in sorted(root.iterdir()):
+      stat = path.stat()
+      digest.update(f"{path.name}\0{stat.length}\0{stat.mtime}\n".encode())
+    return digest.hexdigest()
+
+
+Source = Union[KaggleSource, TfdsSource]
 
 
 def of(config, data_dir: Optional[str] = None) -> Source:
@@ -44,15 +69,15 @@ def of(config, data_dir: Optional[str] = None) -> Source:
   if kind not in SOURCES:
     raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {kind!r}")
   if data_dir or kind == "kaggle":
-    return Source("kaggle", str(data_dir or config.data_dir), config.get("cache_dir") or None)
-  return Source("tfds", str(config.tfds_data_dir))
+    return KaggleSource(str(data_dir or config.data_dir), config.get("cache_dir") or None)
+  return TfdsSource(str(config.tfds_data_dir))
 
 
 def load_train(config) -> kaggle.Samples:
-  """The train tiles of the config's source (`Source.train`)."""
+  """The train tiles of the config's source."""
   return of(config).train()
 
 
 def load_test(config) -> kaggle.Samples:
-  """The test tiles of the config's source (`Source.test`)."""
+  """The test tiles of the config's source."""
   return of(config).test()

@@ -95,10 +95,13 @@ def build(kaggle_dir, data_dir, file_format: str = FILE_FORMAT, overwrite: bool 
 
   An existing build is kept unless `overwrite`. Needs no TensorFlow.
   """
-  mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else None
+  if not pathlib.Path(kaggle_dir).is_dir():   # else tfds asserts with its manual-download instructions
+    raise DataError(f"missing folder: {kaggle_dir}")
+  modes = tfds.download.GenerateMode
+  mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_DATASET_IF_EXISTS
   builder = TgsSalt(data_dir=str(data_dir), file_format=file_format)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(kaggle_dir), download_mode=mode or tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir),
+                                                                            download_mode=mode))
   return builder
 
 
