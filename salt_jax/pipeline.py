@@ -23,7 +23,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from salt_jax import breakdown, cli, configlib, ensemble, fileio, predict, rundir, train
-from salt_jax.data import kaggle, submission
+from salt_jax.data import kaggle, sources, submission
 from salt_jax.jigsaw import tasks as jigsaw
 
 
@@ -140,6 +140,8 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
                  config=model_config(e, source, overrides)) for e in config.stage1.models]
   stage2_base = [(e, model_config(e, source, overrides)) for e in config.stage2.models]
   source.train()  # fail early on bad data, before any output
+  if stage1[0]["config"].data_source == "tfds":
+    sources.load_train(stage1[0]["config"])  # and on the built TFDS dataset that training reads
   data = source.fingerprint()
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from salt_jax import (checkpoints, cli, configlib, fileio, gating, geometry, inference, models, parallel, pseudo,
                       rundir)
-from salt_jax.data import kaggle
+from salt_jax.data import kaggle, sources
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ class _SnapshotPredictor:
 
   def _load(self, config):
     """(train set, test set) of the source, or of the folder and cache the fold was trained with."""
-    source = self.source or kaggle.DataSource(config.data_dir, config.cache_dir)
+    source = self.source or sources.of(config)
     if source not in self._data:
       self._data[source] = (source.train(), source.test())
     return self._data[source]

@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo,
                       records, rundir, schedules, steps)
-from salt_jax.data import kaggle
+from salt_jax.data import sources
 
 
 def load_weights(config) -> Dict[str, Any]:
@@ -53,7 +53,7 @@ def pseudo_data(config, run: rundir.RunDir):
   if not config.pseudo_csv:
     empty = np.zeros((0, *geometry.TILE_SHAPE), np.uint8)
     return empty, empty
-  test = kaggle.load_test(config.data_dir, cache_dir=config.cache_dir or None)
+  test = sources.load_test(config)
   half = pseudo.load_or_make_split(run.pseudo_split_csv(config), test.ids, config.pseudo_seed)
   chosen = np.flatnonzero(half == config.pseudo_split)
   masks = pseudo.read_pseudo_masks(config.pseudo_csv, test.ids[chosen])
@@ -86,7 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   with run.lock(jax.process_index()):
     for k in folds:
       run.check_run(config, k)  # again under the lock: another run may have recorded in between
-    samples = kaggle.load_train(config.data_dir, cache_dir=config.cache_dir or None)
+    samples = sources.load_train(config)
     return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(config, run), weights,
                   phases)
 

@@ -297,3 +297,32 @@ def test_predict_of_a_bad_original_checkpoint_writes_nothing(tmp_path, tiny_conf
   with pytest.raises(configlib.ConfigError, match="config.init_from: cannot use .*noise.pth as model_34"):
     predict.predict_original(str(workdir), tiny_config(model="model_34", init_from=str(path)))
   assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_training_in_one_line_and_the_run_resumes(tiny_run, tmp_path, monkeypatch):
+  """A disk with no space left under the workdir: the first end-of-epoch save raises a DiskError naming
+  the checkpoints folder and ENOSPC before orbax starts (no state written); with space again, the same
+  command resumes and ends where an uninterrupted run ends."""
+  config, _, _ = tiny_run
+  workdir = tmp_path / "wd"
+  real = os.statvfs
+
+  class _Full:
+    f_files, f_favail, f_bavail, f_frsize, f_flag = 10**6, 10**6, 0, 4096, 0
+
+  monkeypatch.setattr(os, "statvfs", lambda p: _Full if str(workdir) in str(p) else real(p))
+  with pytest.raises(checkpoints.DiskError) as info:
+    train.train_and_evaluate(config, str(workdir))
+  message = str(info.value)
+  assert message.startswith(f"cannot write {rundir.RunDir(workdir).checkpoints_dir(0)}: 0.0 MiB free")
+  assert "[Errno 28] No space left on device" in message and "\n" not in message
+  assert not [p for p in rundir.RunDir(workdir).checkpoints_dir(0).iterdir() if p.name.isdigit()]
+  monkeypatch.undo()
+  summary = train.train_and_evaluate(config, str(workdir))[0]
+  assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]
+  epoch, params = _final_params(config, workdir)
+  want_epoch, want = _final_params(config, tiny_run[1])
+  assert epoch == want_epoch
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)

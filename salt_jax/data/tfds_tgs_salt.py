@@ -1,18 +1,20 @@
-"""TFDS builder `tgs_salt` over the manually downloaded Kaggle folder, usable without TensorFlow.
+"""TFDS builder `tgs_salt` over the manually downloaded Kaggle folder, built and read without TensorFlow.
 
-Built as ArrayRecord by default, so `tfds.data_source` gives random access with NumPy outputs and no
-TensorFlow import. PNGs are encoded here with OpenCV (tfds would call TensorFlow to encode arrays).
+Built as ArrayRecord, so `tfds.data_source` gives random access with NumPy outputs and no TensorFlow
+import. PNGs are encoded here with OpenCV (tfds would call TensorFlow to encode arrays).
 
-  from salt_jax.data import tfds_tgs_salt   # registers 'tgs_salt' with tfds
-  tfds_tgs_salt.build("../shared/tgs", out_dir)
-  source = tfds.data_source("tgs_salt", split="train", data_dir=out_dir)   # source[i] -> dict of NumPy
+  python -m salt_jax.data.tfds_tgs_salt --data_dir=../shared/tgs --out=/data/tfds   # build once
+  tfds_tgs_salt.load_split("/data/tfds", "train")   # -> kaggle.Samples, equal to kaggle.load_train's
 
 Features: id (Text; bytes when read back), image (101,101,1) uint8, mask (101,101,1) uint8 {0,1},
 depth float32 (NaN if unknown). The test split has no labels: its mask is all zeros, so both splits share
 one feature spec. Shuffling is disabled: examples keep the `salt_jax.data.kaggle` order (train.csv,
-sample_submission.csv).
+sample_submission.csv). The examples are the arrays `kaggle.load_split` returns (after its checks, RLEs
+included), so both sources give the same tiles.
 """
+import argparse
 import pathlib
+import time
 
 import cv2
 import numpy as np
@@ -20,9 +22,13 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from salt_jax.data import kaggle
+from salt_jax.data.errors import DataError
 from salt_jax.geometry import TILE_SHAPE
 
+NAME = "tgs_salt"
 FILE_FORMAT = "array_record"
+_READ_ERRORS = (RuntimeError, ValueError, OSError, IndexError, AssertionError)
+_CHUNK = 1024
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -33,8 +39,12 @@ def _png(array: np.ndarray) -> bytes:
   return buf.tobytes()
 
 
-class TgsSalt(tfds.core.GeneratorBasedBuilder):
-  """TGS Salt Identification Challenge 2018: 101x101 seismic tiles and salt masks."""
+class TgsSalt(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__main__"):
+  """TGS Salt Identification Challenge 2018: 101x101 seismic tiles and salt masks.
+
+  Run as a program (`python -m`), this file's copy of the class is not registered: the program uses the
+  importable module's, whose module path tfds needs to find the builder's files.
+  """
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Kaggle train (3,601 labelled) and test (18,399 unlabelled) tiles."}
@@ -80,8 +90,94 @@ class TgsSalt(tfds.core.GeneratorBasedBuilder):
       }
 
 
-def build(kaggle_dir, data_dir, file_format: str = FILE_FORMAT) -> TgsSalt:
-  """Prepares tgs_salt from the Kaggle folder into `data_dir`; returns the builder."""
+def build(kaggle_dir, data_dir, file_format: str = FILE_FORMAT, overwrite: bool = False) -> TgsSalt:
+  """Prepares tgs_salt from the Kaggle folder into `data_dir` (a TFDS data dir); returns the builder.
+
+  An existing build is kept unless `overwrite`. Needs no TensorFlow.
+  """
+  if not pathlib.Path(kaggle_dir).is_dir():   # else tfds asserts with its manual-download instructions
+    raise DataError(f"missing folder: {kaggle_dir}")
+  modes = tfds.download.GenerateMode
+  mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_DATASET_IF_EXISTS
   builder = TgsSalt(data_dir=str(data_dir), file_format=file_format)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir)))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir),
+                                                                            download_mode=mode))
   return builder
+
+
+def dataset_dir(data_dir) -> epath.Path:
+  """Where the build of this version lives under a TFDS data dir: <data_dir>/tgs_salt/<version>."""
+  return epath.Path(data_dir) / NAME / str(TgsSalt.VERSION)
+
+
+def _build_hint(data_dir) -> str:
+  return f"build it with: python -m salt_jax.data.tfds_tgs_salt --data_dir=<Kaggle folder> --out={data_dir}"
+
+
+def load_split(data_dir, split: str) -> kaggle.Samples:
+  """One split of the build under the TFDS data dir `data_dir` (a path or gs:// URL), as `kaggle.Samples`.
+
+  The same ids (same order), images (N,101,101) uint8, masks (N,101,101) {0,1} (None for 'test') and
+  depths (N,) float32 as `kaggle.load_split` gives for the folder it was built from. Reads the ArrayRecord
+  shards with tfds' data source (no TensorFlow). A missing or incomplete build raises DataError naming
+  the path.
+  """
+  if split not in kaggle.SPLITS:
+    raise ValueError(f"split must be one of {kaggle.SPLITS}, got {split!r}")
+  root = dataset_dir(data_dir)
+  if not (root / "dataset_info.json").exists():
+    raise DataError(f"no {NAME} dataset at {root} (config.tfds_data_dir={data_dir}); {_build_hint(data_dir)}")
+  try:
+    builder = TgsSalt(data_dir=str(data_dir))
+    info = builder.info
+  except _READ_ERRORS as e:
+    raise DataError(f"unreadable {NAME} dataset info in {root}: {e}") from e
+  if split not in info.splits:
+    raise DataError(f"incomplete {NAME} dataset at {root}: no {split} split; {_build_hint(data_dir)}")
+  if info.file_format.value != FILE_FORMAT:
+    raise DataError(f"{NAME} dataset at {root} is {info.file_format.value}, not {FILE_FORMAT}; rebuild it")
+  split_info = info.splits[split]
+  missing = [path for path in split_info.filepaths if not path.exists()]
+  if missing:
+    raise DataError(f"incomplete {NAME} dataset at {root}: missing {missing[0]}; {_build_hint(data_dir)}")
+  n = split_info.num_examples
+  ids = []
+  images = np.empty((n, *TILE_SHAPE), np.uint8)
+  masks = np.empty((n, *TILE_SHAPE), np.uint8) if split == "train" else None
+  depths = np.empty(n, np.float32)
+  skip = {"mask": tfds.decode.SkipDecoding()} if masks is None else None   # unlabelled: all-zero masks
+  try:
+    source = builder.as_data_source(split, decoders=skip)
+    if len(source) != n:
+      raise DataError(f"{root}: the {split} split holds {len(source)} examples, dataset_info.json says {n}")
+    for start in range(0, n, _CHUNK):   # decoded chunk by chunk: the raw records of a chunk at a time
+      for i, example in enumerate(source.__getitems__(range(start, min(start + _CHUNK, n))), start):
+        ids.append(example["id"].decode())
+        images[i] = example["image"][..., 0]
+        depths[i] = example["depth"]
+        if masks is not None:
+          masks[i] = example["mask"][..., 0]
+  except _READ_ERRORS as e:
+    raise DataError(f"cannot read the {split} split of {root}: {e}") from e
+  return kaggle.Samples(ids=np.array(ids, dtype=str), images=images, masks=masks, depths=depths)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description="Builds the tgs_salt TFDS dataset (ArrayRecord) from the "
+                                   "Kaggle folder; no TensorFlow needed.")
+  parser.add_argument("--data_dir", required=True, help="the Kaggle folder (train/, test/, train.csv, ...)")
+  parser.add_argument("--out", required=True, help="TFDS data dir to build into (then config.tfds_data_dir)")
+  parser.add_argument("--overwrite", action="store_true", help="rebuild an existing build")
+  args = parser.parse_args(argv)
+  t0 = time.perf_counter()
+  try:
+    builder = build(args.data_dir, args.out, overwrite=args.overwrite)
+  except DataError as e:
+    parser.exit(1, f"salt_jax.data.tfds_tgs_salt: {e}\n")
+  counts = ", ".join(f"{s} {builder.info.splits[s].num_examples}" for s in kaggle.SPLITS)
+  print(f"{dataset_dir(args.out)}: {counts} examples ({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+  from salt_jax.data import tfds_tgs_salt  # the importable module's builder (tfds finds its files by module)
+  tfds_tgs_salt.main()

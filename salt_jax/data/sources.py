@@ -1,0 +1,69 @@
+"""Which data a run reads (config.data_source): the Kaggle folder or the built tgs_salt TFDS dataset.
+
+Both give the same `kaggle.Samples` (ids in train.csv / sample_submission.csv order, images, masks {0,1},
+depths; tests/test_tfds.py checks them equal, and so the folds), so the rest of the program does not know
+which one it read. Each source is a hashable value with `train()`, `test()` and `fingerprint()`, made by
+`of(config)`: `kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports
+tensorflow_datasets only when it loads.
+"""
+import dataclasses
+import hashlib
+from typing import Optional, Union
+
+from salt_jax.data import kaggle
+
+SOURCES = ("kaggle", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+  """The tgs_salt build under a TFDS data dir (a path or gs:// URL), read without TensorFlow."""
+  tfds_data_dir: str
+
+  def train(self, verify_rle: bool = True) -> kaggle.Samples:
+    """The Kaggle folder's train tiles, from the build (its RLEs were verified when it was built)."""
+    del verify_rle
+    from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
+    return tfds_tgs_salt.load_split(self.tfds_data_dir, "train")
+
+  def test(self) -> kaggle.Samples:
+    """The Kaggle folder's test tiles (masks None), from the build."""
+    from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
+    return tfds_tgs_salt.load_split(self.tfds_data_dir, "test")
+
+  def fingerprint(self) -> str:
+    """A SHA-256 of the build's dataset_info.json and the name, size and mtime of every file beside it,
+    for records that must notice a rebuilt dataset."""
+    from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
+    root = tfds_tgs_salt.dataset_dir(self.tfds_data_dir)
+    digest = hashlib.sha256((root / "dataset_info.json").read_bytes())
+    for path in sorted(root.iterdir()):
+      stat = path.stat()
+      digest.update(f"{path.name}\0{stat.length}\0{stat.mtime}\n".encode())
+    return digest.hexdigest()
+
+
+Source = Union[kaggle.DataSource, TfdsSource]
+
+
+def of(config, data_dir: Optional[str] = None) -> Source:
+  """The source of a run's config; `data_dir` (predict --data_dir) reads that Kaggle folder instead.
+
+  Configs recorded before `data_source` existed read the Kaggle folder.
+  """
+  kind = config.get("data_source", "kaggle")
+  if kind not in SOURCES:
+    raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {kind!r}")
+  if data_dir or kind == "kaggle":
+    return kaggle.DataSource(str(data_dir or config.data_dir), config.get("cache_dir") or None)
+  return TfdsSource(str(config.tfds_data_dir))
+
+
+def load_train(config) -> kaggle.Samples:
+  """The train tiles of the config's source."""
+  return of(config).train()
+
+
+def load_test(config) -> kaggle.Samples:
+  """The test tiles of the config's source."""
+  return of(config).test()
