@@ -129,6 +129,9 @@ KEYS: Dict[str, Key] = {
     # Data and folds (SPEC 1).
     "data_dir": Key("../shared/tgs", "source", "the Kaggle folder"),
     "cache_dir": Key("", "source", "where to cache the decoded data as .npz ('' = no cache)"),
+    "data_source": Key("kaggle", "source", "'kaggle': the folder at data_dir; 'tfds': the tgs_salt build at "
+                       "tfds_data_dir (the same tiles)", _one_of("kaggle", "tfds")),
+    "tfds_data_dir": Key("", "source", "data_source=tfds: the TFDS data dir holding tgs_salt/ (path or gs://)"),
     "fold": Key(0, "data", "the fold trained (when `folds` is empty)", _NON_NEGATIVE),
     "folds": Key("", "runtime", "folds trained together in one program: '0,1,2', 'all' ('' = just `fold`)"),
     "num_folds": Key(10, "data", "k of the k-fold split", _int_at_least(2)),
@@ -281,6 +284,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.fold >= config.num_folds:
     raise ConfigError(f"config.fold={config.fold} is outside 0..{config.num_folds - 1}")
   fold_list(config)
+  if config.data_source == "tfds" and not config.tfds_data_dir:
+    raise ConfigError("config.data_source='tfds' needs config.tfds_data_dir (a TFDS data dir with tgs_salt/)")
   if config.input_size != geometry.CANVAS:
     models.check_input_size(config)
   if config.lr_schedule != "restarts" and config.lr_warmup_epochs >= schedules.run_epochs(config):
