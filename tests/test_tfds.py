@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from fake_kaggle import make_fake_kaggle  # noqa: E402
 from salt_jax import configlib, geometry, rundir  # noqa: E402
-from salt_jax.data import sources, tfds_tgs_salt  # noqa: E402
+from salt_jax.data import kaggle, sources, tfds_tgs_salt  # noqa: E402
 from salt_jax.data.errors import DataError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_build_command_line(tmp_path, capsys):
 
 def test_tfds_source_gives_the_kaggle_folders_arrays(mini_data_dir, mini_tfds, tmp_path):
   kaggle_config, tfds_config = _configs(mini_data_dir, mini_tfds, cache_dir=str(tmp_path / "cache"))
-  assert isinstance(sources.of(kaggle_config), sources.KaggleSource)
+  assert isinstance(sources.of(kaggle_config), kaggle.DataSource)
   assert sources.of(tfds_config) == sources.TfdsSource(str(mini_tfds))
   train, test = sources.load_train(tfds_config), sources.load_test(tfds_config)
   assert len(train) == 96 and len(test) == 24 and test.masks is None
@@ -194,11 +194,11 @@ def test_data_source_keys_are_checked():
 
 def test_recorded_configs_without_the_key_read_the_folder_and_predict_data_dir_wins():
   old = ml_collections.ConfigDict(dict(data_dir="/data/tgs", cache_dir=""))
-  assert sources.of(old) == sources.KaggleSource("/data/tgs", None)
+  assert sources.of(old) == kaggle.DataSource("/data/tgs", None)
   config = configlib.base_config()
   config.update(dict(data_source="tfds", tfds_data_dir="gs://bucket/tfds", cache_dir="/c"))
   assert sources.of(config) == sources.TfdsSource("gs://bucket/tfds")
-  assert sources.of(config, "/other/tgs") == sources.KaggleSource("/other/tgs", "/c")
+  assert sources.of(config, "/other/tgs") == kaggle.DataSource("/other/tgs", "/c")
 
 
 def test_pipeline_checks_the_tfds_build_before_any_output(mini_data_dir, tmp_path):
