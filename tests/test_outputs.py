@@ -1,12 +1,18 @@
 """Outputs that cannot be written are refused before the work, in one line naming them; an unusable
 decoded-data cache is a warning, not an error."""
 import errno
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from salt_jax import ensemble, fileio
+from salt_jax import checkpoints, cli, ensemble, fileio
 from salt_jax.data import DataSource, kaggle
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_check_writable_names_folders_and_files_in_the_way(tmp_path):
@@ -47,3 +53,38 @@ def test_a_cache_dir_that_is_a_file_warns_and_loads_without_it(tmp_path, mini_da
   np.testing.assert_array_equal(cached.images, plain.images)
   assert any("running without the decoded-data cache" in r.getMessage() for r in caplog.records)
   assert not_a_dir.read_text() == ""
+
+
+def _exit(capsys, main, define, prog, argv, errors=()):
+  """(exit status, stderr) of a program run in this process as a shell would."""
+  with pytest.raises(SystemExit) as info:
+    cli.run(main, define, prog=prog, argv=argv, errors=errors)
+  return info.value.code, capsys.readouterr().err
+
+
+def test_the_command_lines_refuse_with_exit_1_and_one_line(tmp_path, mini_data_dir, capsys):
+  """The refusals of the reliability cases through the command lines: a bad weight file (train), an
+  output in the way (ensemble), a full disk (a DiskError, as checkpoints raise it)."""
+  bad = tmp_path / "bad.pth"
+  bad.write_bytes(b"")
+  workdir = tmp_path / "wd"
+  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py",
+                         f"--workdir={workdir}", f"--config.data_dir={mini_data_dir}", f"--config.init_from={bad}"],
+                        cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 1, done.stderr[-2000:]
+  line = done.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"salt_jax.train: config.init_from: cannot use {bad} as model_tiny")
+  assert "Traceback" not in done.stderr and not workdir.exists()
+  (tmp_path / "out").mkdir()
+  status, err = _exit(capsys, ensemble.main, ensemble.define_flags, "salt_jax.ensemble",
+                      [f"--workdirs={tmp_path}", f"--out={tmp_path / 'out'}", f"--data_dir={mini_data_dir}"],
+                      errors=(ValueError,))
+  assert (status, err) == (1, f"salt_jax.ensemble: --out {tmp_path / 'out'} is a folder, not a file\n")
+
+  def full(argv):
+    del argv
+    checkpoints.check_room(tmp_path, 1 << 60)
+
+  status, err = _exit(capsys, full, None, "salt_jax.train", [])
+  assert status == 1 and "[Errno 28] No space left on device" in err and err.count("\n") == 1
