@@ -87,6 +87,7 @@ def _dtype_name(key: str, value) -> None:
 
 
 _POSITIVE, _NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+FOLD_MAPS = ("auto", "vmap", "loop")
 
 # What a key is. A re-run or resume of a fold may change the keys of the resume-safe groups (they do not
 # change the data, the model or the schedule of the epochs already trained); every other key must equal
@@ -195,7 +196,7 @@ KEYS: Dict[str, Key] = {
     # "loop": the folds' steps side by side (XLA:CPU runs vmapped convolutions ~2.5x slower); "auto": loop
     # on CPU, vmap on GPU and TPU.
     "fold_map": Key("auto", "runtime", "how folds share one compiled step: auto, vmap or loop",
-                    _one_of("auto", "vmap", "loop")),
+                    _one_of(*FOLD_MAPS)),
     "compilation_cache_dir": Key("~/.cache/salt_jax/jax", "runtime", "JAX's persistent compilation cache"),
     "seed": Key(0, "optim", "initialisation, data order and augmentation", _NON_NEGATIVE),
     "distributed": Key(False, "runtime", "jax.distributed.initialize() (also with JAX_COORDINATOR_ADDRESS)"),
