@@ -228,4 +228,4 @@ def main(argv) -> Optional[pd.DataFrame]:
 
 
 if __name__ == "__main__":
-  cli.run(main, define_flags, prog="salt_jax.ensemble", errors=(ValueError,))
+  cli.run(main, define_flags, prog="salt_jax.ensemble", errors=(ValueError, OSError))

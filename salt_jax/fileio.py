@@ -11,7 +11,7 @@ import pathlib
 from typing import Any, Iterator
 
 
-class UnwritableError(ValueError):
+class UnwritableError(OSError):
   """An output path that cannot be written (a folder, a read-only or full disk); the message names it."""
 
 
@@ -41,7 +41,9 @@ def atomic_path(path) -> Iterator[pathlib.Path]:
     yield tmp
     os.replace(tmp, path)
   except OSError as e:  # e.g. ENOSPC while writing: name the file the user asked for, not the temporary one
-    raise UnwritableError(f"cannot write {path} ([Errno {e.errno}] {e.strerror})") from e
+    if e.errno is not None:
+      e.filename = str(path)
+    raise
   finally:
     if tmp.exists():
       tmp.unlink()

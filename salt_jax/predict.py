@@ -250,4 +250,4 @@ def main(argv) -> List[Dict[str, Any]]:
 
 
 if __name__ == "__main__":
-  cli.run(main, define_flags, prog="salt_jax.predict")
+  cli.run(main, define_flags, prog="salt_jax.predict", errors=(OSError,))
