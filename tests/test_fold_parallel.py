@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, configlib, models, parallel, rundir, steps, train
+from salt_jax import checkpoints, configlib, models, parallel, predict, rundir, steps, train
 import optim
 from conftest import TWO_CPU_DEVICES
 
@@ -170,8 +170,9 @@ def _assert_same_fold(config, workdir_a, workdir_b, fold, atol=1e-5):
   cycles = lambda r: [(f, c) for f, c, _ in r.snapshots() if f == fold]
   assert cycles(ra) == cycles(rb)
   for kind in rundir.SNAPSHOT_KINDS:
-    ma = checkpoints.load_snapshot(ra.snapshot_dir(fold, 0, kind))[1]
-    mb = checkpoints.load_snapshot(rb.snapshot_dir(fold, 0, kind))[1]
+    abstract = predict.abstract_variables(models.from_config(config))  # one device, also for 2-device saves
+    ma = checkpoints.load_snapshot(ra.snapshot_dir(fold, 0, kind), abstract)[1]
+    mb = checkpoints.load_snapshot(rb.snapshot_dir(fold, 0, kind), abstract)[1]
     assert ma["epoch"] == mb["epoch"] and ma["fold"] == mb["fold"] == fold
 
 
