@@ -95,17 +95,18 @@ def fake_batch(batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
   return {"image": images, "mask": masks}
 
 
-def train_setup(model, batch: int, dtype, folds: int = 1, fold_map: str = "auto"):
+def train_setup(model, batch: int, folds: int = 1, fold_map: str = "auto", canvas: int = geometry.CANVAS):
   """(jitted Lovasz train step, (state, batch, key)) on fake data; the state is donated.
 
   folds > 1: the folds' step as fold-parallel training runs it (`steps.fold_train_steps`, one step per
   call): F copies of the state, F different batches of a device-resident (F*B) sample set, one key;
-  fold_map as config.fold_map ("auto": loop on CPU, vmap elsewhere).
+  fold_map as config.fold_map ("auto": loop on CPU, vmap elsewhere); canvas: the padded input size.
   """
   config = configlib.base_config()  # the faithful optimiser and loss weights
   tx = schedules.make_optimizer(config, steps_per_epoch=1)
-  state = jax.jit(functools.partial(steps.create_train_state, model, tx))(jax.random.key(0))
-  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.loss_weights(config))
+  state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=canvas),
+                  compiler_options=models.init_compiler_options())(jax.random.key(0))
+  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.loss_weights(config), canvas=canvas)
   if folds == 1:
     step = functools.partial(steps.train_step, **kwargs)
     return jax.jit(step, donate_argnums=(0,)), (state, jax.tree.map(jnp.asarray, fake_batch(batch)),
@@ -118,9 +119,10 @@ def train_setup(model, batch: int, dtype, folds: int = 1, fold_map: str = "auto"
   return jax.jit(lambda s, d, k: step(s, d, rows, k), donate_argnums=(0,)), (state, data, jax.random.key(1))
 
 
-def bench_train(model, batch: int, dtype, steps_: int, warmup: int, folds: int = 1, fold_map: str = "auto"):
+def bench_train(model, batch: int, steps_: int, warmup: int, folds: int = 1, fold_map: str = "auto",
+                canvas: int = geometry.CANVAS):
   """(images/s over all folds, compile s, lowered FLOPs, compiled FLOPs, s per step) of train_setup's step."""
-  fn, (state, data, key) = train_setup(model, batch, dtype, folds, fold_map)
+  fn, (state, data, key) = train_setup(model, batch, folds, fold_map, canvas)
   lowered, compiled, compile_s = compile_timed(fn, state, data, key)
   holder = [state]
 
@@ -131,11 +133,11 @@ def bench_train(model, batch: int, dtype, steps_: int, warmup: int, folds: int =
   return folds * batch / sec, compile_s, flops_of(lowered), flops_of(compiled), sec
 
 
-def bench_infer(model, batch: int, dtype, steps_: int, warmup: int):
+def bench_infer(model, batch: int, steps_: int, warmup: int, canvas: int = geometry.CANVAS):
   """Flip-TTA inference: (images/s, compile s, lowered FLOPs, s per batch)."""
-  variables = models.init_variables(model, jax.random.key(0))
+  variables = models.init_variables(model, jax.random.key(0), size=canvas)
   images = jnp.asarray(fake_batch(batch)["image"])
-  fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x))
+  fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x, canvas))
   lowered, compiled, compile_s = compile_timed(fn, variables, images)
   sec = timed(compiled, (variables, images), steps_, warmup)
   return batch / sec, compile_s, flops_of(lowered), sec
@@ -223,7 +225,8 @@ def train_command(a, workdir, folds: Sequence[int]) -> List[str]:
   its end."""
   cmd = [sys.executable, "-m", "salt_jax.train", f"--config={a.epoch_config}", f"--workdir={workdir}",
          f"--config.model={a.model}", f"--config.dtype={a.dtype}", f"--config.batch_size={a.batch}",
-         f"--config.data_dir={a.data_dir}", f"--config.warmup_epochs={a.epoch_warmup}",
+         f"--config.data_dir={a.data_dir}", f"--config.input_size={a.input_size}",
+         f"--config.warmup_epochs={a.epoch_warmup}",
          "--config.cycle_num=1", f"--config.cycle_len={a.epoch_cycle}",
          f"--config.eval_start={a.epoch_cycle}", f"--config.eval_every={a.epoch_cycle}",
          f"--config.train_subset={a.train_subset}", f"--config.valid_subset={a.valid_subset}",
@@ -305,6 +308,8 @@ def define_flags() -> None:
   """Command-line flags (defined only when run as a program, so the module stays importable)."""
   flags.DEFINE_enum("model", "model_34", sorted(models.MODELS), "Model variant.")
   flags.DEFINE_integer("batch", 16, "Batch per fold.", lower_bound=1)
+  flags.DEFINE_integer("input_size", geometry.CANVAS, "Padded input size of the train, infer and epoch "
+                       "figures (as config.input_size).", lower_bound=geometry.TILE)
   flags.DEFINE_enum("dtype", "float32", sorted(models.DTYPES), "Compute dtype.")
   flags.DEFINE_integer("folds", 1, "Folds trained together (fold-parallel step).", lower_bound=1)
   flags.DEFINE_enum("fold_map", "auto", list(configlib.FOLD_MAPS), "How the folds share the step "
@@ -362,13 +367,13 @@ def figures_to_run(a) -> Set[str]:
 def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[float]]:
   """The train, infer, lovasz and sweep rows that `only` asks for, and the training images/s (or None)."""
   rows, train_ips = [], None
-  model, dtype = models.get_model(a.model, dtype=models.DTYPES[a.dtype]), models.DTYPES[a.dtype]
+  model = models.get_model(a.model, dtype=models.DTYPES[a.dtype])
   if "train" in only:
     row = train_row(a, model, context)
     rows.append(row)
     train_ips = row["value"]
   if "infer" in only:
-    ips, compile_s, flops, sec = bench_infer(model, a.batch, dtype, a.steps, a.warmup)
+    ips, compile_s, flops, sec = bench_infer(model, a.batch, a.steps, a.warmup, a.input_size)
     t, runs = torch_value(a, "infer", 2 * a.batch, context)
     extra = {"compile_s": round(compile_s, 2)}
     if flops:
@@ -391,7 +396,7 @@ def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[
 def train_row(a, model, context: Dict) -> Dict:
   """The train_images_per_s row: images/s over all folds, compile time, FLOPs and utilisation."""
   ips, compile_s, flops, compiled_flops, sec = bench_train(
-      model, a.batch, models.DTYPES[a.dtype], a.steps, a.warmup, a.folds, a.fold_map)
+      model, a.batch, a.steps, a.warmup, a.folds, a.fold_map, a.input_size)
   images = a.folds * a.batch
   extra = {"folds": a.folds, "compile_s": round(compile_s, 2)}
   if a.folds > 1:
@@ -426,7 +431,7 @@ def main(argv) -> List[Dict]:
   epoch = run_epochs(FLAGS) if "epoch" in only else None
   sequential = run_sequential(FLAGS) if epoch is not None and FLAGS.sequential else None
   dev = jax.devices()[0]
-  context = dict(model=FLAGS.model, batch=FLAGS.batch, size=geometry.CANVAS, dtype=FLAGS.dtype,
+  context = dict(model=FLAGS.model, batch=FLAGS.batch, size=FLAGS.input_size, dtype=FLAGS.dtype,
                  device=dev.device_kind, backend=dev.platform, n_devices=jax.device_count())
   rows, train_ips = device_rows(FLAGS, only, context)
   if epoch is not None:

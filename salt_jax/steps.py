@@ -28,10 +28,10 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        image_size: int = geometry.CANVAS, ema_decay: float = 0.0) -> TrainState:
-  """Initialises the model on a (1,size,size,3) dummy input (train mode, so BN stats exist).
+  """The model's fresh variables (models.init_variables at size x size) and the optimiser's state.
 
-  Jittable: `jax.jit(functools.partial(create_train_state, model, tx))(rng)` runs the initialisation as
-  one compiled program instead of op by op (seconds instead of a minute on a GPU).
+  Jittable: `jax.jit(functools.partial(create_train_state, model, tx),
+  compiler_options=models.init_compiler_options())(rng)` runs it as one quickly compiled program.
   """
   variables = models.init_variables(model, rng, size=image_size)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})

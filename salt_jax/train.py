@@ -181,7 +181,8 @@ def _initial_state(config, model, mesh, weights: Dict[str, Any]):
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=config.input_size,
                                     ema_decay=config.ema_decay),
-                  out_shardings=parallel.replicated(mesh))(parallel.replicate(init_key, mesh))
+                  out_shardings=parallel.replicated(mesh),
+                  compiler_options=models.init_compiler_options())(parallel.replicate(init_key, mesh))
   state = with_weights(state, weights)
   if state.ema is not None:  # the average starts at the weights training starts from
     state = state.replace(ema=steps.eval_variables(state.replace(ema=None)))

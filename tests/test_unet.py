@@ -12,7 +12,7 @@ import pytest
 
 from model_param_counts import decoder_params
 from salt_jax import models
-from salt_jax.models import unet
+from salt_jax.models import encoders, unet
 from conftest import TWO_CPU_DEVICES
 
 pytestmark = pytest.mark.usefixtures("highest_precision")  # torch comparisons; GPUs default to TF32
@@ -86,6 +86,18 @@ def test_variant_output_shapes(name):
         (256, 64), (512, 128), (1024, 256), (2048, 512)]
     assert p["center"]["block1"]["conv"]["kernel"].shape == (3, 3, 2048, 512)  # un-reduced layer4
     assert p["decoder5"]["bottleneck1"]["conv1"]["kernel"].shape == (1, 1, 768, 192)
+
+
+def test_quickly_compiled_initialisation_gives_the_default_compilations_values():
+  """init_variables' own program (init_compiler_options: no LLVM optimisation on CPU) and the same
+  initialisation inside a default-compiled jit give bitwise the same variables."""
+  encoder = encoders.get_encoder("resnet_tiny")
+  key = jax.random.key(3)
+  fast = models.init_variables(encoder, key, size=64)
+  default = jax.jit(lambda k: models.init_variables(encoder, k, size=64))(key)
+  assert jax.tree.structure(fast) == jax.tree.structure(default)
+  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
