@@ -75,11 +75,11 @@ def mini_data_dir(data_dir, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def tiny_config(mini_data_dir):
-  """Factory: cpu_small on the mini data, 1 warm-up epoch + one 2-epoch cycle, batch 8."""
+  """Factory: configs/tiny.py on the mini data, 1 warm-up epoch + one 2-epoch cycle, batch 8."""
   from salt_jax import configlib
 
   def make(**overrides):
-    config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+    config = configlib.load_config_file(REPO / "configs" / "tiny.py")
     config.data_dir = str(mini_data_dir)
     config.update(dict(batch_size=8, train_subset=48, valid_subset=0, eval_batch_size=8, num_folds=4,
                        warmup_epochs=1, cycle_num=1, cycle_len=2, eval_start=1, eval_every=1))

@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_bfloat16_train_and_predict_smoke(tmp_path):
-  config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+  config = configlib.load_config_file(REPO / "configs" / "tiny.py")
   config.data_dir = str(make_learnable_kaggle(tmp_path / "data"))
   config.update(dict(dtype="bfloat16", batch_size=8, train_subset=32, valid_subset=0, eval_batch_size=8,
                      num_folds=4, cache_dir="", warmup_epochs=1, cycle_num=1, cycle_len=1, eval_start=1,

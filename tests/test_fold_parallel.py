@@ -275,7 +275,7 @@ def test_two_folds_on_two_devices_equal_each_fold_alone(tiny_config, tiny_run, a
   workdir = tmp_path / "model_tiny"
   keys = ("batch_size", "train_subset", "valid_subset", "eval_batch_size", "num_folds", "warmup_epochs",
           "cycle_num", "cycle_len", "eval_start", "eval_every")
-  cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py", f"--workdir={workdir}",
+  cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
          f"--config.data_dir={mini_data_dir}", "--config.folds=0,1", "--config.fold_map=vmap",
          "--config.compilation_cache_dir="] + [f"--config.{k}={config[k]}" for k in keys]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=TWO_CPU_DEVICES)

@@ -34,8 +34,8 @@ def _spec5_lr(epoch: int, lr: float, eta_min: float) -> float:
 @pytest.fixture(scope="module")
 def two_cycles(tmp_path_factory):
   """(config, workdir, summary, [(cycle, kind, epoch)] of every snapshot save) of a two-cycle run of
-  cpu_small (batch 8, 48 training tiles) on 96 + 24 learnable synthetic tiles."""
-  config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+  configs/tiny.py (batch 8, 48 training tiles) on 96 + 24 learnable synthetic tiles."""
+  config = configlib.load_config_file(REPO / "configs" / "tiny.py")
   config.data_dir = str(make_learnable_kaggle(tmp_path_factory.mktemp("learnable")))
   config.update(dict(batch_size=8, train_subset=48, valid_subset=0, eval_batch_size=8, num_folds=4,
                      cache_dir="",

@@ -68,7 +68,7 @@ def test_the_command_lines_refuse_with_exit_1_and_one_line(tmp_path, mini_data_d
   bad = tmp_path / "bad.pth"
   bad.write_bytes(b"")
   workdir = tmp_path / "wd"
-  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py",
+  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/tiny.py",
                          f"--workdir={workdir}", f"--config.data_dir={mini_data_dir}",
                          f"--config.init_from={bad}"],
                         cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,

@@ -25,9 +25,9 @@ def tiny_pipeline_config(data_dir):
   c.data_dir = str(data_dir)
   c.train_overrides = ml_collections.ConfigDict(TINY)
   c.stage1 = ml_collections.ConfigDict(dict(
-      models=[dict(name="tiny", config="configs/cpu_small.py", overrides=dict(seed=0))], folds=[0, 1]))
+      models=[dict(name="tiny", config="configs/tiny.py", overrides=dict(seed=0))], folds=[0, 1]))
   c.stage2 = ml_collections.ConfigDict(dict(
-      models=[dict(name="tiny", config="configs/cpu_small.py", overrides=dict(seed=1))], part_folds=[0, 1],
+      models=[dict(name="tiny", config="configs/tiny.py", overrides=dict(seed=1))], part_folds=[0, 1],
       pseudo_prob=0.5, pseudo_seed=0, predict_other_half=True))
   return c
 

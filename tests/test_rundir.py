@@ -148,7 +148,7 @@ def test_cli_on_a_locked_workdir_exits_with_one_line(tmp_path, tiny_config):
   run = rundir.RunDir(tmp_path / "w")
   config = tiny_config()
   with run.lock():
-    done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py",
+    done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/tiny.py",
                            f"--workdir={run.root}", f"--config.data_dir={config.data_dir}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -223,7 +223,7 @@ def test_bad_values_are_refused_before_anything_is_written(tmp_path, tiny_config
 
 
 def test_unknown_flag_key_names_the_closest_keys(tmp_path):
-  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py",
+  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/tiny.py",
                          f"--workdir={tmp_path / 'w'}", "--config.eval_evry=3"],
                         cwd=REPO, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))

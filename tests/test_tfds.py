@@ -207,7 +207,7 @@ def test_pipeline_checks_the_tfds_build_before_any_output(mini_data_dir, tmp_pat
   c.data_dir = str(mini_data_dir)
   c.train_overrides = ml_collections.ConfigDict(dict(cache_dir="", data_source="tfds",
                                                      tfds_data_dir=str(tmp_path / "nowhere")))
-  c.stage1 = ml_collections.ConfigDict(dict(models=[dict(name="tiny", config="configs/cpu_small.py")],
+  c.stage1 = ml_collections.ConfigDict(dict(models=[dict(name="tiny", config="configs/tiny.py")],
                                             folds=[0]))
   c.stage2 = ml_collections.ConfigDict(dict(models=[], part_folds=[]))
   with pytest.raises(DataError, match=f"no tgs_salt dataset at {tmp_path / 'nowhere'}"):

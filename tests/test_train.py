@@ -111,7 +111,7 @@ def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
   """A run killed with SIGKILL after its first epoch and started again ends with identical weights."""
   config, ref_workdir, ref_summary = finished_run
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/cpu_small.py", f"--workdir={workdir}",
+  cmd = [sys.executable, "-m", "salt_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
          f"--config.data_dir={config.data_dir}"] + [f"--config.{k}={config[k]}" for k in (
              "batch_size", "train_subset", "valid_subset", "eval_batch_size", "num_folds", "warmup_epochs",
              "cycle_num", "cycle_len", "eval_start", "eval_every")]

@@ -110,7 +110,7 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
 def test_model_34_forward_and_default_dropout_is_a_no_op():
   model = models.get_model("model_34")
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 128, 128, 3))
-  variables = jax.jit(lambda x: model.init(RNGS, x, train=False))(x)
+  variables = models.init_variables(model, jax.random.PRNGKey(0), size=128)
   train = jax.jit(lambda v, x, r: model.apply(v, x, train=True, rngs={"dropout": r},
                                               mutable=["batch_stats"]))
   (o1, s1), (o2, _) = train(variables, x, jax.random.PRNGKey(3)), train(variables, x, jax.random.PRNGKey(4))
@@ -130,7 +130,7 @@ def test_101_head_dropout_active_in_train_only():
   assert models.get_model("model_101A").head_dropout == 0.5
   model = models.get_model("model_101A", encoder="resnet34")
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 64, 64, 3))
-  variables = jax.jit(lambda x: model.init(RNGS, x, train=False))(x)
+  variables = models.init_variables(model, jax.random.PRNGKey(0), size=64)
   train = jax.jit(lambda v, r: model.apply(v, x, train=True, rngs={"dropout": r}, mutable=["batch_stats"])[0])
   c1, n1, f1 = train(variables, jax.random.PRNGKey(3))
   c2, n2, f2 = train(variables, jax.random.PRNGKey(4))
@@ -190,7 +190,7 @@ _BN_SCRIPT = textwrap.dedent("""
   assert jax.device_count() == 2, jax.devices()
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 64, 64, 3))
   model = models.get_model("model_34")
-  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x, train=False))(x)
+  variables = models.init_variables(model, jax.random.PRNGKey(1), size=64)
   stats = lambda m: (lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"])[1]["batch_stats"])
   dev0 = jax.devices()[0]
   one = jax.jit(stats(model))(jax.device_put(variables, dev0), jax.device_put(x, dev0))
