@@ -261,3 +261,15 @@ def test_stride_tile_matches_the_per_tile_prediction_of_predict(tmp_path, tiny_m
   clear = clear.reshape(section.shape)
   assert clear.mean() > 0.999 and 0.3 < expected.mean() < 0.9
   np.testing.assert_array_equal(mask[clear], expected[clear])
+
+
+def test_the_check_scores_only_validation_tiles_that_own_their_cell():
+  from salt_jax import section_check
+  mosaics = pd.DataFrame({"id": ["v1", "t1", "v2", "v3", "t2"], "mosaic_id": [0, 0, 0, 0, 1],
+                          "x": [0, 1, 1, 1, 0], "y": [0, 0, 1, 0, 0]})  # v3 lands on t1's cell
+  cells = section_check.scored_cells(mosaics, ["v1", "v2", "v3", "absent"])
+  assert cells["id"].tolist() == ["v1", "v2"] and cells["neighbours"].tolist() == [1, 1]
+  mask = np.zeros((2 * TILE, 2 * TILE), bool)
+  mask[TILE:, TILE:] = True  # the cell (x=1, y=1) of v2
+  crops = section_check.crop_cells(mask, cells)
+  assert not crops["v1"].any() and crops["v2"].all() and crops["v2"].shape == (TILE, TILE)
