@@ -292,6 +292,10 @@ def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind
   before anything is written, and holds the workdirs' locks while it reads their snapshots.
   """
   sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
+  resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
+  twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
+  if twice:
+    raise ValueError(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
   snapshots = [find_snapshots(wd, kind, folds) for wd in workdirs]
   for item in inputs:
     item.load()

@@ -273,3 +273,15 @@ def test_the_check_scores_only_validation_tiles_that_own_their_cell():
   mask[TILE:, TILE:] = True  # the cell (x=1, y=1) of v2
   crops = section_check.crop_cells(mask, cells)
   assert not crops["v1"].any() and crops["v2"].all() and crops["v2"].shape == (TILE, TILE)
+
+
+def test_a_bad_stride_or_a_workdir_given_twice_is_refused(tmp_path, tiny_model, capsys):
+  workdir = _workdir(tmp_path / "wd", tiny_model)
+  good = tmp_path / "good.png"
+  cv2.imwrite(str(good), np.zeros((120, 120), np.uint8))
+  for flag, message in (("--stride=0", "stride must be between 1 and 101, got 0"),
+                        (f"--workdirs={workdir},{workdir}/", f"--workdirs lists {workdir}/ twice")):
+    with pytest.raises(SystemExit) as info:
+      _run([f"--workdirs={workdir}", f"--input={good}", f"--out={tmp_path / 'out'}", flag])
+    assert info.value.code == 1 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
