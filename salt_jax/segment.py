@@ -83,6 +83,7 @@ def to_uint8(array: np.ndarray, percentiles: Tuple[float, float] = DEFAULT_PERCE
 
 
 def _read_png(path: pathlib.Path) -> np.ndarray:
+  """A PNG as (H,W) uint8 grey (OpenCV: RGB converted, 16-bit reduced to 8-bit)."""
   image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
   if image is None:
     raise InputError(f"{path}: unreadable image")
@@ -90,6 +91,7 @@ def _read_png(path: pathlib.Path) -> np.ndarray:
 
 
 def _read_npy(path: pathlib.Path, percentiles: Tuple[float, float]) -> np.ndarray:
+  """A 2-D finite real `.npy` array as (H,W) uint8 (to_uint8)."""
   try:
     array = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError) as e:
