@@ -285,3 +285,29 @@ def test_a_bad_stride_or_a_workdir_given_twice_is_refused(tmp_path, tiny_model, 
       _run([f"--workdirs={workdir}", f"--input={good}", f"--out={tmp_path / 'out'}", flag])
     assert info.value.code == 1 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path, tiny_model, mini_data_dir):
+  """section_check end to end on real tiles: a mosaic of 12 train tiles, a random snapshot, its predict
+  masks; at stride 101 the validation tiles cropped from the section are exactly predict's."""
+  from salt_jax import section_check
+  from salt_jax.data import DataSource
+  config, variables = tiny_model
+  config = config.copy_and_resolve_references()
+  config.update(data_dir=str(mini_data_dir), num_folds=4)
+  workdir = tmp_path / "wd"
+  rundir.RunDir(workdir).record_run(config)
+  checkpoints.save_snapshot(rundir.RunDir(workdir).snapshot_dir(0, 0, "max_map"), variables,
+                            {"val_threshold": 0.0, "fold": 0, "cycle": 0})
+  source = DataSource(str(mini_data_dir))
+  predict.predict_workdir(str(workdir), source=source, batch_size=8)
+  folds = pd.read_csv(rundir.RunDir(workdir).folds_csv, dtype={"id": str})
+  ids = np.concatenate([folds["id"][folds["fold"] == 0][:6], folds["id"][folds["fold"] != 0][:6]])
+  mosaics = pd.DataFrame({"id": ids, "mosaic_id": 0, "x": np.arange(12) % 4, "y": np.arange(12) // 4})
+  mosaics.to_csv(tmp_path / "mosaics.csv", index=False)
+  table = section_check.fold_check(str(workdir), 0, source, tmp_path / "mosaics.csv", strides=(101,),
+                                   batch_size=8)
+  assert table["method"].tolist() == ["predict, one tile at a time", "segment, stride 101"]
+  assert table["tiles"].tolist() == [6, 6]
+  assert table["tiles changed"].tolist() == [0, 0] and table["mAP"].iloc[0] == table["mAP"].iloc[1]
+  assert table.attrs["speed"][101]["windows"] == 12 and table.attrs["mosaics"] == 1
