@@ -8,7 +8,7 @@ fold's cycle vote of its prediction files, as `ensemble` votes them). A tile pla
 earlier row of the table already holds is not scored (the section shows the first, as `render` does).
 """
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,21 +45,27 @@ def tile_votes(workdir, fold: int, kind: str = "max_map") -> Dict[str, np.ndarra
   return dict(zip(entry[fold]["ids"], entry[fold]["vote"] >= 0.5))
 
 
-def score_row(method: str, masks: Dict[str, np.ndarray], cells: pd.DataFrame, truth: Dict[str, np.ndarray],
-              reference: Dict[str, np.ndarray]) -> Dict[str, object]:
-  """One table row: mAP over all scored tiles and by neighbour count, and the tiles differing from
-  `reference` with their mAP before (reference) and after (these masks)."""
-  ids = cells["id"].to_numpy()
-  score = lambda m, sel: metrics.kaggle_map(np.stack([m[i] for i in ids[sel]]),
-                                            np.stack([truth[i] for i in ids[sel]]))
-  changed = np.array([not np.array_equal(masks[i], reference[i]) for i in ids])
-  row = {"method": method, "tiles": len(ids), "mAP": score(masks, np.ones(len(ids), bool))}
-  for name, sel in (("0-2 neighbours", cells["neighbours"].to_numpy() <= 2),
-                    ("3-4 neighbours", cells["neighbours"].to_numpy() >= 3)):
-    row[f"mAP {name} ({int(sel.sum())})"] = score(masks, sel) if sel.any() else np.nan
+def tile_scores(masks: Dict[str, np.ndarray], cells: pd.DataFrame, truth: Dict[str, np.ndarray]
+                ) -> np.ndarray:
+  """(N,) competition score of each tile of `cells` (in its order)."""
+  ids = cells["id"]
+  return metrics.kaggle_scores(np.stack([masks[i] for i in ids]), np.stack([truth[i] for i in ids]))
+
+
+def score_row(method: str, scores: np.ndarray, changed: np.ndarray, reference: np.ndarray,
+              cells: pd.DataFrame) -> Dict[str, object]:
+  """One table row from per-tile scores (N,): mAP over all tiles, by neighbour count and by whether the
+  truth is empty, and the tiles whose mask differs from the reference (changed (N,) bool) with their mAP
+  before (reference scores (N,)) and after."""
+  mean = lambda values, sel: float(values[sel].mean()) if sel.any() else np.nan
+  neighbours, empty = cells["neighbours"].to_numpy(), cells["truth_empty"].to_numpy()
+  row = {"method": method, "tiles": len(scores), "mAP": float(scores.mean())}
+  for name, sel in (("0-2 neighbours", neighbours <= 2), ("3-4 neighbours", neighbours >= 3),
+                    ("empty truth", empty), ("salt truth", ~empty)):
+    row[f"mAP {name} ({int(sel.sum())})"] = mean(scores, sel)
   row["tiles changed"] = int(changed.sum())
-  row["changed: per-tile mAP"] = score(reference, changed) if changed.any() else np.nan
-  row["changed: this mAP"] = score(masks, changed) if changed.any() else np.nan
+  row["changed: per-tile mAP"] = mean(reference, changed)
+  row["changed: this mAP"] = mean(scores, changed)
   return row
 
 
@@ -81,7 +87,8 @@ def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells
 def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strides: Sequence[int] = (101, 50),
                kind: str = "max_map", batch_size: Optional[int] = None) -> pd.DataFrame:
   """The table: predict's per-tile masks, then the mosaic sections at each stride, on the fold's validation
-  tiles that lie in mosaics (attrs: the mosaics' count and each stride's windows and seconds)."""
+  tiles that lie in mosaics (attrs: "mosaics" count, each stride's windows and seconds, and "tiles", the
+  per-tile scores)."""
   run = rundir.RunDir(workdir)
   config = run.fold_config(fold)
   train = source.train(verify_rle=False)
@@ -90,16 +97,22 @@ def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strid
   if not len(cells):
     raise rundir.WorkdirError(f"no validation tile of fold {fold} lies in a mosaic of {mosaics_csv}")
   truth = dict(zip(train.ids, train.masks))
+  cells["truth_empty"] = [not truth[i].any() for i in cells["id"]]
   reference = tile_votes(workdir, fold, kind)
+  cells["predict"] = tile_scores(reference, cells, truth)
+  unchanged = np.zeros(len(cells), bool)
+  rows = [score_row("predict, one tile at a time", cells["predict"].to_numpy(), unchanged,
+                    cells["predict"].to_numpy(), cells)]
   sections = segment.mosaic_sections(source, mosaics_csv, sorted(int(m) for m in cells["mosaic_id"].unique()))
-  rows: List[Dict[str, object]] = [score_row("predict, one tile at a time", reference, cells, truth,
-                                             reference)]
   speed = {}
   for stride in strides:
     out = segment_cells(workdir, fold, sections, cells, stride, kind, batch_size)
-    rows.append(score_row(f"segment, stride {stride}", out["masks"], cells, truth, reference))
+    cells[f"stride {stride}"] = tile_scores(out["masks"], cells, truth)
+    changed = np.array([not np.array_equal(out["masks"][i], reference[i]) for i in cells["id"]])
+    rows.append(score_row(f"segment, stride {stride}", cells[f"stride {stride}"].to_numpy(), changed,
+                          cells["predict"].to_numpy(), cells))
     speed[stride] = {"windows": out["windows"], "seconds": round(out["seconds"], 1),
                      "windows_per_s": round(out["windows"] / out["seconds"], 2)}
   table = pd.DataFrame(rows)
-  table.attrs.update(mosaics=len(sections), speed=speed)
+  table.attrs.update(mosaics=len(sections), speed=speed, tiles=cells)
   return table

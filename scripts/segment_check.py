@@ -4,7 +4,7 @@ Only the fold's snapshots segment; train tiles of the fold and test tiles are co
 (salt_jax.section_check). Needs `python -m salt_jax.predict` run on the workdir first (the per-tile masks).
 
   python scripts/segment_check.py --workdir=runs/model_34 --fold=0 --mosaics=mosaics.csv \
-      --data_dir=../shared/tgs [--strides=101,50] [--batch_size=16] [--out=table.csv]
+      --data_dir=../shared/tgs [--strides=101,50] [--batch_size=16] [--out=table.csv] [--tiles_out=tiles.csv]
 """
 import json
 
@@ -27,14 +27,16 @@ def define_flags() -> None:
   flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which snapshots.")
   flags.DEFINE_integer("batch_size", None, "Windows per device call (default: the config's).")
   flags.DEFINE_string("out", None, "Optional CSV of the table.")
+  flags.DEFINE_string("tiles_out", None, "Optional CSV of every scored tile's scores.")
   flags.mark_flags_as_required(["workdir", "fold", "mosaics", "data_dir"])
 
 
 def main(argv) -> pd.DataFrame:
   """Prints the table (and the windows per second of each stride); with --out writes it as CSV."""
   del argv
-  if FLAGS.out:
-    fileio.check_writable(FLAGS.out, "--out")
+  for what in ("out", "tiles_out"):
+    if FLAGS[what].value:
+      fileio.check_writable(FLAGS[what].value, f"--{what}")
   source = kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir)
   table = section_check.fold_check(FLAGS.workdir, FLAGS.fold, source, FLAGS.mosaics,
                                    [int(s) for s in FLAGS.strides], FLAGS.kind, FLAGS.batch_size)
@@ -43,6 +45,8 @@ def main(argv) -> pd.DataFrame:
   print(json.dumps({"speed": table.attrs["speed"]}))
   if FLAGS.out:
     submission.write_csv_atomic(table, FLAGS.out)
+  if FLAGS.tiles_out:
+    submission.write_csv_atomic(table.attrs["tiles"], FLAGS.tiles_out)
   return table
 
 
