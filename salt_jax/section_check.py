@@ -1,7 +1,8 @@
 """Does context help? A fold's validation tiles scored from whole segmented mosaics vs one tile at a time.
 
 The jigsaw mosaics that hold validation tiles of the fold are segmented whole (salt_jax.segment) with that
-fold's snapshots only; every other tile of a mosaic (train tiles of the fold, test tiles) is context and
+fold's snapshots only (only the windows overlapping a validation tile run, which gives those tiles exactly
+the whole mosaic's result); every other tile of a mosaic (train tiles of the fold, test tiles) is context and
 is never scored. Each validation tile's cell is cropped out of the section mask and scored with the
 competition metric against its own mask, beside the masks `predict` gave the same tiles one by one (the
 fold's cycle vote of its prediction files, as `ensemble` votes them). A tile placed in a cell that an
@@ -29,6 +30,14 @@ def scored_cells(mosaics: pd.DataFrame, valid_ids: Sequence[str]) -> pd.DataFram
   rows["neighbours"] = [sum((m, x + dx, y + dy) in occupied for dx, dy in steps)
                         for m, x, y in zip(rows["mosaic_id"], rows["x"], rows["y"])]
   return rows.sort_values("id").reset_index(drop=True)
+
+
+def cell_mask(shape, cells: pd.DataFrame) -> np.ndarray:
+  """(H,W) bool: True on the cells (x, y in tile units) of `cells`."""
+  mask = np.zeros(shape, bool)
+  for x, y in zip(cells["x"], cells["y"]):
+    mask[y * TILE:(y + 1) * TILE, x * TILE:(x + 1) * TILE] = True
+  return mask
 
 
 def crop_cells(mask: np.ndarray, cells: pd.DataFrame) -> Dict[str, np.ndarray]:
@@ -71,15 +80,19 @@ def score_row(method: str, scores: np.ndarray, changed: np.ndarray, reference: n
 
 def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells: pd.DataFrame,
                   stride: int, kind: str, batch_size: Optional[int]) -> Dict[str, object]:
-  """{"masks": {id: mask}, "windows", "seconds"} of the fold's snapshots voted on every section."""
+  """{"masks": {id: mask}, "windows", "seconds"} of the fold's snapshots voted on every section.
+
+  Only the windows that overlap a scored cell run: the cells get exactly the whole section's masks.
+  """
   snaps = [segment.find_snapshots(workdir, kind, [fold])]
   runner = segment.Runner(kind, batch_size)
   masks, windows, t0 = {}, 0, time.perf_counter()
   with rundir.RunDir(workdir).lock():
     for item in sections:
-      result = segment.segment_section(item.load(), snaps, runner, stride)
-      mid = int(item.name.split("_")[1])
-      masks.update(crop_cells(result.mask, cells[cells["mosaic_id"] == mid]))
+      section = item.load()
+      here = cells[cells["mosaic_id"] == int(item.name.split("_")[1])]
+      result = segment.segment_section(section, snaps, runner, stride, needed=cell_mask(section.shape, here))
+      masks.update(crop_cells(result.mask, here))
       windows += result.windows * len(snaps[0])
   return {"masks": masks, "windows": windows, "seconds": time.perf_counter() - t0}
 

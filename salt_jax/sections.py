@@ -85,9 +85,15 @@ def origins(lay: Layout) -> np.ndarray:
   return np.stack([yy.ravel(), xx.ravel()], axis=1)
 
 
-def batches(lay: Layout, batch_size: int) -> Iterator[np.ndarray]:
-  """The window origins in consecutive (<= batch_size, 2) chunks (never all windows' pixels at once)."""
-  corners = origins(lay)
+def covering(lay: Layout, needed: np.ndarray, tile: int = TILE) -> np.ndarray:
+  """(N,) bool over origins(lay): whether the window overlaps a pixel of the (H,W) bool `needed` mask."""
+  wanted = np.zeros(lay.padded_shape, bool)
+  lay.crop(wanted)[...] = needed
+  return np.array([wanted[y:y + tile, x:x + tile].any() for y, x in origins(lay)], bool)
+
+
+def batches(corners: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+  """(N,2) window origins in consecutive (<= batch_size, 2) chunks (never all windows' pixels at once)."""
   for start in range(0, len(corners), batch_size):
     yield corners[start:start + batch_size]
 
@@ -113,22 +119,27 @@ def weight_sum(lay: Layout, tile: int = TILE) -> np.ndarray:
 
 
 def blend(padded: np.ndarray, lay: Layout, window_fn: WindowFn, batch_size: int,
-          weights: Optional[np.ndarray] = None, progress: Optional[Callable[[int], None]] = None
-          ) -> np.ndarray:
+          weights: Optional[np.ndarray] = None, progress: Optional[Callable[[int], None]] = None,
+          needed: Optional[np.ndarray] = None) -> np.ndarray:
   """Weighted mean of the windows' outputs: (Hp,Wp) padded section -> (H,W) float32.
 
   window_fn maps each batch of (<= batch_size, 101, 101) windows to their values; weights is weight_sum(lay)
   (computed here when None; pass it to share it between several models); progress(n) is called with the
-  number of windows of each finished batch.
+  number of windows of each finished batch. With `needed` ((H,W) bool), only the windows overlapping a
+  needed pixel run: those pixels get exactly the values of the whole blend, the others NaN.
   """
   weight = window_weight()
   weights = weight_sum(lay) if weights is None else weights
+  corners = origins(lay) if needed is None else origins(lay)[covering(lay, needed)]
   total = np.zeros(lay.padded_shape, np.float64)
-  for corners in batches(lay, batch_size):
-    values = np.asarray(window_fn(windows(padded, corners)))
-    if values.shape != (len(corners), TILE, TILE):
-      raise ValueError(f"window_fn returned {values.shape} for {len(corners)} windows")
-    accumulate(total, corners, values, weight)
+  for chunk in batches(corners, batch_size):
+    values = np.asarray(window_fn(windows(padded, chunk)))
+    if values.shape != (len(chunk), TILE, TILE):
+      raise ValueError(f"window_fn returned {values.shape} for {len(chunk)} windows")
+    accumulate(total, chunk, values, weight)
     if progress is not None:
-      progress(len(corners))
-  return (lay.crop(total) / lay.crop(weights)).astype(np.float32)
+      progress(len(chunk))
+  out = (lay.crop(total) / lay.crop(weights)).astype(np.float32)
+  if needed is not None:
+    out[~needed] = np.nan
+  return out

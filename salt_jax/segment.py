@@ -212,19 +212,23 @@ class Result(NamedTuple):
   mask: np.ndarray             # (H,W) bool: the vote of the workdirs
   votes: np.ndarray            # (H,W) float32: equal-weight mean over workdirs of their snapshot vote
   probs: Optional[np.ndarray]  # (H,W) float32 mean blended probability, when asked for
-  windows: int                 # windows per snapshot
+  windows: int                 # windows run per snapshot
 
 
 def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]], runner: Runner,
                     stride: int = DEFAULT_STRIDE, save_probs: bool = False,
-                    progress: Optional[Callable[[int], None]] = None) -> Result:
+                    progress: Optional[Callable[[int], None]] = None,
+                    needed: Optional[np.ndarray] = None) -> Result:
   """Votes the snapshots of each workdir (snapshots[m]: workdir m's) on a (H,W) uint8 section.
 
   The padded section and the weight sum are computed once; per snapshot one float64 sum of the section's
-  padded size is held, and the windows go through the model `runner`'s batch at a time.
+  padded size is held, and the windows go through the model `runner`'s batch at a time. With `needed`
+  ((H,W) bool) only the windows overlapping those pixels run (sections.blend): they get exactly the
+  whole section's result, the other pixels no salt (and NaN votes and probabilities).
   """
   lay = sections.layout(section.shape, stride)
   padded, weights = sections.pad(section, lay), sections.weight_sum(lay)
+  n_windows = lay.n_windows if needed is None else int(sections.covering(lay, needed).sum())
   votes = np.zeros(section.shape, np.float32)
   probs = np.zeros(section.shape, np.float32) if save_probs else None
   for workdir_snaps in snapshots:
@@ -232,8 +236,8 @@ def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]]
     model_probs = np.zeros(section.shape, np.float32) if save_probs else None
     for snap in workdir_snaps:
       window_fn, threshold, batch = runner.load(snap)
-      p = sections.blend(padded, lay, window_fn, batch, weights, progress)
-      model_votes += p > special.expit(np.float32(threshold))
+      p = sections.blend(padded, lay, window_fn, batch, weights, progress, needed)
+      model_votes += np.where(np.isnan(p), np.nan, p > special.expit(np.float32(threshold)))
       if save_probs:
         model_probs += p
     votes += model_votes / len(workdir_snaps)
@@ -242,7 +246,7 @@ def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]]
   votes /= len(snapshots)
   if save_probs:
     probs /= len(snapshots)
-  return Result(votes >= 0.5, votes, probs, lay.n_windows)
+  return Result(votes >= 0.5, votes, probs, n_windows)
 
 
 # Outputs.
