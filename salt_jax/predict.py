@@ -89,6 +89,34 @@ def abstract_variables(model) -> Any:
   return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
 
 
+def load_snapshot(config, snap) -> Tuple[Any, Dict[str, Any]]:
+  """(variables, metadata) of a snapshot of `config`'s model (checkpoints.load_snapshot on this machine's
+  devices)."""
+  return checkpoints.load_snapshot(snap, abstract_variables(models.from_config(config)))
+
+
+def predictor_key(config) -> Tuple:
+  """What makes two folds' compiled predictors the same: the model, its options, dtype and canvas."""
+  return (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype,
+          config.get("input_size", geometry.CANVAS))
+
+
+def make_predictor(config, mesh, batch_size: Optional[int] = None) -> inference.Predictor:
+  """The flip-TTA predictor of `config`'s model on the canvas it was trained on (batch: the config's
+  eval_batch_size unless given)."""
+  return inference.Predictor(models.from_config(config).apply, mesh, batch_size or config.eval_batch_size,
+                             config.get("input_size", geometry.CANVAS))
+
+
+def prediction_meta(path) -> Dict[str, Any]:
+  """The metadata of a prediction file (threshold, gate, val_map, ...) without unpacking its masks."""
+  try:
+    with np.load(path) as z:
+      return json.loads(str(z["meta"]))
+  except (OSError, ValueError, KeyError, EOFError) as e:
+    raise rundir.WorkdirError(f"cannot read prediction file {path}: {e}") from e
+
+
 def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]] = None,
                     source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
                     save_logits: bool = False, overwrite: bool = False) -> List[Dict[str, Any]]:
@@ -162,12 +190,10 @@ class _SnapshotPredictor:
       self._data[source] = (source.train(), source.test())
     return self._data[source]
 
-  def _predictor(self, config, model) -> inference.Predictor:
-    canvas = config.get("input_size", geometry.CANVAS)
-    key = (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype, canvas)
+  def _predictor(self, config) -> inference.Predictor:
+    key = predictor_key(config)
     if key not in self._predictors:
-      self._predictors[key] = inference.Predictor(model.apply, self.mesh,
-                                                  self.batch_size or config.eval_batch_size, canvas)
+      self._predictors[key] = make_predictor(config, self.mesh, self.batch_size)
     return self._predictors[key]
 
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:
@@ -178,7 +204,7 @@ class _SnapshotPredictor:
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
       return load_prediction(out_path)["meta"]
     config = self.run.fold_config(fold)
-    variables, meta = checkpoints.load_snapshot(snap, abstract_variables(models.from_config(config)))
+    variables, meta = load_snapshot(config, snap)
     return self.predict(config, fold, cycle, variables, meta, str(snap))
 
   def predict(self, config, fold: int, cycle: int, variables, meta: Dict[str, Any], source: str
@@ -188,7 +214,7 @@ class _SnapshotPredictor:
     out_path = self.run.prediction_file(self.kind, fold, cycle)
     train_set, test = self._load(config)
     _, valid_idx = self.run.fold_rows(config, train_set.ids, train_set.masks)
-    predictor = self._predictor(config, models.from_config(config))
+    predictor = self._predictor(config)
     variables = parallel.replicate(variables, self.mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
