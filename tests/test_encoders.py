@@ -15,7 +15,7 @@ from PIL import Image
 
 from salt_jax.models.convert import load_torch_state_dict, merge_encoder_weights, torch_to_flax
 from salt_jax.models.encoders import ENCODERS, get_encoder
-from conftest import TWO_CPU_DEVICES
+from conftest import FAST_COMPILE, TWO_CPU_DEVICES
 
 # Input side per encoder for the torch comparison: the biggest nets run on a 64x64 crop to stay fast.
 SIZES = {"resnet34": 128, "seresnext50_32x4d": 128, "seresnext101_32x4d": 64, "legacy_seresnet152": 64,
@@ -280,7 +280,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 def test_cross_device_batch_norm():
   """resnet34 train mode under jit over a batch sharded across 2 host devices == one device, whole batch:
   each device's copy of the updated BatchNorm statistics is the global-batch one."""
-  env = {**os.environ, "XLA_FLAGS": TWO_CPU_DEVICES, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": f"{TWO_CPU_DEVICES} {FAST_COMPILE}", "JAX_PLATFORMS": "cpu"}
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
   res = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True,

@@ -165,7 +165,7 @@ def _random_variables(model, seed: int = 0):
 # A workdir with one random model_tiny snapshot.
 @pytest.fixture(scope="module")
 def tiny_model():
-  config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+  config = configlib.load_config_file(REPO / "configs" / "tiny.py")
   config.eval_batch_size = 8
   return config, _random_variables(models.from_config(config))
 

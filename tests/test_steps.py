@@ -14,7 +14,7 @@ import pytest
 from salt_jax import configlib, models, steps
 from salt_jax.data import kaggle
 import optim
-from conftest import TWO_CPU_DEVICES
+from conftest import FAST_COMPILE, TWO_CPU_DEVICES
 
 WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
 WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
@@ -119,6 +119,7 @@ def test_one_batch_can_be_overfit(real_tiles):
 
 def _run_worker(batch_npz, out, *args, env_extra=None, wait=True):
   env = dict(os.environ, **(env_extra or {}))
+  env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
   proc = subprocess.Popen([sys.executable, str(WORKER), str(batch_npz), str(out), *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   if not wait:

@@ -13,7 +13,7 @@ import pytest
 from model_param_counts import decoder_params
 from salt_jax import models
 from salt_jax.models import encoders, unet
-from conftest import TWO_CPU_DEVICES
+from conftest import FAST_COMPILE, TWO_CPU_DEVICES
 
 pytestmark = pytest.mark.usefixtures("highest_precision")  # torch comparisons; GPUs default to TF32
 NAMES = ["model_34", "model_50A", "model_50A_slim", "model_101A", "model_101B", "model_152", "model_154"]
@@ -214,7 +214,7 @@ _BN_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_cross_device_batch_norm_uses_global_batch_statistics():
-  env = dict(os.environ, XLA_FLAGS=TWO_CPU_DEVICES, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=f"{TWO_CPU_DEVICES} {FAST_COMPILE}", JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", _BN_SCRIPT], env=env, capture_output=True, text=True,
                         timeout=1200)
   assert proc.returncode == 0, proc.stderr[-4000:]
