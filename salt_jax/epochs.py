@@ -102,7 +102,8 @@ class EpochRunner:
       self._compiled[key] = steps.compile_fold_train_steps(
           state, self._data, rows_spec, self._key, active_spec, mesh=self._mesh, fold_map=self._fold_map,
           seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._config),
-          canvas=self._config.input_size)
+          canvas=self._config.input_size,
+          compiler_options=steps.train_compiler_options(self._config.cpu_ynn_fusion))
       logging.info("compiled %d %s train steps of %d fold(s) per call%s in %.1f s", n_steps, seg_loss,
                    n_folds, " (masked)" if masked else "", time.perf_counter() - t0)
       self._on_compile()

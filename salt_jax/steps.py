@@ -164,8 +164,18 @@ def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], canvas
   return logits, loss, p_empty
 
 
+def train_compiler_options(cpu_ynn_fusion: str = "") -> Optional[Dict[str, str]]:
+  """XLA options of the train steps: on CPU, YNNPACK kernels for the fusion types of `cpu_ynn_fusion`
+  ('dot,eltwise,reduce'; '' = XLA's own kernels). Other backends: None (their defaults)."""
+  if cpu_ynn_fusion and jax.default_backend() == "cpu":
+    names = ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in cpu_ynn_fusion.split(","))
+    return {"xla_cpu_experimental_ynn_fusion_type": names}
+  return None
+
+
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,
-                              loss_weights, canvas: int = geometry.CANVAS):
+                              loss_weights, canvas: int = geometry.CANVAS,
+                              compiler_options: Optional[Dict[str, str]] = None):
   """AOT-compiles fold_train_steps for one loss variant and one number of steps (rows_spec (F,S,B) int32,
   active_spec (F,S) bool or None).
 
@@ -173,7 +183,7 @@ def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, m
   metrics are replicated; each fold's batch is sharded along 'data'. Over several fold groups the
   'folds' axis is mapped by hand (shard_map: each group runs the step of its own folds) and 'data' is
   left to the compiler: XLA's partitioner cannot split the grouped convolutions of a vmapped step along
-  their groups. The state is donated.
+  their groups. The state is donated; `compiler_options` go to XLA (train_compiler_options).
   """
   folds, repl = parallel.fold_sharded(mesh), parallel.replicated(mesh)
   fn = functools.partial(fold_train_steps, fold_map=fold_map, seg_loss=seg_loss, loss_weights=loss_weights,
@@ -189,4 +199,4 @@ def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, m
   fn = jax.jit(fn, in_shardings=(folds, repl, folds, repl) + (() if active_spec is None else (folds,)),
                out_shardings=(folds, repl), donate_argnums=(0,))
   with jax.set_mesh(mesh):  # the batch constraint P("data") refers to this mesh (inside shard_map: its view)
-    return fn.lower(*args).compile()
+    return fn.lower(*args).compile(compiler_options)

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,3 +184,19 @@ def test_two_processes_run_in_lock_step(batch_npz, one_device):
     np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
   _assert_same_step(one_device, p0, atol=1e-6)
   np.testing.assert_allclose(p0["losses"], one_device["losses"], rtol=1e-4)
+
+
+def test_ynn_kernels_are_accepted_and_compute_the_same_gradients():
+  """config.cpu_ynn_fusion's options compile (XLA takes its enum names) and change no result beyond
+  float32 rounding: the gradient of a small conv net against XLA's own kernels."""
+  assert steps.train_compiler_options("") is None
+  options = steps.train_compiler_options("dot,eltwise,reduce")
+  assert (options is not None) == (jax.default_backend() == "cpu")
+  model = nn.Sequential([nn.Conv(8, (3, 3)), nn.relu, nn.Conv(4, (3, 3)), lambda y: jnp.mean(y, (1, 2)),
+                         nn.Dense(2)])
+  x = jax.random.normal(jax.random.key(0), (4, 24, 24, 3))
+  params = model.init(jax.random.key(1), x)
+  grad = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))).lower(params)
+  plain, ynn = (jax.tree.leaves(grad.compile(o)(params)) for o in (None, options))
+  for a, b in zip(plain, ynn):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
