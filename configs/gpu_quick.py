@@ -18,17 +18,9 @@ from salt_jax import configlib
 
 
 def get_config():
-  config = configlib.base_config()
+  config = configlib.budget_recipe(configlib.base_config())
   config.model = "model_34"
   config.dtype = "bfloat16"
-  config.input_size = 104
-  config.optimizer = "adamw"
-  config.lr = 2e-3
-  config.weight_decay = 1e-2
-  config.lr_schedule = "warmup_cosine"
-  config.lr_warmup_epochs = 0.3
-  config.eta_min = 1e-5
-  config.ema_decay = 0.99
   config.warmup_epochs = 10
   config.cycle_num = 1
   config.cycle_len = 90
