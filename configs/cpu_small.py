@@ -16,12 +16,12 @@ from salt_jax import configlib
 
 def get_config():
   config = configlib.budget_recipe(configlib.base_config())
-  config.model = "model_tiny"
+  config.model = "model_tiny_s2"
   config.batch_size = 16
-  config.warmup_epochs = 10
+  config.warmup_epochs = 15
   config.cycle_num = 1
-  config.cycle_len = 10
-  config.eval_start = 6
+  config.cycle_len = 15
+  config.eval_start = 11
   config.eval_every = 2
   config.eval_batch_size = 64
   config.cpu_ynn_fusion = "dot,eltwise,reduce"

@@ -176,15 +176,15 @@ class Lateral(nn.Module):
     return ConvBNReLU(self.features, 1, dtype=self.dtype, name="block")(x, train)
 
 
-def hypercolumn(d1, d2, d3, d4, d5, align_corners: bool = True):
+def hypercolumn(*maps, align_corners: bool = True):
   """Hypercolumn (SPEC 3.4 step 7): concat([d1, up(d2), up(d3), up(d4), up(d5)]) at d1's size.
 
-  Five (B,*,*,64) maps -> (B,H,W,320); each coarser map is resized bilinearly straight to d1's size
-  (the original's single `scale_factor` 2/4/8/16 upsample).
+  Decoder maps finest first, five (B,*,*,64) -> (B,H,W,320) in the original; each coarser map is resized
+  bilinearly straight to the first one's size (the original's single `scale_factor` 2/4/8/16 upsample).
   """
-  size = d1.shape[1:3]
-  ups = [resize_bilinear(d.astype(d1.dtype), size, align_corners) for d in (d2, d3, d4, d5)]
-  return jnp.concatenate([d1] + ups, axis=-1)
+  size = maps[0].shape[1:3]
+  ups = [resize_bilinear(d.astype(maps[0].dtype), size, align_corners) for d in maps[1:]]
+  return jnp.concatenate([maps[0]] + ups, axis=-1)
 
 
 class SegHead(nn.Module):

@@ -17,6 +17,7 @@ from salt_jax.models import encoders as encoders_lib
 from salt_jax.models.blocks import (ClassHead, Center, Decoder, DecoderBottleneckStage,
                                     IBNaDecoderBlock, Lateral, SegHead, SELayer, broadcast_center,
                                     channel_dropout, hypercolumn)
+from salt_jax.models.layers import resize_bilinear
 
 Dtype = Any
 
@@ -57,15 +58,24 @@ class HypercolumnUNet(UNet):
   """model_34 / model_50A (SPEC 3.4): center, five plain `Decoder`s, 320-channel hypercolumn, two heads.
 
   The width fields default to the original's; `model_tiny` narrows them for CPU-sized runs.
+  `head_stride` 1 is the original: decoder1 upsamples d2 to the input size (it has no skip) and the heads
+  run there. 2 drops decoder1 (`decoder_mids` then names decoder5 .. decoder2): the hypercolumn of
+  d2..d5 and the heads run at d2's size (half the input) and the two logit maps are resized bilinearly
+  to the input size, which halves a narrow model's train step on CPU (`model_tiny_s2`).
   """
   center_widths: Tuple[int, int] = (512, 256)
   decoder_mids: Tuple[int, ...] = (512, 256, 128, 64, 32)   # decoder5 .. decoder1
   decoder_width: int = 64                                   # each decoder's output; hypercolumn = 5x
   class_features: int = 64                                  # center_64 width
   head_hidden: int = 64
+  head_stride: int = 1                                      # 1: heads at the input size; 2: at half
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    if (self.head_stride, len(self.decoder_mids)) not in ((1, 5), (2, 4)):
+      raise ValueError(f"head_stride {self.head_stride} needs {6 - self.head_stride} decoder_mids "
+                       f"(head_stride is 1 or 2), got {len(self.decoder_mids)}")
+    size = x.shape[1:3]
     x = x.astype(self.dtype)
     c2, c3, c4, c5 = _make_encoder(self)(x, train)
     class_logits, center_64 = ClassHead(self.class_features, dtype=self.dtype, name="classifier")(c5)
@@ -76,10 +86,12 @@ class HypercolumnUNet(UNet):
     for i, (mid, skip) in enumerate(zip(self.decoder_mids, (c5, c4, c3, c2, None))):
       d = Decoder(mid, w, **kw, name=f"decoder{5 - i}")(d, skip, train)
       outs.append(d)
-    d5, d4, d3, d2, d1 = outs
-    h = hypercolumn(d1, d2, d3, d4, d5, self.align_corners)
+    h = hypercolumn(*outs[::-1], align_corners=self.align_corners)
     h = channel_dropout(self.decoder_dropout, train)(h)
-    return _outputs(class_logits, *_heads(self, h, center_64, self.head_hidden, train))
+    no_empty, final = _heads(self, h, center_64, self.head_hidden, train)
+    if self.head_stride != 1:
+      no_empty, final = (resize_bilinear(t, size, self.align_corners) for t in (no_empty, final))
+    return _outputs(class_logits, no_empty, final)
 
 
 SLIM_LATERALS = (64, 128, 256, 512)  # layer1..layer4 reduced widths (SPEC 3.5)
@@ -103,7 +115,7 @@ class SlimHypercolumnUNet(UNet):
     d3 = DecoderBottleneckStage(128, 64, **kw, name="decoder3")(d4, l3, train)
     d2 = DecoderBottleneckStage(64, 64, **kw, name="decoder2")(d3, l2, train)
     d1 = DecoderBottleneckStage(32, 64, **kw, name="decoder1")(d2, None, train)
-    h = hypercolumn(d1, d2, d3, d4, d5, self.align_corners)
+    h = hypercolumn(d1, d2, d3, d4, d5, align_corners=self.align_corners)
     h = channel_dropout(self.decoder_dropout, train)(h)
     return _outputs(class_logits, *_heads(self, h, center_64, 64, train))
 
