@@ -18,10 +18,10 @@ def get_config():
   config = configlib.budget_recipe(configlib.base_config())
   config.model = "model_tiny_s2"
   config.batch_size = 16
-  config.warmup_epochs = 15
+  config.warmup_epochs = 16
   config.cycle_num = 1
-  config.cycle_len = 15
-  config.eval_start = 11
+  config.cycle_len = 16
+  config.eval_start = 12
   config.eval_every = 2
   config.eval_batch_size = 64
   config.cpu_ynn_fusion = "dot,eltwise,reduce"

@@ -12,7 +12,7 @@ import pytest
 
 from model_param_counts import decoder_params
 from salt_jax import models
-from salt_jax.models import encoders, unet
+from salt_jax.models import encoders, layers, unet
 from conftest import FAST_COMPILE, TWO_CPU_DEVICES
 
 pytestmark = pytest.mark.usefixtures("highest_precision")  # torch comparisons; GPUs default to TF32
@@ -86,6 +86,23 @@ def test_variant_output_shapes(name):
         (256, 64), (512, 128), (1024, 256), (2048, 512)]
     assert p["center"]["block1"]["conv"]["kernel"].shape == (3, 3, 2048, 512)  # un-reduced layer4
     assert p["decoder5"]["bottleneck1"]["conv1"]["kernel"].shape == (1, 1, 768, 192)
+
+
+def test_head_stride_2_runs_the_heads_at_half_size_and_resizes_their_logits():
+  """model_tiny_s2: no decoder1; each logit map is the bilinear resize of its head's (B,52,52,1) output."""
+  model = models.get_model("model_tiny_s2")
+  x = jax.random.normal(jax.random.key(0), (2, 104, 104, 3))
+  variables = model.init(RNGS, x, train=False)
+  assert "decoder1" not in variables["params"] and "decoder2" in variables["params"]
+  assert variables["params"]["head_final"]["conv1"]["kernel"].shape == (3, 3, 4 * 8 + 8, 16)
+  outs, inter = model.apply(variables, x, train=False, capture_intermediates=True)
+  assert [o.shape for o in outs] == [(2, 2), (2, 104, 104, 1), (2, 104, 104, 1)]
+  for name, logits in (("head_no_empty", outs[1]), ("head_final", outs[2])):
+    (half,) = inter["intermediates"][name]["__call__"]
+    assert half.shape == (2, 52, 52, 1)
+    np.testing.assert_allclose(logits, layers.resize_bilinear(half, (104, 104), True), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="head_stride 2 needs 4 decoder_mids .* got 5"):
+    models.get_model("model_tiny", head_stride=2).init(RNGS, x, train=False)
 
 
 def test_quickly_compiled_initialisation_gives_the_default_compilations_values():
