@@ -1,5 +1,6 @@
-"""The seven model variants of the solution (SPEC 3), plus `model_tiny`: `MODELS` registry, `get_model` and
-`from_config`, the one way every program builds the model of a training config.
+"""The seven model variants of the solution (SPEC 3), plus the CPU-sized `model_tiny` and `model_tiny_s2`:
+`MODELS` registry, `get_model` and `from_config`, the one way every program builds the model of a training
+config.
 
     model = get_model("model_34", dtype=jnp.bfloat16)
     model = from_config(config)                               # config.model, .dtype and the switches
