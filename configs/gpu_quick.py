@@ -11,7 +11,9 @@ to ~3-4 s. On top of that basis, this config carries the budget recipe of config
 run, an EMA of the weights, and BCE+Dice first, then Lovasz: 10 BCE+Dice epochs, then one 90-epoch Lovasz
 phase (100 epochs, the same as before), validated after its epochs 50, 60, ..., 90. The per-step values
 (lr, weight decay, warm-up, EMA decay) are cpu_small's: the batch, and so the steps per epoch, are the
-same. Unmeasured on a GPU and on model_34: all of it (the recipe was measured on model_tiny on CPUs), the
+same. It keeps model_34's full-size heads: cpu_small's half-size heads (model_tiny_s2) buy speed where
+narrow full-size layers are memory-bound on a CPU, which is not measured for model_34 on a GPU.
+Unmeasured on a GPU and on model_34: all of it (the recipe was measured on model_tiny on CPUs), the
 time (target ~8 min) and the mAP (target >= 0.83); BENCHMARKS.md lists the command.
 """
 from salt_jax import configlib
