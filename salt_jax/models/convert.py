@@ -95,7 +95,7 @@ def torch_to_flax(encoder_name: str, state_dict: Dict[str, Any]) -> Dict[str, An
   return _fill(f"torch -> {encoder_name}", encoder_shapes(encoder_name), entries)
 
 
-# The seven variants of the original solution (SPEC 3); `model_tiny` has no torch counterpart.
+# The seven variants of the original solution (SPEC 3); `model_tiny` and `model_tiny_s2` have none in torch.
 ORIGINAL_VARIANTS = ("model_34", "model_50A", "model_50A_slim", "model_101A", "model_101B", "model_152",
                      "model_154")
 # Flax module names whose torch counterpart is a ConvTranspose2d.
