@@ -21,8 +21,9 @@ def split_halves(ids: Sequence[str], seed: int) -> np.ndarray:
   return half
 
 
-def load_or_make_split(path, ids: Sequence[str], seed: int) -> np.ndarray:
-  """The saved split of `ids` at `path` (written on first use); a split of other ids is an error."""
+def load_or_make_split(path, ids: Sequence[str], seed: int, save: bool = True) -> np.ndarray:
+  """The saved split of `ids` at `path`, else a new seeded one (written there if `save`); a split of other
+  ids is an error."""
   path = pathlib.Path(path)
   ids = np.asarray(ids)
   if path.exists():
@@ -31,8 +32,14 @@ def load_or_make_split(path, ids: Sequence[str], seed: int) -> np.ndarray:
       raise ValueError(f"{path} is not a split of these {len(ids)} test ids; delete it to make a new one")
     return frame.set_index("id").loc[ids, "half"].to_numpy()
   half = split_halves(ids, seed)
-  submission.write_csv_atomic(pd.DataFrame({"id": ids, "half": half}), path)
+  if save:
+    save_split(path, ids, half)
   return half
+
+
+def save_split(path, ids: Sequence[str], half: np.ndarray) -> None:
+  """Writes the split (CSV id,half) that load_or_make_split reads back."""
+  submission.write_csv_atomic(pd.DataFrame({"id": np.asarray(ids), "half": half}), path)
 
 
 def read_pseudo_masks(csv_path, ids: Sequence[str]) -> np.ndarray:

@@ -206,23 +206,60 @@ class RunDir:
   @contextlib.contextmanager
   def lock(self, process_index: int = 0) -> Iterator[None]:
     """Holds the workdir for this process: a second train or predict on it gets a WorkdirError naming
-    the holder. An advisory flock, released by the OS when the holder dies (also on kill -9)."""
-    self.root.mkdir(parents=True, exist_ok=True)
+    the holder. An advisory flock, released by the OS when the holder dies (also on kill -9).
+
+    When the block raises (e.g. a start refused for a missing data folder), a lock file this call created
+    is removed again, and so are the folders it created while nothing else was written into them: a
+    workdir that did not exist stays absent.
+    """
     path = self.lock_file if process_index == 0 else self.root / f"lock.process{process_index}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd, created = self._acquire(path)
     try:
-      if fcntl is not None:
-        try:
-          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-          holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
-          raise WorkdirError(f"workdir {self.root} is in use by {holder}; wait for that run to end or "
-                             "stop it") from None
       os.ftruncate(fd, 0)
       os.write(fd, _holder().encode())
       yield
+    except BaseException:
+      if created is not None:
+        path.unlink(missing_ok=True)
+        for folder in created:
+          try:
+            folder.rmdir()
+          except OSError:  # something else was written into it
+            break
+      raise
     finally:
       os.close(fd)  # closing the descriptor releases the flock
+
+  def _acquire(self, path: pathlib.Path) -> Tuple[int, Optional[List[pathlib.Path]]]:
+    """(a descriptor holding the flock on the lock file `path`, None if that file existed, else the
+    folders this call created for it, deepest first)."""
+    while True:
+      missing = [p for p in (self.root.absolute(), *self.root.absolute().parents) if not p.exists()]
+      self.root.mkdir(parents=True, exist_ok=True)
+      created = None if path.exists() else missing
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        if fcntl is not None:
+          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _names(path, fd):
+          return fd, created
+      except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise WorkdirError(f"workdir {self.root} is in use by {holder}; wait for that run to end or "
+                           "stop it") from None
+      except BaseException:
+        os.close(fd)
+        raise
+      os.close(fd)  # locked a file that a refused holder had created and removed: lock the new one
+
+
+def _names(path: pathlib.Path, fd: int) -> bool:
+  """Whether `path` is (still) the file open as `fd`."""
+  try:
+    return os.path.samestat(os.stat(path), os.fstat(fd))
+  except FileNotFoundError:
+    return False
 
 
 def _holder() -> str:

@@ -12,16 +12,18 @@ jigsaw mosaic from its tiles (empty cells black, as `jigsaw render` draws them, 
 
 Each section is cut into 101x101 windows every `--stride` pixels of its reflect-padded copy
 (salt_jax.sections); each window is predicted exactly as `predict` predicts a tile (the same compiled
-flip TTA, padded to the model's canvas), in batches of `--batch_size` windows. Per snapshot the windows'
-probabilities are blended with a smooth weight and binarised at the snapshot's threshold (the one
-`predict` recorded for it when its prediction file is newer than the snapshot, else the one training
-recorded); the snapshots vote as in `ensemble`: per workdir the mean of its snapshots' masks, then the
-equal-weight mean over workdirs, salt where >= 0.5. Per-tile empty handling (gates) is not applied.
+flip TTA, padded to the model's canvas), in batches of `--batch_size` windows (a positive integer; unset,
+the config's eval_batch_size). Per snapshot the windows' probabilities are blended with a smooth weight
+and binarised at the snapshot's threshold (the one `predict` recorded for it when its prediction file is
+newer than the snapshot, else the one training recorded); the snapshots vote as in `ensemble`: per
+workdir the mean of its snapshots' masks, then the equal-weight mean over workdirs, salt where >= 0.5.
+Per-tile empty handling (gates) is not applied.
 
 Writes `<name>_mask.png` (0/255, the input's size), `<name>_overlay.png` (the section with the salt
 outlined in red) and, with `--save_probs`, `<name>_probs.npy` (float16, the mean over workdirs of the
 mean over snapshots of the blended probabilities). Every input, workdir and output path is checked
-before anything is written; a bad one stops the command with one line naming it.
+before anything is written; a bad one stops the command with one line naming it, and so does an output
+that already exists (a second run into the same --out), unless `--overwrite` lets the run replace it.
 """
 import contextlib
 import dataclasses
@@ -116,8 +118,9 @@ def read_section(path, percentiles: Tuple[float, float] = DEFAULT_PERCENTILES) -
 def check_size(section: np.ndarray, origin: str) -> np.ndarray:
   """The section, unless it is smaller than a tile in either direction (InputError naming `origin`)."""
   if min(section.shape) < TILE:
-    raise InputError(f"{origin}: the section is {section.shape[1]}x{section.shape[0]} px, smaller than a "
-                     f"{TILE}x{TILE} tile")
+    height, width = section.shape
+    raise InputError(f"{origin}: the section is {height} x {width} px (height x width), smaller than a "
+                     f"{TILE} x {TILE} tile")
   return section
 
 
@@ -188,6 +191,9 @@ class Runner:
   threshold; compiles each model configuration once (predict.make_predictor)."""
 
   def __init__(self, kind: str = "max_map", batch_size: Optional[int] = None):
+    if batch_size is not None and batch_size < 1:
+      raise ValueError("batch_size must be a positive number of windows (unset: the config's "
+                       f"eval_batch_size), got {batch_size}")
     self.kind, self.batch_size, self.mesh = kind, batch_size, parallel.make_mesh()
     self._predictors: Dict[Tuple, Any] = {}
 
@@ -203,7 +209,7 @@ class Runner:
       self._predictors[key] = predict.make_predictor(config, self.mesh, self.batch_size)
     predictor = self._predictors[key]
     variables = parallel.replicate(variables, self.mesh)
-    batch = self.batch_size or config.eval_batch_size
+    batch = config.eval_batch_size if self.batch_size is None else self.batch_size
     return lambda w: special.expit(predictor.outputs(variables, w).logits), threshold, batch
 
 
@@ -275,8 +281,9 @@ def write_outputs(paths: Dict[str, pathlib.Path], section: np.ndarray, result: R
       np.save(tmp, result.probs.astype(np.float16))
 
 
-def check_outputs(out_dir, inputs: Sequence[Section], save_probs: bool) -> None:
-  """Refuses an --out that is a file, unwritable output paths and two inputs with the same name."""
+def check_outputs(out_dir, inputs: Sequence[Section], save_probs: bool, overwrite: bool = False) -> None:
+  """Refuses an --out that is a file, unwritable output paths, two inputs with the same name and, unless
+  `overwrite`, an output that already exists."""
   out_dir = pathlib.Path(out_dir)
   if out_dir.exists() and not out_dir.is_dir():
     raise fileio.UnwritableError(f"--out {out_dir} is a file, not a folder")
@@ -287,17 +294,23 @@ def check_outputs(out_dir, inputs: Sequence[Section], save_probs: bool) -> None:
     seen[item.name] = item.origin
     for path in output_paths(out_dir, item.name, save_probs).values():
       fileio.check_writable(path, "--out")
+      if path.exists() and not overwrite:
+        raise fileio.UnwritableError(f"--out {path} already exists; pass --overwrite to replace it, or "
+                                     "choose another --out")
 
 
 def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind: str = "max_map",
             folds: Optional[Sequence[int]] = None, stride: int = DEFAULT_STRIDE,
-            batch_size: Optional[int] = None, save_probs: bool = False) -> List[Dict[str, Any]]:
+            batch_size: Optional[int] = None, save_probs: bool = False, overwrite: bool = False
+            ) -> List[Dict[str, Any]]:
   """Segments every input section and writes its outputs under out_dir; returns one record per section.
 
-  Checks the stride, the workdirs' snapshots, every input (each is read once here) and the output paths
-  before anything is written, and holds the workdirs' locks while it reads their snapshots.
+  Checks the stride, the batch size, the workdirs' snapshots, every input (each is read once here) and
+  the output paths (existing outputs only with `overwrite`) before anything is written, and holds the
+  workdirs' locks while it reads their snapshots.
   """
   sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
+  runner = Runner(kind, batch_size)    # ValueError for a batch size below 1
   resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
   twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
   if twice:
@@ -305,8 +318,7 @@ def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind
   snapshots = [find_snapshots(wd, kind, folds) for wd in workdirs]
   for item in inputs:
     item.load()
-  check_outputs(out_dir, inputs, save_probs)
-  runner = Runner(kind, batch_size)
+  check_outputs(out_dir, inputs, save_probs, overwrite)
   records = []
   with contextlib.ExitStack() as stack:
     for wd in workdirs:
@@ -332,8 +344,8 @@ def _segment_one(item: Section, snapshots, runner: Runner, out_dir, stride: int,
             "windows": result.windows, "snapshots": n_snaps, "seconds": round(seconds, 2),
             "windows_per_s": round(total / seconds, 2), "salt_fraction": round(float(result.mask.mean()), 4),
             **{k: str(v) for k, v in paths.items()}}
-  logging.info("%s: %dx%d px, %d windows x %d snapshots in %.1f s (%.1f windows/s)", item.name,
-               section.shape[1], section.shape[0], result.windows, n_snaps, seconds, record["windows_per_s"])
+  logging.info("%s: %d x %d px (height x width), %d windows x %d snapshots in %.1f s (%.1f windows/s)",
+               item.name, *section.shape, result.windows, n_snaps, seconds, record["windows_per_s"])
   return record
 
 
@@ -351,11 +363,13 @@ def define_flags() -> None:
   flags.DEFINE_string("cache_dir", None, "With --mosaic: optional npz cache of the decoded tiles.")
   flags.DEFINE_string("out", None, "Folder for <name>_mask.png, <name>_overlay.png (and _probs.npy).")
   flags.DEFINE_integer("stride", DEFAULT_STRIDE, "Pixels between window origins (1..101).")
-  flags.DEFINE_integer("batch_size", None, "Windows per device call (default: the config's "
-                       "eval_batch_size).")
+  flags.DEFINE_integer("batch_size", None, "Windows per device call, a positive integer (default: the "
+                       "config's eval_batch_size).")
   flags.DEFINE_list("clip_percentiles", [str(p) for p in DEFAULT_PERCENTILES], "lo,hi: percentiles a "
                     "non-uint8 .npy section is clipped to before it is mapped onto 0..255.")
   flags.DEFINE_bool("save_probs", False, "Also write <name>_probs.npy (float16 probabilities).")
+  flags.DEFINE_bool("overwrite", False, "Replace outputs already in --out (without it, they stop the "
+                    "command before anything is written).")
   flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which per-cycle snapshots vote.")
   flags.DEFINE_list("folds", None, "Only these folds' snapshots (default: all).")
   flags.mark_flags_as_required(["workdirs", "out"])
@@ -388,8 +402,8 @@ def main(argv) -> List[Dict[str, Any]]:
   """Segments as the flags say; prints one JSON line per section."""
   del argv
   records = segment(FLAGS.workdirs, _inputs(), FLAGS.out, kind=FLAGS.kind, stride=FLAGS.stride,
-                    folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
-                    batch_size=FLAGS.batch_size, save_probs=FLAGS.save_probs)
+                    folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None, batch_size=FLAGS.batch_size,
+                    save_probs=FLAGS.save_probs, overwrite=FLAGS.overwrite)
   for record in records:
     print(json.dumps(record))
   return records

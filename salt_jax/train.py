@@ -54,9 +54,12 @@ def pseudo_data(config, run: rundir.RunDir):
     empty = np.zeros((0, *geometry.TILE_SHAPE), np.uint8)
     return empty, empty
   test = sources.load_test(config)
-  half = pseudo.load_or_make_split(run.pseudo_split_csv(config), test.ids, config.pseudo_seed)
+  split_csv = run.pseudo_split_csv(config)
+  half = pseudo.load_or_make_split(split_csv, test.ids, config.pseudo_seed, save=False)
   chosen = np.flatnonzero(half == config.pseudo_split)
   masks = pseudo.read_pseudo_masks(config.pseudo_csv, test.ids[chosen])
+  if not split_csv.exists():  # saved once the pseudo masks were read: a refused start writes nothing
+    pseudo.save_split(split_csv, test.ids, half)
   logging.info("pseudo labels: %d test tiles of half %d from %s, p=%.2f", len(chosen), config.pseudo_split,
                config.pseudo_csv, config.pseudo_prob)
   return test.images[chosen], masks
@@ -68,7 +71,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
   Each fold gets what training it alone would give it (its own data order, validation, snapshots and
   records under fold_<k>/). Nothing is written before the config is validated and checked against the
-  workdir's records (RunDir.check_run); the workdir is locked for the whole run.
+  workdir's records (RunDir.check_run); the workdir is locked for the whole run, and a start refused
+  while the data is read (a missing data folder or TFDS build, a bad pseudo CSV) leaves a new workdir
+  absent and an existing one's records untouched (RunDir.lock).
   """
   phases = _Phases()
   configlib.validate(config)

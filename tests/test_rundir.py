@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from salt_jax import checkpoints, configlib, predict, rundir, train
+from salt_jax.data.errors import DataError
 import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -231,6 +233,71 @@ def test_unknown_flag_key_names_the_closest_keys(tmp_path):
   assert done.returncode != 0 and "Traceback" not in done.stderr
   assert "unknown config key 'eval_evry'; closest known keys: eval_every" in done.stderr
   assert not (tmp_path / "w").exists()
+
+
+# Case 8: a start refused while the data is read (under the lock) leaves the workdir as it was.
+def _refused_data(tmp_path, mini_data_dir, what: str):
+  """(config overrides, part of the refusal) of a data source that cannot be read."""
+  if what == "tfds build":
+    nowhere = tmp_path / "nowhere"
+    return dict(data_source="tfds", tfds_data_dir=str(nowhere)), f"no tgs_salt dataset at {nowhere}/tgs_salt"
+  if what == "data folder":
+    return dict(data_dir=str(tmp_path / "no_data")), f"missing folder: {tmp_path / 'no_data'}"
+  first = (mini_data_dir / "sample_submission.csv").read_text().splitlines()[1].split(",")[0]
+  short = tmp_path / "short_pseudo.csv"
+  short.write_text(f"id,rle_mask\n{first},1 3\n")   # one test tile of 24: the chosen half lacks masks
+  return dict(pseudo_csv=str(short), pseudo_prob=0.5), f"{short} has no mask for "
+
+
+@pytest.mark.parametrize("what", ["tfds build", "data folder", "pseudo csv"])
+def test_a_start_refused_while_reading_the_data_leaves_no_workdir(tmp_path, tiny_config, mini_data_dir, what):
+  overrides, message = _refused_data(tmp_path, mini_data_dir, what)
+  config = tiny_config(**overrides)
+  new = tmp_path / "runs" / "new"
+  with pytest.raises(DataError, match=re.escape(message)):
+    train.train_and_evaluate(config, str(new))
+  assert not (tmp_path / "runs").exists()   # neither the workdir nor the folder made for it
+  existing = tmp_path / "existing"          # recorded by an earlier start, without a lock file
+  rundir.RunDir(existing).record_run(config)
+  before = tree_state(existing)
+  with pytest.raises(DataError, match=re.escape(message)):
+    train.train_and_evaluate(config, str(existing))
+  assert tree_state(existing) == before     # no lock file and no pseudo_split.csv left behind
+
+
+def test_cli_refusing_a_missing_tfds_build_leaves_no_workdir(tmp_path):
+  nowhere, workdir = tmp_path / "nowhere", tmp_path / "runs" / "new"
+  done = subprocess.run([sys.executable, "-m", "salt_jax.train", "--config=configs/tiny.py",
+                         f"--workdir={workdir}", "--config.data_source=tfds",
+                         f"--config.tfds_data_dir={nowhere}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert done.returncode == 1 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      f"salt_jax.train: no tgs_salt dataset at {nowhere}/tgs_salt/1.0.0 (config.tfds_data_dir={nowhere}); ")
+  assert not (tmp_path / "runs").exists()
+
+
+def test_a_lock_file_removed_before_it_was_locked_is_made_again(tmp_path, monkeypatch):
+  """A refused start removes the lock file and workdir it created; a run that opened that file in
+  between locks a new one at the path, not the removed one, so two runs never hold the workdir."""
+  run = rundir.RunDir(tmp_path / "w")
+  flock, calls = rundir.fcntl.flock, []
+
+  def removed_first(fd, operation):
+    calls.append(operation)
+    if len(calls) == 1:             # the refused holder cleans up after this run opened the file
+      run.lock_file.unlink()
+      run.root.rmdir()
+    flock(fd, operation)
+
+  monkeypatch.setattr(rundir.fcntl, "flock", removed_first)
+  with run.lock():
+    assert len(calls) == 2 and f"pid {os.getpid()} " in run.lock_file.read_text()
+    with pytest.raises(rundir.WorkdirError, match="is in use by pid"):
+      with rundir.RunDir(run.root).lock():
+        pass
+  assert run.lock_file.is_file()    # kept after a run that ended normally: it names the last holder
 
 
 # Structure: one owner of the workdir; inference does not import training.

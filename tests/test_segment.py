@@ -200,10 +200,14 @@ def _bad_inputs(tmp_path):
   nan[5, 7] = np.nan
   np.save(bad / "nan.npy", nan)
   cv2.imwrite(str(bad / "small.png"), np.zeros((60, 300), np.uint8))
+  np.save(bad / "thin.npy", np.zeros((1, 1000), np.uint8))
   return {"unreadable": (bad / "garbage.png", "unreadable image"),
           "3-D": (bad / "cube.npy", "a 3-D array of shape (3, 120, 120); a section is a 2-D array"),
           "NaN": (bad / "nan.npy", "1 NaN or infinite value(s); a section must be finite"),
-          "small": (bad / "small.png", "the section is 300x60 px, smaller than a 101x101 tile")}
+          "small": (bad / "small.png", "the section is 60 x 300 px (height x width), smaller than a "
+                    "101 x 101 tile"),
+          "1 px high": (bad / "thin.npy", "the section is 1 x 1000 px (height x width), smaller than a "
+                        "101 x 101 tile")}
 
 
 def test_bad_inputs_are_refused_in_one_line_naming_the_file(tmp_path, tiny_model, capsys):
@@ -307,6 +311,54 @@ def test_a_bad_stride_or_a_workdir_given_twice_is_refused(tmp_path, tiny_model, 
       _run([f"--workdirs={workdir}", f"--input={good}", f"--out={tmp_path / 'out'}", flag])
     assert info.value.code == 1 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_a_batch_size_below_one_is_refused_before_anything_is_written(tmp_path, tiny_model, capsys,
+                                                                       batch_size):
+  workdir = _workdir(tmp_path / "wd", tiny_model)
+  good = tmp_path / "good.png"
+  cv2.imwrite(str(good), np.zeros((120, 120), np.uint8))
+  with pytest.raises(SystemExit) as info:
+    _run([f"--workdirs={workdir}", f"--input={good}", f"--out={tmp_path / 'out'}",
+          f"--batch_size={batch_size}"])
+  assert info.value.code == 1
+  assert capsys.readouterr().err == ("salt_jax.segment: batch_size must be a positive number of windows "
+                                     f"(unset: the config's eval_batch_size), got {batch_size}\n")
+  assert not (tmp_path / "out").exists()
+
+
+def _files(folder: pathlib.Path):
+  """{name: (bytes, mtime_ns)} of the files in a folder."""
+  return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_outputs_already_in_out_stop_a_second_run_unless_overwrite(tmp_path, tiny_model, capsys, monkeypatch):
+  """A run killed after the first section's mask: the next run into that --out refuses, naming the mask,
+  and changes nothing; with --overwrite it segments both sections and replaces the outputs."""
+  workdir = _workdir(tmp_path / "wd", tiny_model)
+  folder = tmp_path / "sections"
+  folder.mkdir()
+  rng = np.random.default_rng(3)
+  for name in ("a", "b"):
+    cv2.imwrite(str(folder / f"{name}.png"), rng.integers(0, 256, (120, 130), dtype=np.uint8))
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "a_mask.png").write_bytes(b"left by a killed run")
+  before = _files(out)
+  argv = [f"--workdirs={workdir}", f"--input={folder}", f"--out={out}"]
+  with pytest.raises(SystemExit) as info:
+    _run(argv)
+  assert info.value.code == 1
+  assert capsys.readouterr().err == (f"salt_jax.segment: --out {out / 'a_mask.png'} already exists; pass "
+                                     "--overwrite to replace it, or choose another --out\n")
+  assert _files(out) == before
+  monkeypatch.setattr(segment, "Runner", lambda kind, batch_size: _FakeRunner(_contextual, {0: 0.0}))
+  records = _run(argv + ["--overwrite"])
+  assert [r["name"] for r in records] == ["a", "b"]
+  assert sorted(_files(out)) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
+  mask = cv2.imread(str(out / "a_mask.png"), cv2.IMREAD_UNCHANGED)
+  assert mask.shape == (120, 130) and set(np.unique(mask)) == {0, 255}
 
 
 def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path, tiny_model, mini_data_dir):
