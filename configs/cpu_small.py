@@ -19,11 +19,11 @@ def get_config():
   config = configlib.budget_recipe(configlib.base_config())
   config.model = "model_tiny_s2"
   config.batch_size = 16
-  config.warmup_epochs = 16
+  config.warmup_epochs = 20
   config.cycle_num = 1
-  config.cycle_len = 16
-  config.eval_start = 12
+  config.cycle_len = 20
+  config.eval_start = 14
   config.eval_every = 2
   config.eval_batch_size = 64
-  config.cpu_ynn_fusion = "dot,eltwise,reduce"
+  config.cpu_ynn_fusion = "reduce"
   return config

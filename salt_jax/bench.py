@@ -23,11 +23,14 @@ the first training step, as the program measures it; `process_s` beside it is th
 time). The first epoch of each loss is left out: it includes compilation. JAX's persistent compilation
 cache is off for that run unless --compilation_cache_dir is given, so start-up is a cold start.
 
---vs-torch runs ../shared/bench/torch_reference.py (eager PyTorch model_34 and Lovasz) with the same
-settings in the same run and adds the ratio JAX/PyTorch (its inference has no TTA, so it is run on
-2x the batch and counted per original image). On a GPU it also runs the reference with bfloat16 autocast
-and channels_last and compares with the faster of the two.
+--vs-torch runs ../shared/bench/torch_reference.py (eager PyTorch: the same --model at the same batch and
+--input_size, and the Lovasz loss) in the same run and adds the ratio JAX/PyTorch to each figure (its
+inference has no TTA, so it is run on 2x the batch and counted per original image); a model the reference
+does not build is refused in one line. On a GPU it also runs the reference with bfloat16 autocast and
+channels_last and compares with the faster of the two. --cpu_ynn_fusion compiles the train step as
+config.cpu_ynn_fusion does (XLA:CPU's YNNPACK fusions; '' = XLA's default).
 """
+import ast
 import functools
 import json
 import pathlib
@@ -68,11 +71,11 @@ def timed(fn: Callable, args, steps_: int, warmup: int) -> float:
   return (time.perf_counter() - t0) / steps_
 
 
-def compile_timed(jitted, *args):
-  """(lowered, compiled, seconds to lower and compile)."""
+def compile_timed(jitted, *args, options: Optional[Dict[str, str]] = None):
+  """(lowered, compiled, seconds to lower and compile); options: XLA compiler options."""
   t0 = time.perf_counter()
   lowered = jitted.lower(*args)
-  compiled = lowered.compile()
+  compiled = lowered.compile(options)
   return lowered, compiled, time.perf_counter() - t0
 
 
@@ -120,10 +123,12 @@ def train_setup(model, batch: int, folds: int = 1, fold_map: str = "auto", canva
 
 
 def bench_train(model, batch: int, steps_: int, warmup: int, folds: int = 1, fold_map: str = "auto",
-                canvas: int = geometry.CANVAS):
-  """(images/s over all folds, compile s, lowered FLOPs, compiled FLOPs, s per step) of train_setup's step."""
+                canvas: int = geometry.CANVAS, cpu_ynn_fusion: str = ""):
+  """(images/s over all folds, compile s, lowered FLOPs, compiled FLOPs, s per step) of train_setup's step,
+  compiled with steps.train_compiler_options(cpu_ynn_fusion)."""
   fn, (state, data, key) = train_setup(model, batch, folds, fold_map, canvas)
-  lowered, compiled, compile_s = compile_timed(fn, state, data, key)
+  lowered, compiled, compile_s = compile_timed(fn, state, data, key,
+                                               options=steps.train_compiler_options(cpu_ynn_fusion))
   holder = [state]
 
   def run():
@@ -164,11 +169,23 @@ def bench_sweep(n: int = 3600, repeats: int = 3) -> float:
   return best
 
 
+def torch_models(reference: pathlib.Path) -> Tuple[str, ...]:
+  """The models the PyTorch reference builds: the keys of its module-level `MODELS` dict, read from its
+  source (nothing is imported or run)."""
+  for node in ast.parse(reference.read_text()).body:
+    if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODELS" for t in node.targets)
+        and isinstance(node.value, ast.Dict)):
+      return tuple(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+  return ("model_34",)  # the reference before it took --model
+
+
 def torch_figure(reference: pathlib.Path, what: str, batch: int, size: int, device: str, steps_: int,
-                 warmup: int, extra_args: Sequence[str] = ()) -> float:
+                 warmup: int, extra_args: Sequence[str] = (), model: Optional[str] = None) -> float:
   """Runs the PyTorch reference in a subprocess; returns its images/s (train, infer) or ms (lovasz)."""
   cmd = [sys.executable, str(reference), "--what", what, "--batch", str(batch), "--size", str(size),
          "--steps", str(steps_), "--warmup", str(warmup), "--device", device, *extra_args]
+  if model is not None:
+    cmd += ["--model", model]
   out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
   m = re.search(r"images_per_s=([\d.]+) ms_per_step=([\d.]+)", out)
   if not m:
@@ -177,11 +194,11 @@ def torch_figure(reference: pathlib.Path, what: str, batch: int, size: int, devi
 
 
 def torch_best(reference: pathlib.Path, what: str, batch: int, size: int, device: str, steps_: int,
-               warmup: int):
+               warmup: int, model: Optional[str] = None):
   """(the faster PyTorch figure, {variant: figure}): on a GPU the model is also run with bfloat16
   autocast and channels_last; elsewhere, and for the Lovasz loss (no model), only the default."""
   variants = TORCH_VARIANTS if device.startswith("cuda") and what != "lovasz" else {"float32": []}
-  runs = {name: torch_figure(reference, what, batch, size, device, steps_, warmup, args)
+  runs = {name: torch_figure(reference, what, batch, size, device, steps_, warmup, args, model)
           for name, args in variants.items()}
   best = min(runs.values()) if what == "lovasz" else max(runs.values())
   return best, runs
@@ -314,6 +331,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("folds", 1, "Folds trained together (fold-parallel step).", lower_bound=1)
   flags.DEFINE_enum("fold_map", "auto", list(configlib.FOLD_MAPS), "How the folds share the step "
                     "(config.fold_map; auto: loop on CPU, vmap elsewhere).")
+  flags.DEFINE_string("cpu_ynn_fusion", "", "The train figure's XLA:CPU YNNPACK fusions, as config.cpu_ynn_fusion "
+                      "('' = XLA's default, 'none', or a comma list; the epoch run keeps its config's).")
   flags.DEFINE_integer("steps", 5, "Timed calls per figure.", lower_bound=1)
   flags.DEFINE_integer("warmup", 1, "Untimed calls before them.", lower_bound=0)
   flags.DEFINE_integer("lovasz_batch", 32, "Batch of the Lovasz figure.", lower_bound=1)
@@ -359,8 +378,14 @@ def figures_to_run(a) -> Set[str]:
     if kept and kept.exists() and any(kept.iterdir()):
       raise app.UsageError(f"--epoch_workdir {a.epoch_workdir} is not empty (a finished run there would not "
                            "train)")
+  configlib.KEYS["cpu_ynn_fusion"].check("cpu_ynn_fusion", a.cpu_ynn_fusion)
   if a.vs_torch and not pathlib.Path(a.torch_reference).exists():
     raise app.UsageError(f"--vs-torch: {a.torch_reference} not found (set --torch_reference)")
+  if a.vs_torch and only & {"train", "infer"}:
+    known = torch_models(pathlib.Path(a.torch_reference))
+    if a.model not in known:
+      raise app.UsageError(f"--vs-torch: the PyTorch reference does not build {a.model} (it builds "
+                           f"{', '.join(known)}); leave out --vs-torch or use --only=lovasz,sweep")
   return only
 
 
@@ -374,7 +399,7 @@ def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[
     train_ips = row["value"]
   if "infer" in only:
     ips, compile_s, flops, sec = bench_infer(model, a.batch, a.steps, a.warmup, a.input_size)
-    t, runs = torch_value(a, "infer", 2 * a.batch, context)
+    t, runs = torch_value(a, "infer", 2 * a.batch, context, size=a.input_size, model=a.model)
     extra = {"compile_s": round(compile_s, 2)}
     if flops:
       extra.update(gflop_per_image=round(flops / a.batch / 1e9, 3), tflops_per_s=round(flops / sec / 1e12, 3))
@@ -396,9 +421,9 @@ def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[
 def train_row(a, model, context: Dict) -> Dict:
   """The train_images_per_s row: images/s over all folds, compile time, FLOPs and utilisation."""
   ips, compile_s, flops, compiled_flops, sec = bench_train(
-      model, a.batch, a.steps, a.warmup, a.folds, a.fold_map, a.input_size)
+      model, a.batch, a.steps, a.warmup, a.folds, a.fold_map, a.input_size, a.cpu_ynn_fusion)
   images = a.folds * a.batch
-  extra = {"folds": a.folds, "compile_s": round(compile_s, 2)}
+  extra = {"folds": a.folds, "compile_s": round(compile_s, 2), "cpu_ynn_fusion": a.cpu_ynn_fusion}
   if a.folds > 1:
     extra["fold_map"] = parallel.resolve_fold_map(a.fold_map, a.folds)
   peak = a.peak_tflops or PEAK_TFLOPS.get((context["device"], a.dtype))
@@ -408,19 +433,20 @@ def train_row(a, model, context: Dict) -> Dict:
       extra["mfu_percent"] = round(100 * flops / sec / 1e12 / peak, 2)
   if compiled_flops:
     extra["compiled_gflop_per_image"] = round(compiled_flops / images / 1e9, 3)
-  t, runs = torch_value(a, "train", a.batch, context) if a.folds == 1 else (None, None)
+  t, runs = (torch_value(a, "train", a.batch, context, size=a.input_size, model=a.model) if a.folds == 1
+             else (None, None))
   if runs:
     extra["torch_runs"] = runs
   return emit("train_images_per_s", ips, "images/s", context, t, **extra)
 
 
-def torch_value(a, what: str, batch: int, context: Dict, size: int = geometry.CANVAS):
+def torch_value(a, what: str, batch: int, context: Dict, *, size: int, model: Optional[str] = None):
   """torch_best of the PyTorch reference with --vs-torch (on --device, default cuda on a GPU), else
-  (None, None)."""
+  (None, None). model: the network of the train and infer figures (None for the Lovasz loss)."""
   if not a.vs_torch:
     return None, None
   device = a.device or ("cuda" if context["backend"] == "gpu" else "cpu")
-  return torch_best(pathlib.Path(a.torch_reference), what, batch, size, device, a.steps, a.warmup)
+  return torch_best(pathlib.Path(a.torch_reference), what, batch, size, device, a.steps, a.warmup, model)
 
 
 def main(argv) -> List[Dict]:

@@ -87,13 +87,14 @@ def _dtype_name(key: str, value) -> None:
 
 
 _POSITIVE, _NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
-YNN_FUSION_TYPES = ("dot", "eltwise", "reduce")
+YNN_FUSION_TYPES = ("dot", "eltwise", "reduce", "individual_convolution", "individual_dot")
 
 
 def _ynn_fusion_types(key, value):
-  parts = value.split(",") if isinstance(value, str) and value else []
+  parts = value.split(",") if isinstance(value, str) and value not in ("", "none") else []
   if not isinstance(value, str) or any(p not in YNN_FUSION_TYPES for p in parts):
-    raise ConfigError(f"config.{key} must be '' or a comma list of {', '.join(YNN_FUSION_TYPES)}, got {value!r}")
+    raise ConfigError(f"config.{key} must be '', 'none' or a comma list of {', '.join(YNN_FUSION_TYPES)}, "
+                      f"got {value!r}")
 
 
 FOLD_MAPS = ("auto", "vmap", "loop")
@@ -206,9 +207,11 @@ KEYS: Dict[str, Key] = {
     # on CPU, vmap on GPU and TPU.
     "fold_map": Key("auto", "runtime", "how folds share one compiled step: auto, vmap or loop",
                     _one_of(*FOLD_MAPS)),
-    # XLA:CPU's YNNPACK kernels for the fusions named ('' = XLA's own): model_tiny's training epochs run
-    # ~1.5x the images/s with 'dot,eltwise,reduce' (docs/recipes.md). Other backends ignore the key.
-    "cpu_ynn_fusion": Key("", "runtime", "XLA:CPU train steps: YNNPACK fusion types, e.g. 'dot,eltwise,reduce'",
+    # Which of the train step's fusions XLA:CPU hands to YNNPACK: '' = XLA's default (jaxlib 0.10: the
+    # convolutions and reductions too), 'none', or a list. 'reduce' (Eigen convolutions, YNNPACK reductions)
+    # is the fastest measured on CPU: model_34's step 1.7x XLA's default (BENCHMARKS.md). Other backends
+    # ignore the key.
+    "cpu_ynn_fusion": Key("", "runtime", "XLA:CPU train steps: YNNPACK fusion types ('', 'none' or e.g. 'reduce')",
                           _ynn_fusion_types),
     "compilation_cache_dir": Key("~/.cache/salt_jax/jax", "runtime", "JAX's persistent compilation cache"),
     "seed": Key(0, "optim", "initialisation, data order and augmentation", _NON_NEGATIVE),

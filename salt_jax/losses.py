@@ -50,11 +50,20 @@ def lovasz_hinge_per_image(logits: jax.Array, labels: jax.Array) -> jax.Array:
   errors = 1.0 - z * (2.0 * y - 1.0)
   key = (_order_key(-jax.lax.stop_gradient(errors)) & ~jnp.int32(1)) | y.astype(jnp.int32)
   sorted_key = jax.lax.sort(key, dimension=-1)
-  jaccard = jnp.pad(lovasz_jaccard(sorted_key & 1), ((0, 0), (1, 0)))  # J_(k-1) at k, J_-1 = 0
-  rank = jax.vmap(lambda row, q, side: jnp.searchsorted(row, q, side=side), (0, 0, None))
-  first, end = rank(sorted_key, key, "left"), rank(sorted_key, key, "right")
-  g = (jnp.take_along_axis(jaccard, end, -1) - jnp.take_along_axis(jaccard, first, -1)) / (end - first)
+  g = jax.vmap(lambda row, q: _tie_group_gradient(row)[jnp.searchsorted(row, q)])(sorted_key, key)
   return jnp.sum((jax.nn.elu(errors) + 1.0) * jax.lax.stop_gradient(g), axis=-1)
+
+
+def _tie_group_gradient(sorted_key: jax.Array) -> jax.Array:
+  """(P,) sorted int32 keys (label in the lowest bit) -> (P,) float32: at the first position k of each run of
+  equal keys ending before position e, the run's mean Lovasz gradient (J_(e-1) - J_(k-1)) / (e - k); a pixel
+  reads it at its rank (searchsorted left), so only one binary search is needed per pixel."""
+  n = sorted_key.shape[-1]
+  jaccard = jnp.pad(lovasz_jaccard(sorted_key & 1), (1, 0))  # J_(k-1) at k, J_-1 = 0
+  last_of_run = jnp.append(sorted_key[1:] != sorted_key[:-1], True)
+  index = jnp.arange(n, dtype=jnp.int32)
+  end = jax.lax.cummin(jnp.where(last_of_run, index + 1, n), reverse=True)  # one past each position's run
+  return (jaccard[end] - jaccard[:-1]) / (end - index)
 
 
 def _weighted_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array:

@@ -165,12 +165,17 @@ def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], canvas
 
 
 def train_compiler_options(cpu_ynn_fusion: str = "") -> Optional[Dict[str, str]]:
-  """XLA options of the train steps: on CPU, YNNPACK kernels for the fusion types of `cpu_ynn_fusion`
-  ('dot,eltwise,reduce'; '' = XLA's own kernels). Other backends: None (their defaults)."""
-  if cpu_ynn_fusion and jax.default_backend() == "cpu":
-    names = ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in cpu_ynn_fusion.split(","))
-    return {"xla_cpu_experimental_ynn_fusion_type": names}
-  return None
+  """XLA options of the train steps on CPU: which fusions XLA:CPU hands to YNNPACK.
+
+  cpu_ynn_fusion: '' = XLA:CPU's default (jaxlib 0.10: YNNPACK for the convolutions, reductions and more);
+  'none' = no YNNPACK, XLA's own (Eigen) kernels; else the comma list of fusion types that YNNPACK takes
+  (configlib.YNN_FUSION_TYPES, e.g. 'dot,eltwise,reduce': the convolutions go back to Eigen). Other
+  backends, and '': None (their defaults).
+  """
+  if not cpu_ynn_fusion or jax.default_backend() != "cpu":
+    return None
+  types = [] if cpu_ynn_fusion == "none" else cpu_ynn_fusion.split(",")
+  return {"xla_cpu_experimental_ynn_fusion_type": ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in types)}
 
 
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,

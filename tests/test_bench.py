@@ -52,8 +52,10 @@ def _lowered_gflop_per_image(name, batch=2):
 
 
 def test_lowered_flops_of_model_34_training():
-  """79.4 GFLOP per 128x128 image (forward, backward, SGD), as XLA counted it on an H100."""
-  assert _lowered_gflop_per_image("model_34") == pytest.approx(79.4, abs=0.2)
+  """80.05 GFLOP per 128x128 image (forward, backward, SGD, Lovasz): 79.44 before (79.4 on an H100), plus
+  ~0.6 for the Lovasz ranks' run ends (a cumulative minimum, which the pre-optimisation count prices as a
+  reduce window over the whole row)."""
+  assert _lowered_gflop_per_image("model_34") == pytest.approx(80.05, abs=0.2)
 
 
 @pytest.mark.slow
@@ -186,3 +188,41 @@ def test_history_of_a_real_training_run(tiny_run):
   assert 0 < f["lovasz"]["whole_epoch_images_per_s"] <= f["lovasz"]["images_per_s"]
   assert f["bce_dice"] == {"epochs": 0, "images_per_s": None, "whole_epoch_images_per_s": None}
   assert set(f["startup"]) >= {"data", "init", "restore", "compile", "first_step"}
+
+
+REFERENCE = '''MODELS = {"model_34": object, "model_tiny_s2": object}
+'''
+
+
+def test_vs_torch_runs_the_reference_on_the_same_network_and_size(monkeypatch, capsys, tmp_path):
+  """--vs-torch hands --model, the batch and --input_size to the reference and divides by its figure."""
+  reference = tmp_path / "torch_reference.py"
+  reference.write_text(REFERENCE)
+  assert bench.torch_models(reference) == ("model_34", "model_tiny_s2")
+  commands = []
+
+  def run(cmd, **kwargs):
+    commands.append(cmd)
+    return subprocess.CompletedProcess(cmd, 0, stdout="torch_train images_per_s=40.00 ms_per_step=400.0\n")
+  monkeypatch.setattr(bench.subprocess, "run", run)
+  monkeypatch.setattr(bench, "bench_train", lambda *a, **k: (50.0, 1.0, None, None, 0.32))
+  (row,) = _bench(["--model=model_tiny_s2", "--input_size=104", "--batch=16", "--only=train", "--vs-torch",
+                   f"--torch_reference={reference}", "--cpu_ynn_fusion=reduce"])
+  (cmd,) = commands
+  args = dict(zip(cmd[2::2], cmd[3::2]))
+  assert cmd[1] == str(reference)
+  assert args == {"--what": "train", "--batch": "16", "--size": "104", "--steps": "5", "--warmup": "1",
+                  "--device": "cpu", "--model": "model_tiny_s2"}
+  assert row["torch"] == 40.0 and row["ratio_vs_torch"] == 1.25 and row["cpu_ynn_fusion"] == "reduce"
+
+
+def test_vs_torch_refuses_a_model_the_reference_does_not_build(monkeypatch, capsys, tmp_path):
+  reference = tmp_path / "torch_reference.py"
+  reference.write_text(REFERENCE)
+  monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("the reference must not run"))
+  with pytest.raises(SystemExit) as exit_:
+    _bench(["--model=model_tiny", "--only=train", "--vs-torch", f"--torch_reference={reference}"])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["salt_jax.bench: --vs-torch: the PyTorch reference does not build model_tiny (it builds "
+                 "model_34, model_tiny_s2); leave out --vs-torch or use --only=lovasz,sweep"]

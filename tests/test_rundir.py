@@ -214,7 +214,8 @@ def test_no_readable_checkpoint_is_one_line_error_and_changes_nothing(run_copy):
     (dict(cycle_len=3, eval_start=5), "no validation epoch in a cycle"),
     (dict(pseudo_prob=1.5), r"config.pseudo_prob must be in \[0, 1\]"),
     (dict(keep_checkpoints=1), "config.keep_checkpoints must be >= 2"),
-    (dict(cpu_ynn_fusion="dot,conv"), "config.cpu_ynn_fusion must be '' or a comma list of dot, eltwise, reduce"),
+    (dict(cpu_ynn_fusion="dot,conv"), "config.cpu_ynn_fusion must be '', 'none' or a comma list of dot, eltwise, "
+     "reduce, individual_convolution, individual_dot, got 'dot,conv'"),
     (dict(batch_sise=8), "unknown config key 'batch_sise'; closest known keys: batch_size"),
     (dict(init_from="/nonexistent/model.pth"), "config.init_from: file /nonexistent/model.pth does not exist"),
 ])

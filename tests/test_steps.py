@@ -187,16 +187,29 @@ def test_two_processes_run_in_lock_step(batch_npz, one_device):
 
 
 def test_ynn_kernels_are_accepted_and_compute_the_same_gradients():
-  """config.cpu_ynn_fusion's options compile (XLA takes its enum names) and change no result beyond
-  float32 rounding: the gradient of a small conv net against XLA's own kernels."""
+  """config.cpu_ynn_fusion's options compile (XLA takes its enum names), choose the kernels they name ('none':
+  no YNNPACK fusion; 'reduce': the reductions only) and change no result beyond float32 rounding: the
+  gradient of a small conv net against XLA:CPU's default kernels."""
   assert steps.train_compiler_options("") is None
-  options = steps.train_compiler_options("dot,eltwise,reduce")
-  assert (options is not None) == (jax.default_backend() == "cpu")
+  on_cpu = jax.default_backend() == "cpu"
+  for value, names in (("none", ""), ("reduce", "LIBRARY_FUSION_TYPE_REDUCE"),
+                       ("dot,eltwise,reduce", "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,"
+                                              "LIBRARY_FUSION_TYPE_REDUCE")):
+    expected = {"xla_cpu_experimental_ynn_fusion_type": names} if on_cpu else None
+    assert steps.train_compiler_options(value) == expected
   model = nn.Sequential([nn.Conv(8, (3, 3)), nn.relu, nn.Conv(4, (3, 3)), lambda y: jnp.mean(y, (1, 2)),
                          nn.Dense(2)])
   x = jax.random.normal(jax.random.key(0), (4, 24, 24, 3))
   params = model.init(jax.random.key(1), x)
   grad = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))).lower(params)
-  plain, ynn = (jax.tree.leaves(grad.compile(o)(params)) for o in (None, options))
-  for a, b in zip(plain, ynn):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
+  plain = jax.tree.leaves(grad.compile()(params))
+  for value in ("none", "reduce", "dot,eltwise,reduce", "individual_convolution"):
+    compiled = grad.compile(steps.train_compiler_options(value))
+    if on_cpu:
+      fused = compiled.as_text().count('"kind":"__ynn_fusion"')
+      if value == "none":
+        assert fused == 0
+      elif value != "individual_convolution":  # YNNPACK declines this net's 3-channel convolutions
+        assert fused > 0, value
+    for a, b in zip(plain, jax.tree.leaves(compiled(params))):
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
