@@ -17,12 +17,10 @@ An asynchronous thunk is recorded at its launch only: with XLA's own (Eigen) con
 kernels (YNNPACK convolutions, `--cpu_ynn_fusion=`) every op is synchronous and accounted for.
 """
 import collections
-import functools
 import glob
 import gzip
 import importlib.util
 import json
-import os
 import pathlib
 import re
 import tempfile
