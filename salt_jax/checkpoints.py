@@ -185,3 +185,15 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
   except Exception as e:  # orbax raises many types; the user needs the path.
     raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
   return out.variables, out.meta
+
+
+def snapshot_meta(path) -> Dict[str, Any]:
+  """A snapshot's metadata alone (model, fold, epoch, mAP, ...); a missing or unreadable one is an error."""
+  path = pathlib.Path(path).absolute()
+  if not path.is_dir():
+    raise WorkdirError(f"snapshot {path} does not exist")
+  try:
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+      return ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  except Exception as e:  # orbax raises many types; the user needs the path.
+    raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e

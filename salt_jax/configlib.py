@@ -74,6 +74,11 @@ def _file_or_empty(key: str, value) -> None:
     raise ConfigError(f"config.{key}: file {value} does not exist")
 
 
+def _weights_or_snapshot(key: str, value) -> None:
+  if value and not (pathlib.Path(value).is_file() or (pathlib.Path(value) / "variables").is_dir()):
+    raise ConfigError(f"config.{key}: {value} is neither a weight file nor a salt_jax snapshot folder")
+
+
 def _registered_model(key: str, value) -> None:
   from salt_jax import models  # pylint: disable=import-outside-toplevel
   if value not in models.MODELS:
@@ -135,8 +140,8 @@ KEYS: Dict[str, Key] = {
     "dtype": Key("float32", "model", "compute dtype: float32 or bfloat16 (params stay float32)", _dtype_name),
     "pretrained": Key("", "model", "ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional",
                       _file_or_empty),
-    "init_from": Key("", "model", "a whole-model checkpoint of the original PyTorch solution (.pth)",
-                     _file_or_empty),
+    "init_from": Key("", "model", "whole-model weights to start from: the original PyTorch solution's .pth or a "
+                     "salt_jax snapshot folder (<workdir>/fold_k/snapshots/cycle_c_max_map)", _weights_or_snapshot),
     # Data and folds (SPEC 1).
     "data_dir": Key("../shared/tgs", "source", "the Kaggle folder"),
     "cache_dir": Key("", "source", "where to cache the decoded data as .npz ('' = no cache)"),
@@ -152,7 +157,11 @@ KEYS: Dict[str, Key] = {
     "valid_subset": Key(0, "data", ">0: validate on the first N ids of the fold", _NON_NEGATIVE),
     # Pseudo labels (SPEC 9).
     "pseudo_csv": Key("", "pseudo", "submission CSV whose masks label the test images", _file_or_empty),
-    "pseudo_split": Key(0, "pseudo", "which half of the test set (0 or 1)", _one_of(0, 1)),
+    "pseudo_split": Key(0, "pseudo", "which half of the test set (0 or 1; -1: every test tile)", _one_of(-1, 0, 1)),
+    "pseudo_tiles": Key(0, "pseudo", "keep this many of the chosen tiles, the most confident first (0 = all)",
+                        _NON_NEGATIVE),
+    "pseudo_confidence_csv": Key("", "pseudo", "CSV id,confidence ranking the tiles for pseudo_tiles ('' = a "
+                                 "seeded random choice)", _file_or_empty),
     "pseudo_prob": Key(0.5, "pseudo", "probability a sample is replaced by a pseudo-labelled one",
                        _unit_interval),
     "pseudo_split_file": Key("", "pseudo", "CSV id,half of the test split ('' = <workdir>/pseudo_split.csv)"),

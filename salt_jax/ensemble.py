@@ -8,7 +8,7 @@ sigmoid(logit - threshold) instead (needs `predict --save_logits`). The same vot
 validation predictions gives the out-of-fold mAP of every model and of the ensemble.
 """
 import pathlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -100,6 +100,41 @@ def oof_votes(files: Sequence[pathlib.Path], mode: str = "vote") -> Dict[int, Di
   for entry in by_fold.values():
     entry["vote"] = entry.pop("sum") / len(entry["maps"])
   return by_fold
+
+
+class FoldVote(NamedTuple):
+  """One fold's vote over every model's snapshots of that fold: validation and test masks (>= 0.5 of the
+  votes), and the test tiles' mean confidence over the snapshots that recorded one (predict.confidence;
+  NaN where none did)."""
+  valid: Submission
+  test: Submission
+  test_confidence: np.ndarray
+
+
+def fold_votes(workdirs: Sequence[str], kind: str = "max_map") -> Dict[int, FoldVote]:
+  """{fold: FoldVote}: per fold, the snapshots of that fold in all `workdirs` vote. Each fold's models saw
+  none of its validation tiles, so these votes (and rules applied to them with the fold's tiles unknown)
+  are out of fold, and the test votes are free of the fold's validation labels."""
+  grouped: Dict[int, List[Dict]] = {}
+  for wd in workdirs:
+    for path in prediction_files(wd, kind):
+      pred = predict.load_prediction(path)
+      grouped.setdefault(int(pred["meta"]["fold"]), []).append(pred)
+  out = {}
+  for fold, preds in sorted(grouped.items()):
+    valid, test = Votes(), Votes()
+    conf_sum: Dict[str, float] = {}
+    conf_n: Dict[str, int] = {}
+    for pred in preds:
+      valid.add(pred["valid_ids"], snapshot_scores(pred, "vote", "valid"))
+      test.add(pred["test_ids"], snapshot_scores(pred, "vote"))
+      for i, c in zip(pred["test_ids"], pred.get("test_confidence", ())):
+        conf_sum[i] = conf_sum.get(i, 0.0) + float(c)
+        conf_n[i] = conf_n.get(i, 0) + 1
+    confidence = np.array([conf_sum[i] / conf_n[i] if i in conf_n else np.nan for i in test.ids], np.float32)
+    out[fold] = FoldVote(Submission(valid.ids, valid.mean() >= 0.5), Submission(test.ids, test.mean() >= 0.5),
+                         confidence)
+  return out
 
 
 def model_oof(workdir, kind: str = "max_map", mode: str = "vote"

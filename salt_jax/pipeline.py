@@ -1,30 +1,40 @@
 """The whole two-stage solution in one command, resumable (SPEC 0, 9; the seed README's pipeline).
 
-    python -m salt_jax.pipeline --config=configs/pipeline_cpu.py --outdir=runs/pipeline
+    python -m salt_jax.pipeline --config=configs/pipeline_cpu.py --outdir=runs/pipeline_cpu
 
 Stage 1: train every listed model on its listed folds (together, in one program: config.folds),
-predict, cycle-vote ensemble, jigsaw post-process. Stage 2: train the pseudo-label models (part k
-uses test half k and fold `part_folds[k]`) with the stage-1 post-processed submission as labels,
-predict, ensemble, post-process -> final submission. Every finished step leaves a marker under
-<outdir>/done/, so re-running after a crash continues where it stopped (training itself also resumes
-mid-fold). Every step reads the data through one `salt_jax.data.kaggle.DataSource` (config.data_dir and
-the decoded-data cache, by default <outdir>/cache), so the PNGs are decoded once. Ends with a table of
-every stage's out-of-fold mAP and wall time.
+predict, cycle-vote ensemble, jigsaw post-process (config.jigsaw_steps). Stage 2: train the pseudo-label
+models, part k on fold `part_folds[k]`, with pseudo labels from the stage-1 submission (the original) or
+from that fold's own stage-1 models (stage2.labels='fold'), from random weights or fine-tuning the stage-1
+model (stage2.init); predict, ensemble, post-process -> final submission. Every finished step leaves a
+marker under <outdir>/done/, so re-running after a crash continues where it stopped (training itself also
+resumes mid-fold). Every step reads the data through one `salt_jax.data.kaggle.DataSource` (config.data_dir
+and the decoded-data cache, by default <outdir>/cache), so the PNGs are decoded once.
+
+Ends with the stage table (<outdir>/stages.csv): per stage, each step's out-of-fold mAP on the trained
+folds' validation tiles; the jigsaw rows apply the rules per fold with that fold's labels hidden and the
+test tiles predicted by that fold's models only (`held_out`), so no validation label reaches them. Then
+every step's wall time (<outdir>/steps.csv).
 """
 import json
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import ml_collections
+import numpy as np
 import pandas as pd
 from absl import flags, logging
 from ml_collections import config_flags
 
 from salt_jax import breakdown, cli, configlib, ensemble, fileio, predict, rundir, train
 from salt_jax.data import kaggle, sources, submission
+from salt_jax.jigsaw import rules as jigsaw_rules
 from salt_jax.jigsaw import tasks as jigsaw
+
+PSEUDO_LABELS = ("ensemble", "fold")
+STAGE2_INITS = ("random", "stage1")
 
 
 class Pipeline:
@@ -93,9 +103,9 @@ def _oof(table: pd.DataFrame) -> Dict[str, Any]:
 
 
 def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: kaggle.DataSource,
-              mosaics: str, data: str) -> str:
+              mosaics: str, data: str, steps: Sequence[str]) -> str:
   """Trains, predicts, ensembles and post-processes one stage; returns its post-processed CSV. `data` is
-  the source's fingerprint, recorded with each step."""
+  the source's fingerprint, recorded with each step; `steps` are the jigsaw rule steps applied."""
   sdir = pipe.outdir / stage
   workdirs = []
   for run in runs:
@@ -115,10 +125,45 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: ka
                                                                 save_png=str(sdir / "ensemble.png"),
                                                                 report_png=str(sdir / "breakdown.png"))),
             dict(workdirs=workdirs, data=data))
-  sub_pp = sdir / "ensemble-vertical-empty-smooth.csv"
-  pipe.step(f"{stage}/postprocess", lambda: jigsaw.postprocess(source, str(sub), mosaics, str(sub_pp),
-                                                               keep_intermediate=True), dict(data=data))
+  pipe.step(f"{stage}/held_out", lambda: held_out(source, workdirs, mosaics, sdir / "held_out", steps),
+            dict(workdirs=workdirs, steps=list(steps), data=data))
+  if not steps:
+    return str(sub)
+  sub_pp = sdir / f"ensemble-{'-'.join(steps)}.csv"
+  pipe.step(f"{stage}/postprocess", lambda: jigsaw.postprocess(source, str(sub), mosaics, str(sub_pp), steps=steps,
+                                                               keep_intermediate=True),
+            dict(steps=list(steps), data=data))
   return str(sub_pp)
+
+
+def held_out(source: kaggle.DataSource, workdirs: Sequence[str], mosaics: str, out_dir: pathlib.Path,
+             steps: Sequence[str]) -> Dict[str, Any]:
+  """Per fold: the vote of that fold's snapshots (all models) on its validation and the test tiles, then
+  the jigsaw rules with the fold's labels hidden (jigsaw.held_out). Writes the fold's post-processed test
+  masks (`fold_<k>.csv`, the pseudo labels of stage2.labels='fold') and their confidence
+  (`fold_<k>_confidence.csv`, id,confidence) to out_dir; returns each fold's rule table and the pooled one
+  (mAP over all the folds' validation tiles)."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tables = {}
+  for fold, vote in ensemble.fold_votes(workdirs).items():
+    table, _, test_pp = jigsaw.held_out(source, mosaics, vote.valid, vote.test, steps=steps)
+    submission.write_submission(out_dir / f"fold_{fold}.csv", test_pp)
+    submission.write_csv_atomic(pd.DataFrame({"id": vote.test.ids, "confidence": vote.test_confidence}),
+                                out_dir / f"fold_{fold}_confidence.csv")
+    tables[fold] = table
+  return {"folds": {str(k): t.to_dict(orient="records") for k, t in tables.items()},
+          "pooled": pooled_rule_table(list(tables.values())).to_dict(orient="records")}
+
+
+def pooled_rule_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+  """The folds' rule tables (effect.rule_effect, same rows) as one over all their tiles: each mAP is a mean
+  over tiles, so the pooled one is the tile-weighted mean of the folds'."""
+  n = np.array([t["n_tiles"].iloc[0] for t in tables], np.float64)
+  out = tables[0][["mode", "step"]].copy()
+  out["map"] = sum(t["map"].to_numpy() * k for t, k in zip(tables, n)) / n.sum()
+  out["n_changed"] = sum(t["n_changed"].to_numpy() for t in tables)
+  out["n_tiles"] = int(n.sum())
+  return out
 
 
 def _train_summary(summaries: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
@@ -131,14 +176,66 @@ def _train_summary(summaries: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
   return out
 
 
+def stage2_runs(config, stage2_base, stage1_runs, pipe: Pipeline, pseudo_csv: str) -> List[Dict[str, Any]]:
+  """The stage-2 trainings: per model and part k, fold part_folds[k] with pseudo labels (SPEC 9) from the
+  stage-1 ensemble (labels='ensemble') or from that fold's stage-1 models only (labels='fold': no label of
+  the fold's validation tiles reaches them), test half k or every test tile (halves), optionally at most
+  pseudo_tiles of them (the most confident with labels='fold'), from random weights or fine-tuning the
+  stage-1 model of the same name on that fold (init='stage1')."""
+  s2 = config.stage2
+  stage1_dirs = {r["name"]: (pipe.outdir / "stage1" / r["name"], r["config"]) for r in stage1_runs}
+  runs = []
+  for e, base in stage2_base:
+    for part, fold in enumerate(s2.part_folds):
+      c = base.copy_and_resolve_references()
+      held = pipe.outdir / "stage1" / "held_out"
+      c.update(pseudo_csv=pseudo_csv if s2.labels == "ensemble" else str(held / f"fold_{fold}.csv"),
+               pseudo_confidence_csv="" if s2.labels == "ensemble" else str(held / f"fold_{fold}_confidence.csv"),
+               pseudo_split=part if s2.halves else -1, pseudo_prob=s2.pseudo_prob, pseudo_tiles=s2.pseudo_tiles,
+               pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=s2.pseudo_seed,
+               pseudo_predict_other_half=s2.predict_other_half)
+      if s2.init == "stage1":
+        workdir, c1 = stage1_dirs[e["name"]]
+        c.init_from = str(rundir.RunDir(workdir).snapshot_dir(fold, c1.cycle_num - 1, "max_map"))
+      runs.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
+  return runs
+
+
+def check_stage2(config, stage1_runs) -> None:
+  """ConfigError for stage-2 settings the stage-1 runs cannot serve (before anything is written)."""
+  s2 = config.stage2
+  for key, value, choices in (("labels", s2.labels, PSEUDO_LABELS), ("init", s2.init, STAGE2_INITS)):
+    if value not in choices:
+      raise configlib.ConfigError(f"pipeline stage2.{key} must be one of {', '.join(choices)}, got {value!r}")
+  if s2.halves and len(s2.part_folds) > 2:
+    raise configlib.ConfigError("pipeline stage2.halves pairs part k with test half k: at most 2 part_folds")
+  stage1_folds = set(config.stage1.folds)
+  if s2.labels == "fold" or s2.init == "stage1":
+    missing = sorted(set(s2.part_folds) - stage1_folds)
+    if missing:
+      raise configlib.ConfigError(f"pipeline stage2.part_folds {missing} were not trained in stage 1 "
+                                  f"(labels={s2.labels!r}, init={s2.init!r} need that fold's stage-1 models)")
+  if s2.init == "stage1":
+    names = {r["name"] for r in stage1_runs}
+    for e in s2.models:
+      if e["name"] not in names:
+        raise configlib.ConfigError(f"pipeline stage2 model {e['name']!r} has no stage-1 model of that name to "
+                                    "fine-tune (init='stage1')")
+
+
 def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
-  """Runs (or continues) both stages; writes <outdir>/submission.csv and returns the summary table."""
+  """Runs (or continues) both stages; writes <outdir>/submission.csv, the stage table (stages.csv) and the
+  steps' wall times (steps.csv), and returns the stage table."""
+  config = with_defaults(config)
   overrides = dict(config.train_overrides)
   source = kaggle.DataSource(config.data_dir, overrides.get("cache_dir") or pathlib.Path(outdir) / "cache")
+  steps = jigsaw.check_steps(config.jigsaw_steps)
   # Every model config is built and validated before anything is written.
   stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
                  config=model_config(e, source, overrides)) for e in config.stage1.models]
-  stage2_base = [(e, model_config(e, source, overrides)) for e in config.stage2.models]
+  stage2_base = [(e, model_config(e, source, dict(overrides, **config.stage2.get("overrides", {}))))
+                 for e in config.stage2.models]
+  check_stage2(config, stage1)
   source.train()  # fail early on bad data, before any output
   if stage1[0]["config"].data_source == "tfds":
     sources.load_train(stage1[0]["config"])  # and on the built TFDS dataset that training reads
@@ -146,23 +243,16 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"
   pipe.step("jigsaw/solve", lambda: jigsaw.solve(source, str(mosaics)), dict(data=data))
-  pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics), data)
-
-  stage2 = []
-  for e, base in stage2_base:
-    for part, fold in enumerate(config.stage2.part_folds):
-      c = base.copy_and_resolve_references()
-      c.update(pseudo_csv=pseudo_csv, pseudo_split=part, pseudo_prob=config.stage2.pseudo_prob,
-               pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=config.stage2.pseudo_seed,
-               pseudo_predict_other_half=config.stage2.get("predict_other_half", False))
-      stage2.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
-  final = run_stage(pipe, "stage2", stage2, source, str(mosaics), data) if stage2 else pseudo_csv
+  pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics), data, steps)
+  stage2 = stage2_runs(config, stage2_base, stage1, pipe, pseudo_csv)
+  final = run_stage(pipe, "stage2", stage2, source, str(mosaics), data, steps) if stage2 else pseudo_csv
   submission.check_file(final, submission.read_sample_ids(source.data_dir))
   with fileio.atomic_path(pipe.outdir / "submission.csv") as tmp:
     shutil.copyfile(final, tmp)
-  table = summary_table(pipe.records)
-  submission.write_csv_atomic(table, pipe.outdir / "summary.csv")
-  print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+  table, times = stage_table(pipe.records), step_times(pipe.records)
+  submission.write_csv_atomic(table, pipe.outdir / "stages.csv")
+  submission.write_csv_atomic(times, pipe.outdir / "steps.csv")
+  print(format_tables(table, times))
   last = [r for r in pipe.records if r["step"].endswith("/ensemble")][-1]
   if "breakdown" in last["result"]:  # (absent from the markers of older versions)
     print(breakdown.format_summary(pd.DataFrame(last["result"]["breakdown"]),
@@ -171,19 +261,86 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   return table
 
 
-def summary_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
-  """One row per stage and model (and ensemble) with the out-of-fold mAP; wall time per stage."""
-  rows, seconds = [], {}
-  for r in records:
-    stage = r["step"].split("/")[0]
-    seconds[stage] = seconds.get(stage, 0.0) + r["seconds"]
-    if r["step"].endswith("/ensemble"):
-      for row in r["result"]["oof"]:
-        rows.append({"stage": stage, "model": row["model"], "snapshots": row["snapshots"],
-                     "OOF mAP": row["OOF mAP"], "images": row["images"]})
-  table = pd.DataFrame(rows)
-  table["stage wall s"] = table["stage"].map(seconds)
-  return table
+STAGE2_DEFAULTS = dict(labels="ensemble", halves=True, init="random", pseudo_tiles=0)
+
+
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The pipeline config with the faithful values of the keys it may omit (jigsaw_steps: every rule;
+  stage2: STAGE2_DEFAULTS, the seed README's protocol)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if "jigsaw_steps" not in config:
+    config.jigsaw_steps = list(jigsaw_rules.STEPS)
+  for key, value in STAGE2_DEFAULTS.items():
+    if key not in config.stage2:
+      config.stage2[key] = value
+  return config
+
+
+def stage_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
+  """The stage table (the seed README's, out of fold). Per stage: each model's mean snapshot mAP and cycle
+  vote, the model ensemble, the fold ensemble (not measurable out of fold), each jigsaw rule step applied
+  with the fold's labels hidden; after stage 2, the pseudo-labelled stage's total against stage 1 on the
+  same folds. 'change' is against the row the step builds on, on the same tiles."""
+  rows: List[Dict[str, Any]] = []
+  by_step = {r["step"]: r["result"] for r in records}
+
+  def add(stage, step, model, value, tiles, note="", base=None):
+    change = value - base["OOF mAP"] if base is not None and base["tiles"] == tiles else np.nan
+    rows.append({"stage": stage, "step": step, "model": model, "OOF mAP": value, "change": change,
+                 "tiles": tiles, "note": note})
+    return rows[-1]
+
+  for stage in dict.fromkeys(r["step"].split("/")[0] for r in records if r["step"].endswith("/ensemble")):
+    oof = by_step[f"{stage}/ensemble"]["oof"]
+    models = [r for r in oof if r["model"] != "ensemble"]
+    held = by_step.get(f"{stage}/held_out", {"folds": {}, "pooled": []})
+    votes = []
+    for m in models:
+      one = add(stage, "one snapshot (mean of snapshots)", m["model"], m["mean snapshot mAP"], m["images"],
+                f"{m['snapshots']} snapshots")
+      single = m["snapshots"] == len([k for k in m if k.startswith("fold ")])
+      votes.append(add(stage, "cycle vote", m["model"], m["OOF mAP"], m["images"],
+                       "one cycle per fold: the vote is the snapshot" if single else "", one))
+    ens = [r for r in oof if r["model"] == "ensemble"]
+    if ens:
+      last = add(stage, "model ensemble", "all", ens[0]["OOF mAP"], ens[0]["images"], "", votes[0])
+    else:
+      add(stage, "model ensemble", "all", np.nan, votes[0]["tiles"], "one model")
+      last = votes[0]
+    add(stage, "fold ensemble", "all", np.nan, last["tiles"],
+        "not out of fold: each validation tile is held out by one fold; the folds vote on the test tiles")
+    for r in held["pooled"]:
+      if r["mode"] == "cumulative":
+        last = add(stage, f"+ jigsaw {r['step']}", "all", r["map"], r["n_tiles"], f"{r['n_changed']} tiles changed",
+                   last)
+    if stage != "stage1" and held["folds"] and "stage1/held_out" in by_step:
+      folds = sorted(held["folds"], key=int)
+      before = _final_on(by_step["stage1/held_out"], folds)
+      add(stage, "pseudo-labelled stage (total)", "all", last["OOF mAP"], last["tiles"],
+          f"against stage 1's final {before['OOF mAP']:.4f} on folds {','.join(folds)}", before)
+  return pd.DataFrame(rows, columns=["stage", "step", "model", "OOF mAP", "change", "tiles", "note"])
+
+
+def _final_on(held: Dict[str, Any], folds: List[str]) -> Dict[str, Any]:
+  """{"OOF mAP", "tiles"} of a stage's final out-of-fold masks (after its last jigsaw step) on `folds`."""
+  pooled = pooled_rule_table([pd.DataFrame(held["folds"][f]) for f in folds])
+  last = pooled[pooled["mode"].isin(["input", "cumulative"])].iloc[-1]
+  return {"OOF mAP": float(last["map"]), "tiles": int(last["n_tiles"])}
+
+
+def step_times(records: List[Dict[str, Any]]) -> pd.DataFrame:
+  """Every pipeline step with its wall time (a step skipped on a re-run shows the time it took then)."""
+  return pd.DataFrame([{"step": r["step"], "wall s": r["seconds"]} for r in records]
+                      + [{"step": "total", "wall s": sum(r["seconds"] for r in records)}])
+
+
+def format_tables(table: pd.DataFrame, times: pd.DataFrame) -> str:
+  """The stage table and the step times as printed at the end of the run."""
+  shown = table.copy()
+  shown["change"] = shown["change"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}")
+  shown["OOF mAP"] = shown["OOF mAP"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.4f}")
+  return (shown.to_string(index=False) + "\n\n"
+          + times.to_string(index=False, float_format=lambda v: f"{v:.0f}"))
 
 
 FLAGS = flags.FLAGS

@@ -38,12 +38,22 @@ def unpack_masks(packed: np.ndarray) -> np.ndarray:
   return np.unpackbits(packed, axis=1, count=geometry.TILE_PIXELS).reshape(-1, *geometry.TILE_SHAPE)
 
 
+def confidence(logits: np.ndarray, threshold: float) -> np.ndarray:
+  """(N,) float32 per-tile confidence of (N,101,101) logits: the pixels' mean |2 sigmoid(logit - thr) - 1|
+  (1: every pixel certain, 0: every pixel on the threshold)."""
+  z = np.asarray(logits, np.float32) - np.float32(threshold)
+  return np.abs(np.tanh(z / 2)).mean(axis=(1, 2))  # 2 sigmoid(z) - 1 = tanh(z / 2)
+
+
 def save_prediction(path, *, meta: Dict[str, Any], valid_ids, valid_masks, test_ids, test_masks,
-                    valid_logits=None, test_logits=None) -> None:
+                    valid_logits=None, test_logits=None, valid_confidence=None, test_confidence=None) -> None:
   """Writes one snapshot's predictions atomically (temporary file + rename)."""
   arrays = dict(meta=np.asarray(json.dumps(meta)), valid_ids=np.asarray(valid_ids),
                 valid_masks=pack_masks(valid_masks), test_ids=np.asarray(test_ids),
                 test_masks=pack_masks(test_masks))
+  for name, values in (("valid_confidence", valid_confidence), ("test_confidence", test_confidence)):
+    if values is not None:
+      arrays[name] = np.asarray(values, np.float32)
   if valid_logits is not None:
     arrays["valid_logits"] = valid_logits.astype(np.float16)
   if test_logits is not None:
@@ -53,7 +63,8 @@ def save_prediction(path, *, meta: Dict[str, Any], valid_ids, valid_masks, test_
 
 
 def load_prediction(path) -> Dict[str, Any]:
-  """{'meta', 'valid_ids', 'valid_masks' (N,101,101), 'test_ids', 'test_masks', optional logits}."""
+  """{'meta', 'valid_ids', 'valid_masks' (N,101,101), 'test_ids', 'test_masks', optional logits and
+  per-tile confidences (N,)}."""
   try:
     with np.load(path) as z:
       out = {k: z[k] for k in z.files}
@@ -232,7 +243,8 @@ class _SnapshotPredictor:
                       valid_masks=gate.apply(valid.logits, valid.p_empty), test_ids=test.ids[test_idx],
                       test_masks=gate.apply(tested.logits, tested.p_empty),
                       valid_logits=valid.logits if self.save_logits else None,
-                      test_logits=tested.logits if self.save_logits else None)
+                      test_logits=tested.logits if self.save_logits else None,
+                      valid_confidence=confidence(valid.logits, thr), test_confidence=confidence(tested.logits, thr))
     logging.info("fold %d cycle %d (%s): validation mAP %.4f at logit threshold %+.4f (at training: %s at "
                  "%s); %d test tiles in %.1f s", fold, cycle, source, val_map, thr, meta["snapshot_val_map"],
                  meta["snapshot_threshold"], len(test_idx), meta["seconds"])

@@ -5,7 +5,7 @@ each sample of an epoch is, with probability `pseudo_prob`, replaced by a tile d
 replacement from the chosen half, labelled with its pseudo mask; validation stays on real labels.
 """
 import pathlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,28 @@ def save_split(path, ids: Sequence[str], half: np.ndarray) -> None:
 def read_pseudo_masks(csv_path, ids: Sequence[str]) -> np.ndarray:
   """(N,101,101) uint8 pseudo masks for `ids` from a submission CSV; an id it lacks is an error."""
   return submission.read_submission(csv_path, ids).masks
+
+
+def read_confidence(csv_path, ids: Sequence[str]) -> np.ndarray:
+  """(N,) float confidence of `ids` from a CSV id,confidence; an id it lacks is an error."""
+  frame = pd.read_csv(csv_path, dtype={"id": str})
+  if list(frame.columns) != ["id", "confidence"]:
+    raise ValueError(f"{csv_path}: expected the columns id,confidence, got {','.join(frame.columns)}")
+  table = frame.set_index("id")["confidence"]
+  missing = [i for i in ids if i not in table.index]
+  if missing:
+    raise ValueError(f"{csv_path} lacks {len(missing)} of the pseudo-labelled ids, e.g. {missing[:3]}")
+  return table.loc[list(ids)].to_numpy(np.float64)
+
+
+def keep(n: int, limit: int, confidence: Optional[np.ndarray], seed: int) -> np.ndarray:
+  """Sorted indices of the `limit` tiles kept out of n (all when limit is 0 or >= n): the most confident
+  (ties by index), or without a confidence a seeded random choice."""
+  if limit <= 0 or limit >= n:
+    return np.arange(n)
+  if confidence is None:
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+  return np.sort(np.argsort(-np.asarray(confidence), kind="stable")[:limit])
 
 
 def mix_epoch(rng: np.random.Generator, real_order: np.ndarray, n_real: int, n_pseudo: int,

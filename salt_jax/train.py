@@ -20,23 +20,46 @@ import tqdm
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo,
+from salt_jax import (checkpoints, cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo,
                       records, rundir, schedules, steps)
 from salt_jax.data import sources
 
 
 def load_weights(config) -> Dict[str, Any]:
   """{"pretrained": encoder variables, "init_from": whole-model variables} of the weight files the config
-  names, read and checked before anything is written (one ConfigError line for a bad file)."""
+  names, read and checked before anything is written (one ConfigError line for a bad file). A salt_jax
+  snapshot folder as init_from fine-tunes that snapshot (its recorded model must be config.model)."""
   if not (config.pretrained or config.init_from):
     return {}
+  if config.init_from and os.path.isdir(config.init_from):
+    return dict(_snapshot_weights(config), **({"pretrained": _torch_weights(config, "pretrained")}
+                                              if config.pretrained else {}))
+  return {key: _torch_weights(config, key) for key in ("pretrained", "init_from") if config[key]}
+
+
+def _torch_weights(config, key: str) -> Any:
   from salt_jax.models import convert  # pylint: disable=import-outside-toplevel  (torch: only for .pth)
-  return {key: convert.checked_weights(config, key) for key in ("pretrained", "init_from") if config[key]}
+  return convert.checked_weights(config, key)
+
+
+def _snapshot_weights(config) -> Dict[str, Any]:
+  """{"init_from": variables} of the salt_jax snapshot folder config.init_from."""
+  try:
+    meta = checkpoints.snapshot_meta(config.init_from)
+    if meta.get("model") != config.model:
+      raise configlib.ConfigError(f"config.init_from: {config.init_from} is a snapshot of {meta.get('model')}, "
+                                  f"not of {config.model}")
+    shapes = jax.eval_shape(lambda: models.init_variables(models.from_config(config), jax.random.key(0)))
+    variables, _ = checkpoints.load_snapshot(config.init_from, {"params": shapes["params"],
+                                                                "batch_stats": shapes.get("batch_stats", {})})
+  except rundir.WorkdirError as e:
+    raise configlib.ConfigError(f"config.init_from: {e}") from None
+  return {"init_from": variables}
 
 
 def with_weights(state, weights: Dict[str, Any]):
-  """The state with the ImageNet encoder (pretrained) merged in, then every weight of the original
-  solution's checkpoint (init_from)."""
+  """The state with the ImageNet encoder (pretrained) merged in, then every weight of init_from (the
+  original solution's checkpoint or a salt_jax snapshot)."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   if "pretrained" in weights:
     from salt_jax.models import convert  # pylint: disable=import-outside-toplevel
@@ -44,23 +67,27 @@ def with_weights(state, weights: Dict[str, Any]):
     logging.info("loaded ImageNet encoder weights")
   if "init_from" in weights:
     variables = weights["init_from"]
-    logging.info("initialised every weight from the original checkpoint")
+    logging.info("initialised every weight from config.init_from")
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
 def pseudo_data(config, run: rundir.RunDir):
-  """(images, masks) of the pseudo-labelled test half, or empty arrays without a pseudo CSV."""
+  """(images, masks) of the pseudo-labelled test tiles (config.pseudo_split's half, or all; at most
+  config.pseudo_tiles of them), or empty arrays without a pseudo CSV."""
   if not config.pseudo_csv:
     empty = np.zeros((0, *geometry.TILE_SHAPE), np.uint8)
     return empty, empty
   test = sources.load_test(config)
   split_csv = run.pseudo_split_csv(config)
   half = pseudo.load_or_make_split(split_csv, test.ids, config.pseudo_seed, save=False)
-  chosen = np.flatnonzero(half == config.pseudo_split)
+  chosen = np.flatnonzero(half == config.pseudo_split) if config.pseudo_split >= 0 else np.arange(len(half))
+  confidence = (pseudo.read_confidence(config.pseudo_confidence_csv, test.ids[chosen])
+                if config.pseudo_confidence_csv else None)
+  chosen = chosen[pseudo.keep(len(chosen), config.pseudo_tiles, confidence, config.pseudo_seed)]
   masks = pseudo.read_pseudo_masks(config.pseudo_csv, test.ids[chosen])
   if not split_csv.exists():  # saved once the pseudo masks were read: a refused start writes nothing
     pseudo.save_split(split_csv, test.ids, half)
-  logging.info("pseudo labels: %d test tiles of half %d from %s, p=%.2f", len(chosen), config.pseudo_split,
+  logging.info("pseudo labels: %d test tiles (split %d) from %s, p=%.2f", len(chosen), config.pseudo_split,
                config.pseudo_csv, config.pseudo_prob)
   return test.images[chosen], masks
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from salt_jax import ensemble, metrics, pipeline, predict, rundir, train
-from salt_jax.data import kaggle, rle
-from salt_jax.jigsaw import rules, tasks
+from salt_jax.data import kaggle, rle, submission
+from salt_jax.jigsaw import effect, rules, tasks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,10 @@ def test_pipeline_writes_final_submission_and_summary(finished, mini_data_dir):
   assert list(sub["id"]) == list(sample["id"])
   assert rle.rle_decode_many(list(sub["rle_mask"]), (101, 101)).shape == (len(sample), 101, 101)
   assert set(table["stage"]) == {"stage1", "stage2"}
-  assert (outdir / "summary.csv").exists() and (outdir / "pseudo_split.csv").exists()
+  assert (outdir / "stages.csv").exists() and (outdir / "pseudo_split.csv").exists()
+  times = pd.read_csv(outdir / "steps.csv")
+  assert times["wall s"].iloc[-1] == pytest.approx(times["wall s"].iloc[:-1].sum())
+  assert {"jigsaw/solve", "stage1/held_out", "stage2/postprocess"} <= set(times["step"])
   # stage 2 part k trained on test half k and predicted only the other half
   half = pd.read_csv(outdir / "pseudo_split.csv", dtype={"id": str}).set_index("id")["half"]
   for part in (0, 1):
@@ -105,7 +108,7 @@ def test_pipeline_submission_masks_follow_from_the_recorded_predictions(finished
 
   train_csv = pd.read_csv(mini_data_dir / "train.csv", dtype=str, keep_default_na=False)
   truth = dict(zip(train_csv["id"], rle.rle_decode_many(list(train_csv["rle_mask"]), (101, 101))))
-  rows = table.set_index(["stage", "model"])["OOF mAP"]
+  rows = table[table["step"] == "cycle vote"].set_index(["stage", "model"])["OOF mAP"]
   stage1 = outdir / "stage1" / "tiny" / "predictions" / "max_map"
   files = {("stage1", "tiny"): [stage1 / "fold_0_cycle_0.npz", stage1 / "fold_1_cycle_0.npz"]}
   for part in (0, 1):
@@ -116,6 +119,39 @@ def test_pipeline_submission_masks_follow_from_the_recorded_predictions(finished
     valid_masks = np.concatenate([_npz(path)[3] for path in paths])
     want = metrics.kaggle_map(valid_masks, np.stack([truth[i] for i in valid_ids]))
     assert rows[key] == pytest.approx(want)
+
+
+def test_stage_table_jigsaw_rows_equal_the_rule_effect_script(finished, mini_data_dir, tmp_path):
+  """Each stage's '+ jigsaw' rows are scripts/jigsaw_rule_effect.py's cumulative rows (effect.fold_rule_effect:
+  the fold's tiles unknown, its model's test masks as further unknown tiles), pooled over the folds by tile
+  count; the pseudo-labelled stage's row is stage 2's final row against stage 1's on the same folds."""
+  outdir, table = finished
+  source = kaggle.DataSource(str(mini_data_dir))
+  finals = {}
+  for stage, names in (("stage1", {0: "tiny", 1: "tiny"}), ("stage2", {0: "tiny_pseudo_part0",
+                                                                        1: "tiny_pseudo_part1"})):
+    maps, counts = [], []
+    for fold, name in names.items():
+      test_ids, test_masks, valid_ids, valid_masks = _npz(outdir / stage / name / "predictions" / "max_map"
+                                                          / f"fold_{fold}_cycle_0.npz")
+      valid_csv, test_csv = tmp_path / f"{stage}_{fold}_valid.csv", tmp_path / f"{stage}_{fold}_test.csv"
+      submission.write_submission(valid_csv, submission.Submission(valid_ids, valid_masks))
+      submission.write_submission(test_csv, submission.Submission(test_ids, test_masks))
+      effect_table, _ = effect.fold_rule_effect(source, outdir / "mosaics.csv", outdir / stage / name / "folds.csv",
+                                                fold, valid_csv, test_predictions=test_csv)
+      cumulative = effect_table[effect_table["mode"].isin(["input", "cumulative"])]
+      maps.append(cumulative["map"].to_numpy())
+      counts.append(cumulative["n_tiles"].iloc[0])
+    pooled = sum(m * n for m, n in zip(maps, counts)) / sum(counts)
+    rows = table[(table["stage"] == stage) & table["step"].str.startswith("+ jigsaw")]
+    assert list(rows["step"]) == [f"+ jigsaw {s}" for s in rules.STEPS]
+    np.testing.assert_allclose(rows["OOF mAP"].to_numpy(), pooled[1:], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rows["change"].to_numpy(), np.diff(pooled), rtol=0, atol=1e-12)
+    finals[stage] = pooled[-1]
+  total = table[table["step"] == "pseudo-labelled stage (total)"].iloc[0]
+  assert total["OOF mAP"] == pytest.approx(finals["stage2"]) and total["tiles"] == 48
+  assert total["change"] == pytest.approx(finals["stage2"] - finals["stage1"])
+  assert table[table["step"] == "fold ensemble"]["OOF mAP"].isna().all()
 
 
 def test_pipeline_command_line_resumes_and_rejects_bad_data(finished, mini_data_dir, tmp_path):
@@ -201,3 +237,54 @@ def test_pipeline_rerun_with_changed_settings_is_refused_and_changes_nothing(fin
   with pytest.raises(rundir.WorkdirError, match=message):
     pipeline.run_pipeline(config, str(outdir))
   assert _tree_state(outdir) == before
+
+
+def test_budget_stage2_fine_tunes_each_fold_on_its_own_held_out_pseudo_labels(mini_data_dir, tmp_path):
+  """stage2.labels='fold', init='stage1', halves=False (configs/pipeline_cpu.py's choices): part k fine-tunes
+  fold k's stage-1 snapshot on every test tile, labelled by fold k's stage-1 model after the jigsaw rules
+  with fold k's labels hidden (held_out/fold_k.csv, equal to the rules applied here), at most pseudo_tiles
+  of them, the most confident by held_out/fold_k_confidence.csv."""
+  config = tiny_pipeline_config(mini_data_dir)
+  config.stage1.models[0]["name"] = config.stage2.models[0]["name"] = "tiny"
+  config.stage2.update(labels="fold", init="stage1", halves=False, pseudo_tiles=10, predict_other_half=False)
+  config.stage2.overrides = ml_collections.ConfigDict(dict(warmup_epochs=0, cycle_len=1, eval_start=1))
+  outdir = tmp_path / "budget"
+  table = pipeline.run_pipeline(config, str(outdir))
+  source = kaggle.DataSource(str(mini_data_dir))
+  for fold in (0, 1):
+    test_ids, test_masks, valid_ids, valid_masks = _npz(outdir / "stage1" / "tiny" / "predictions" / "max_map"
+                                                        / f"fold_{fold}_cycle_0.npz")
+    _, _, want = tasks.held_out(source, outdir / "mosaics.csv", submission.Submission(valid_ids, valid_masks),
+                                submission.Submission(test_ids, test_masks))
+    got = _csv_masks(outdir / "stage1" / "held_out" / f"fold_{fold}.csv")
+    assert sorted(got) == sorted(test_ids)
+    assert all(np.array_equal(got[i], want[i]) for i in test_ids)
+    conf = pd.read_csv(outdir / "stage1" / "held_out" / f"fold_{fold}_confidence.csv", dtype={"id": str})
+    assert list(conf["id"]) == list(test_ids) and conf["confidence"].between(0, 1).all()
+    recorded = json.loads((outdir / "stage2" / f"tiny_pseudo_part{fold}" / f"fold_{fold}" / "config.json")
+                          .read_text())
+    assert recorded["init_from"] == str(outdir / "stage1" / "tiny" / f"fold_{fold}" / "snapshots"
+                                        / "cycle_0_max_map")
+    assert recorded["pseudo_csv"] == str(outdir / "stage1" / "held_out" / f"fold_{fold}.csv")
+    assert recorded["pseudo_split"] == -1 and recorded["pseudo_tiles"] == 10
+    assert recorded["warmup_epochs"] == 0 and recorded["cycle_len"] == 1
+    pred = predict.load_prediction(outdir / "stage2" / f"tiny_pseudo_part{fold}" / "predictions" / "max_map"
+                                   / f"fold_{fold}_cycle_0.npz")
+    assert len(pred["test_ids"]) == 24  # every test tile
+  assert table["step"].iloc[-1] == "pseudo-labelled stage (total)"
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c.stage2.update(labels="mine"), "stage2.labels must be one of ensemble, fold, got 'mine'"),
+    (lambda c: c.stage2.update(init="stage1", models=[dict(name="other", config="configs/tiny.py")]),
+     "stage2 model 'other' has no stage-1 model of that name"),
+    (lambda c: c.stage2.update(labels="fold", part_folds=[0, 3]), r"stage2.part_folds \[3\] were not trained"),
+    (lambda c: c.stage2.update(part_folds=[0, 1, 2]), "at most 2 part_folds"),
+    (lambda c: c.update(jigsaw_steps=["vertical", "glue"]), "unknown rule step"),
+])
+def test_bad_stage2_settings_are_refused_before_any_output(mini_data_dir, tmp_path, change, message):
+  config = tiny_pipeline_config(mini_data_dir)
+  change(config)
+  with pytest.raises(ValueError, match=message):
+    pipeline.run_pipeline(config, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()

@@ -187,3 +187,13 @@ def test_ensemble_with_unreadable_sample_submission_names_it_and_writes_nothing(
   assert str(sample) in str(err.value)
   assert not out.exists() and sample.read_bytes() == content
   assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_confidence_is_the_mean_pixel_margin_around_the_threshold():
+  logits = np.zeros((3, 101, 101), np.float32)
+  logits[1] = 50.0
+  logits[2, :, :50] = -50.0
+  logits[2, :, 50:] = 0.5
+  got = predict.confidence(logits, threshold=0.5)
+  margin = abs(2 / (1 + np.exp(-(-50.5))) - 1)
+  np.testing.assert_allclose(got, [abs(2 / (1 + np.exp(0.5)) - 1), 1.0, margin * 50 / 101], rtol=1e-5)

@@ -99,3 +99,48 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
   np.testing.assert_array_equal(seen_valid[0][0], valid_images)
   np.testing.assert_array_equal(seen_valid[0][1], valid_masks)
   assert not (seen_valid[0][1] == checker).all(axis=(1, 2)).any()
+
+
+def test_keep_takes_the_most_confident_or_a_seeded_random_choice():
+  confidence = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+  np.testing.assert_array_equal(pseudo.keep(5, 2, confidence, seed=0), [1, 3])
+  np.testing.assert_array_equal(pseudo.keep(5, 3, confidence, seed=0), [1, 2, 3])
+  for limit in (0, 5, 9):
+    np.testing.assert_array_equal(pseudo.keep(5, limit, confidence, seed=0), np.arange(5))
+  a, b = pseudo.keep(100, 10, None, seed=3), pseudo.keep(100, 10, None, seed=3)
+  np.testing.assert_array_equal(a, b)
+  assert len(np.unique(a)) == 10 and (np.diff(a) > 0).all()
+  assert not np.array_equal(a, pseudo.keep(100, 10, None, seed=4))
+
+
+def test_read_confidence_checks_columns_and_ids(tmp_path):
+  path = tmp_path / "confidence.csv"
+  pd.DataFrame({"id": ["a", "b", "c"], "confidence": [0.1, 0.7, 0.4]}).to_csv(path, index=False)
+  np.testing.assert_allclose(pseudo.read_confidence(path, ["c", "a"]), [0.4, 0.1])
+  with pytest.raises(ValueError, match="lacks 1 of the pseudo-labelled ids"):
+    pseudo.read_confidence(path, ["a", "zz"])
+  pd.DataFrame({"id": ["a"], "score": [0.1]}).to_csv(path, index=False)
+  with pytest.raises(ValueError, match="expected the columns id,confidence"):
+    pseudo.read_confidence(path, ["a"])
+
+
+def test_pseudo_data_keeps_the_most_confident_of_every_test_tile(tiny_config, mini_data_dir, tmp_path):
+  """pseudo_split=-1 takes every test tile; pseudo_tiles=N keeps the N most confident of the confidence CSV,
+  with their own pseudo masks."""
+  test = kaggle.load_test(str(mini_data_dir))
+  rng = np.random.default_rng(0)
+  masks = (rng.random((len(test.ids), 101, 101)) < 0.5).astype(np.uint8)
+  csv = tmp_path / "pseudo.csv"
+  frame = pd.DataFrame({"id": test.ids, "rle_mask": [rle.rle_encode(m) for m in masks]})
+  frame.to_csv(csv, index=False)
+  confidence = rng.random(len(test.ids))
+  conf_csv = tmp_path / "confidence.csv"
+  pd.DataFrame({"id": test.ids, "confidence": confidence}).to_csv(conf_csv, index=False)
+  config = tiny_config(pseudo_csv=str(csv), pseudo_split=-1, pseudo_tiles=5, pseudo_confidence_csv=str(conf_csv))
+  images, got = train.pseudo_data(config, rundir.RunDir(tmp_path / "run"))
+  best = np.sort(np.argsort(-confidence)[:5])
+  np.testing.assert_array_equal(images, test.images[best])
+  np.testing.assert_array_equal(got, masks[best])
+  images, got = train.pseudo_data(tiny_config(pseudo_csv=str(csv), pseudo_split=-1), rundir.RunDir(tmp_path / "r2"))
+  assert len(images) == len(test.ids)
+  np.testing.assert_array_equal(got, masks)

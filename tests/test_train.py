@@ -146,3 +146,24 @@ def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
   assert [r["epoch"] for r in kept] == list(range(resumed_after + 1))
   assert history[:resumed_after + 1] == kept
   assert [r["epoch"] for r in history if "startup" in r] == [0, resumed_after + 1]
+
+
+def test_init_from_a_snapshot_fine_tunes_its_weights(tiny_run, tiny_config, tmp_path):
+  """config.init_from may name a salt_jax snapshot folder: training starts from exactly its weights (the
+  EMA too); a snapshot of another model, or a folder that is no snapshot, is one ConfigError line."""
+  from salt_jax import configlib, predict
+  config, workdir, _ = tiny_run
+  snap = rundir.RunDir(workdir).snapshot_dir(0, 0, "max_map")
+  saved, _ = predict.load_snapshot(config, snap)
+  weights = train.load_weights(tiny_config(init_from=str(snap)))
+  jax.tree.map(np.testing.assert_array_equal, weights["init_from"], saved)
+  model = models.from_config(config)
+  state, _ = train._initial_state(tiny_config(init_from=str(snap), ema_decay=0.9), model,
+                                  train.parallel.make_mesh(), weights)
+  jax.tree.map(np.testing.assert_array_equal, state.params, saved["params"])
+  jax.tree.map(np.testing.assert_array_equal, state.ema["params"], saved["params"])
+  with pytest.raises(configlib.ConfigError, match=f"config.init_from: {snap} is a snapshot of model_tiny, "
+                                                  "not of model_tiny_s2"):
+    train.load_weights(tiny_config(init_from=str(snap), model="model_tiny_s2"))
+  with pytest.raises(configlib.ConfigError, match="is neither a weight file nor a salt_jax snapshot folder"):
+    configlib.validate(tiny_config(init_from=str(tmp_path)))

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from salt_jax.data import kaggle
 from salt_jax.data import submission as submission_lib
 from salt_jax.data.errors import preview
-from salt_jax.jigsaw import edges, render as render_lib, rules, solver, tables
+from salt_jax.jigsaw import edges, effect, render as render_lib, rules, solver, tables
 
 
 def solve(source: kaggle.DataSource, out, *, knn: str = "brute", mutual: bool = False,
@@ -90,6 +90,29 @@ def postprocess(source: kaggle.DataSource, submission, mosaics, out, *, steps: S
       counts[rule] = counts.get(rule, 0) + 1
     report[step] = {"changed": len(res.changed[step]), "by_rule": dict(sorted(counts.items()))}
   return {"steps": report, "tiles": len(sub), "intermediate": written, "out": str(out)}
+
+
+def held_out(source: kaggle.DataSource, mosaics, valid: submission_lib.Submission,
+             test: submission_lib.Submission, *, steps: Sequence[str] = rules.STEPS,
+             max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID):
+  """The rules on one fold's out-of-fold predictions, with that fold's labels hidden.
+
+  The fold's validation tiles (`valid`: their predicted masks) and the test tiles (`test`: predicted by
+  models that did not see the fold) are the unknown tiles; every other train tile keeps its ground truth.
+  Returns (the before/after table of effect.rule_effect on the validation tiles, scored against their
+  ground truth; the validation masks after the chain; the test masks after the chain).
+  """
+  steps = check_steps(steps)
+  train = source.train(verify_rle=False)
+  hidden = set(valid.ids.tolist())
+  known = {i: m for i, m in zip(train.ids.tolist(), train.masks) if i not in hidden}
+  truth = {i: m for i, m in zip(train.ids.tolist(), train.masks) if i in hidden}
+  table = tables.read_mosaics(mosaics)
+  report = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps,
+                              max_mosaic_id=max_mosaic_id)
+  chain = rules.apply_rules(table, known, submission_lib.Submission.concat([valid, test]), steps, max_mosaic_id)
+  final = chain.stages[steps[-1]] if steps else chain.stages["input"]
+  return report, final.select(list(valid.ids)), final.select(list(test.ids))
 
 
 def render(source: kaggle.DataSource, mosaics, out_dir, *, submission=None, top: int = 3,
