@@ -64,10 +64,14 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.stem)
 def test_pipeline_config_names_existing_model_configs(path):
-  config = configlib.load_config_file(path)
+  from salt_jax import pipeline
+  config = pipeline.with_defaults(configlib.load_config_file(path))
   entries = list(config.stage1.models) + list(config.stage2.models)
-  assert entries and config.stage1.folds and len(config.stage2.part_folds) == 2
+  assert entries and config.stage1.folds and config.stage2.part_folds
+  stage1 = [dict(name=e["name"]) for e in config.stage1.models]
+  pipeline.check_stage2(config, stage1)  # the stage-2 choices fit the stage-1 runs
   for entry in entries:
     model_config = configlib.load_config_file(REPO / entry["config"])
     assert model_config.model in models.MODELS
     assert set(entry.get("overrides", {})) <= set(model_config)
+    assert set(config.stage2.get("overrides", {})) <= set(model_config)
