@@ -29,13 +29,18 @@ statuses:
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
-printed. Given `argv` (the arguments after the program name), `run` runs the program in this process as a
+printed. On the console, other libraries' INFO lines are dropped unless `--verbosity=1` (quiet_libraries).
+Given `argv` (the arguments after the program name), `run` runs the program in this process as a
 shell would (tests): its flags exist for that call only, and `main`'s result is returned.
 """
+import logging
+import os
+import pathlib
 import sys
 from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from salt_jax import configlib, fileio, rundir
 from salt_jax.data.errors import DataError
@@ -62,6 +67,7 @@ def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[]
   refused, commands = REFUSED + tuple(errors), tuple(commands)
   if argv is None:
     def program(args):
+      quiet_libraries()
       _call(main, args, prog, refused, commands)  # app.run passes what main returns to sys.exit
     app.run(program, flags_parser=configlib.parse_flags)
   try:
@@ -69,6 +75,25 @@ def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[]
   finally:
     for name in set(flags.FLAGS) - before:
       delattr(flags.FLAGS, name)
+
+
+PACKAGE_DIRS = tuple(str(pathlib.Path(__file__).resolve().parents[i]) + os.sep + d
+                     for i, d in ((1, "salt_jax"), (1, "scripts")))
+
+
+def _ours_or_warning(record: logging.LogRecord) -> bool:
+  return record.levelno >= logging.WARNING or os.path.abspath(record.pathname).startswith(PACKAGE_DIRS)
+
+
+def quiet_libraries() -> None:
+  """On the console, drops the INFO lines of other libraries (orbax's checkpoint phases, JAX's backend
+  probe) unless --verbosity asks for them (>= 1); this package's INFO lines, every warning and error, and
+  everything absl writes to a --log_dir file stay."""
+  if flags.FLAGS.verbosity >= 1 or flags.FLAGS.log_dir:
+    return
+  handler = absl_logging.get_absl_handler()
+  if _ours_or_warning not in handler.filters:
+    handler.addFilter(_ours_or_warning)
 
 
 def _call(main, argv: Sequence[str], prog: str, refused, commands: Tuple[str, ...]) -> Any:

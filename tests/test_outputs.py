@@ -89,3 +89,21 @@ def test_the_command_lines_refuse_with_exit_1_and_one_line(tmp_path, mini_data_d
 
   status, err = _exit(capsys, full, None, "salt_jax.train", [])
   assert status == 1 and "[Errno 28] No space left on device" in err and err.count("\n") == 1
+
+
+def test_console_keeps_our_lines_and_drops_library_info_unless_verbosity(tiny_run, tmp_path):
+  """A program's console shows this package's INFO lines but not orbax's checkpoint phases or JAX's backend
+  probe; --verbosity=1 brings them back."""
+  import shutil
+  _, workdir, _ = tiny_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "salt_jax.predict", f"--workdir={copy}", "--overwrite"]
+  quiet = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert quiet.returncode == 0, quiet.stderr[-2000:]
+  lines = quiet.stderr.splitlines()
+  assert any("predict.py" in l and "validation mAP" in l for l in lines)
+  assert not [l for l in lines if "[process=0]" in l or "checkpointer.py" in l or "xla_bridge.py" in l]
+  loud = subprocess.run(cmd + ["--verbosity=1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert loud.returncode == 0 and "[process=0]" in loud.stderr
