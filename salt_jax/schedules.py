@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from optax._src import numerics
 
 LR_SCHEDULES = ("restarts", "warmup_cosine", "warmup_linear")
 OPTIMIZERS = ("sgd", "adamw")
@@ -118,7 +117,7 @@ class FoldSchedule(optax.schedules.StatefulSchedule):
 
   def update(self, state: _ScheduleState, **extra_args) -> _ScheduleState:
     del extra_args
-    return state._replace(count=numerics.safe_increment(state.count))
+    return state._replace(count=optax.safe_increment(state.count))
 
   def __call__(self, state: _ScheduleState, **extra_args) -> jax.Array:
     del extra_args
