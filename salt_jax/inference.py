@@ -10,42 +10,47 @@ from salt_jax import geometry, metrics, parallel, steps
 
 
 class Outputs(NamedTuple):
-  logits: np.ndarray    # (N,101,101) float32 flip-TTA final logits
-  losses: np.ndarray    # (N,) per-image Lovasz loss
-  p_empty: np.ndarray   # (N,) the classifier's flip-TTA probability that the tile is empty
+  logits: np.ndarray              # (N,101,101) float32 flip-TTA final logits
+  losses: Optional[np.ndarray]    # (N,) per-image Lovasz loss against the given masks (None without masks)
+  p_empty: np.ndarray             # (N,) the classifier's flip-TTA probability that the tile is empty
 
 
 class Predictor:
-  """Flip-TTA logits and per-image Lovasz losses for whole arrays, sharded over every device."""
+  """Flip-TTA logits, p(empty) and, given masks, per-image Lovasz losses for whole arrays, sharded over
+  every device. Each of the two programs (with and without masks) compiles on first use."""
 
   def __init__(self, apply_fn, mesh, batch_size: int, canvas: int = geometry.CANVAS):
     parallel.check_batch_size(batch_size, mesh)
     self._batch_size = batch_size
     self._sharding = parallel.batch_sharded(mesh)
-    self._fn = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b, canvas),
-                       in_shardings=(parallel.replicated(mesh), self._sharding),
-                       out_shardings=(self._sharding,) * 3)
+    shardings = dict(in_shardings=(parallel.replicated(mesh), self._sharding))
+    self._with_loss = jax.jit(lambda v, b: steps.eval_step(apply_fn, v, b, canvas),
+                              out_shardings=(self._sharding,) * 3, **shardings)
+    self._without_loss = jax.jit(lambda v, b: steps.tta_outputs(apply_fn, v, b["image"], canvas),
+                                 out_shardings=(self._sharding,) * 2, **shardings)
 
   def outputs(self, variables, images: np.ndarray, masks: Optional[np.ndarray] = None,
               desc: Optional[str] = None) -> Outputs:
-    """(N,101,101) uint8 tiles -> flip-TTA logits (N,101,101) float32, losses (N,) (zeros-mask losses if
-    masks is None) and p(empty) (N,).
+    """(N,101,101) uint8 tiles -> flip-TTA logits (N,101,101) float32, the per-image losses against
+    `masks` (N,) (None, and not computed, without masks) and p(empty) (N,).
 
     The last batch is padded by repeating its last row; padded rows are dropped from the result.
     """
     n, bs = len(images), self._batch_size
-    if masks is None:
-      masks = np.zeros_like(images)
     parts = []
     for start in tqdm.tqdm(range(0, n, bs), desc=desc, disable=None if desc else True, leave=False,
                            unit="batch"):
       rows = np.arange(start, start + bs).clip(max=n - 1)[parallel.host_slice(bs)]
-      batch = parallel.to_global({"image": images[rows], "mask": masks[rows]}, self._sharding)
-      out = self._fn(variables, batch)
+      batch = {"image": images[rows]} if masks is None else {"image": images[rows], "mask": masks[rows]}
+      batch = parallel.to_global(batch, self._sharding)
+      out = self._without_loss(variables, batch) if masks is None else self._with_loss(variables, batch)
       if jax.process_count() > 1:
         out = multihost_utils.process_allgather(out, tiled=True)
       parts.append([np.asarray(x) for x in out])
-    return Outputs(*(np.concatenate(column)[:n] for column in zip(*parts)))
+    columns = [np.concatenate(column)[:n] for column in zip(*parts)]
+    if masks is None:
+      return Outputs(columns[0], None, columns[1])
+    return Outputs(*columns)
 
   def validate(self, variables, images: np.ndarray, masks: np.ndarray) -> Dict[str, float]:
     """Validation loss (mean per-image Lovasz on the crop), best mAP and its logit threshold (SPEC 6.2)."""
