@@ -2,13 +2,14 @@
 
     python -m salt_jax.pipeline --config=configs/pipeline_gpu.py --outdir=runs/pipeline_gpu
 
-Stage 1: gpu_quick (model_34, bfloat16, the budget recipe) on folds 0-9, trained together; the folds'
-vote on the test tiles; the jigsaw rules. Stage 2: each fold's stage-1 model fine-tuned for 10 Lovasz
-epochs (peak lr 5e-4) on every test tile, pseudo-labelled by that fold's own stage-1 model after the
-jigsaw rules with the fold's labels hidden (stage2.labels='fold'), p=0.5; vote; jigsaw -> submission.
+Stage 1: gpu_quick (model_34, bfloat16, the budget recipe) twice (seeds 0, 1) on folds 0-9, each model's
+folds trained together; the votes; the jigsaw rules vertical and empty. Stage 2: each stage-1 model
+fine-tuned for 6 Lovasz epochs (peak lr 5e-4) on every test tile, pseudo-labelled by its fold's own
+stage-1 models after the jigsaw rules with the fold's labels hidden (stage2.labels='fold'), p=0.25; vote;
+jigsaw -> submission.
 What carries over from the CPU measurements (docs/recipes.md, "The pipeline on the budget recipe"): the
 stage-2 protocol and the jigsaw steps. Unmeasured on a GPU: all of it; gpu_quick's own target is ~8 min
-and >= 0.83 per fold on an H100, which would put stage 1 near 80 min and the whole run near 2 h.
+and >= 0.83 per fold on an H100, which would put stage 1 near 160 min and the whole run near 4 h.
 """
 import pathlib
 
@@ -17,8 +18,10 @@ from salt_jax import configlib
 
 def get_config():
   c = configlib.load_config_file(pathlib.Path(__file__).with_name("pipeline_cpu.py"))
-  c.stage1.models = [dict(name="m34", config="configs/gpu_quick.py", overrides=dict(seed=0))]
+  c.stage1.models = [dict(name="m34", config="configs/gpu_quick.py", overrides=dict(seed=0)),
+                     dict(name="m34_b", config="configs/gpu_quick.py", overrides=dict(seed=1))]
   c.stage1.folds = list(range(10))
-  c.stage2.models = [dict(name="m34", config="configs/gpu_quick.py", overrides=dict(seed=1))]
+  c.stage2.models = [dict(name="m34", config="configs/gpu_quick.py", overrides=dict(seed=2)),
+                     dict(name="m34_b", config="configs/gpu_quick.py", overrides=dict(seed=3))]
   c.stage2.part_folds = list(range(10))
   return c

@@ -313,6 +313,10 @@ def stage_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
       if r["mode"] == "cumulative":
         last = add(stage, f"+ jigsaw {r['step']}", "all", r["map"], r["n_tiles"], f"{r['n_changed']} tiles changed",
                    last)
+    for r in held["pooled"]:
+      if r["mode"] == "not applied":
+        add(stage, f"(jigsaw {r['step']}: not applied)", "all", r["map"], r["n_tiles"],
+            f"measured on top of the rows above, {r['n_changed']} tiles changed; off in config.jigsaw_steps", last)
     if stage != "stage1" and held["folds"] and "stage1/held_out" in by_step:
       folds = sorted(held["folds"], key=int)
       before = _final_on(by_step["stage1/held_out"], folds)

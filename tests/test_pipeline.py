@@ -247,6 +247,7 @@ def test_budget_stage2_fine_tunes_each_fold_on_its_own_held_out_pseudo_labels(mi
   config = tiny_pipeline_config(mini_data_dir)
   config.stage1.models[0]["name"] = config.stage2.models[0]["name"] = "tiny"
   config.stage2.update(labels="fold", init="stage1", halves=False, pseudo_tiles=10, predict_other_half=False)
+  config.jigsaw_steps = ["vertical", "empty"]
   config.stage2.overrides = ml_collections.ConfigDict(dict(warmup_epochs=0, cycle_len=1, eval_start=1))
   outdir = tmp_path / "budget"
   table = pipeline.run_pipeline(config, str(outdir))
@@ -255,7 +256,7 @@ def test_budget_stage2_fine_tunes_each_fold_on_its_own_held_out_pseudo_labels(mi
     test_ids, test_masks, valid_ids, valid_masks = _npz(outdir / "stage1" / "tiny" / "predictions" / "max_map"
                                                         / f"fold_{fold}_cycle_0.npz")
     _, _, want = tasks.held_out(source, outdir / "mosaics.csv", submission.Submission(valid_ids, valid_masks),
-                                submission.Submission(test_ids, test_masks))
+                                submission.Submission(test_ids, test_masks), steps=("vertical", "empty"))
     got = _csv_masks(outdir / "stage1" / "held_out" / f"fold_{fold}.csv")
     assert sorted(got) == sorted(test_ids)
     assert all(np.array_equal(got[i], want[i]) for i in test_ids)
@@ -272,6 +273,13 @@ def test_budget_stage2_fine_tunes_each_fold_on_its_own_held_out_pseudo_labels(mi
                                    / f"fold_{fold}_cycle_0.npz")
     assert len(pred["test_ids"]) == 24  # every test tile
   assert table["step"].iloc[-1] == "pseudo-labelled stage (total)"
+  # smooth is off: measured on top of the applied chain, not applied to the submission
+  for stage in ("stage1", "stage2"):
+    rows = table[table["stage"] == stage]
+    assert [s for s in rows["step"] if "jigsaw" in s] == ["+ jigsaw vertical", "+ jigsaw empty",
+                                                          "(jigsaw smooth: not applied)"]
+  assert (outdir / "stage2" / "ensemble-vertical-empty.csv").exists()
+  assert not (outdir / "stage2" / "ensemble-vertical-empty-smooth.csv").exists()
 
 
 @pytest.mark.parametrize("change,message", [

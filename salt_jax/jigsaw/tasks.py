@@ -12,6 +12,8 @@ import pathlib
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+import pandas as pd
+
 from salt_jax.data import kaggle
 from salt_jax.data import submission as submission_lib
 from salt_jax.data.errors import preview
@@ -99,6 +101,8 @@ def held_out(source: kaggle.DataSource, mosaics, valid: submission_lib.Submissio
 
   The fold's validation tiles (`valid`: their predicted masks) and the test tiles (`test`: predicted by
   models that did not see the fold) are the unknown tiles; every other train tile keeps its ground truth.
+  Every rule step of rules.STEPS that `steps` leaves out is measured too, as one more step on top of the
+  chain (rows of mode "not applied"), so a config that switches a rule off still shows what it would do.
   Returns (the before/after table of effect.rule_effect on the validation tiles, scored against their
   ground truth; the validation masks after the chain; the test masks after the chain).
   """
@@ -110,6 +114,11 @@ def held_out(source: kaggle.DataSource, mosaics, valid: submission_lib.Submissio
   table = tables.read_mosaics(mosaics)
   report = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps,
                               max_mosaic_id=max_mosaic_id)
+  for step in (s for s in rules.STEPS if s not in steps):
+    extra = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps + (step,),
+                               max_mosaic_id=max_mosaic_id)
+    row = extra[extra["mode"] == "cumulative"].iloc[[-1]].assign(mode="not applied")
+    report = pd.concat([report, row], ignore_index=True)
   chain = rules.apply_rules(table, known, submission_lib.Submission.concat([valid, test]), steps, max_mosaic_id)
   final = chain.stages[steps[-1]] if steps else chain.stages["input"]
   return report, final.select(list(valid.ids)), final.select(list(test.ids))
