@@ -308,7 +308,8 @@ def stage_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
       add(stage, "model ensemble", "all", np.nan, votes[0]["tiles"], "one model")
       last = votes[0]
     add(stage, "fold ensemble", "all", np.nan, last["tiles"],
-        "not out of fold: each validation tile is held out by one fold; the folds vote on the test tiles")
+        "not out of fold: each validation tile is held out by one fold, the folds vote only on the test tiles "
+        "(two models' vote on the same fold, the row above with two models, is the measurable analogue)")
     for r in held["pooled"]:
       if r["mode"] == "cumulative":
         last = add(stage, f"+ jigsaw {r['step']}", "all", r["map"], r["n_tiles"], f"{r['n_changed']} tiles changed",
