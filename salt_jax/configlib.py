@@ -75,6 +75,8 @@ def _file_or_empty(key: str, value) -> None:
 
 
 def _weights_or_snapshot(key: str, value) -> None:
+  if value and not pathlib.Path(value).exists():
+    raise ConfigError(f"config.{key}: file {value} does not exist")
   if value and not (pathlib.Path(value).is_file() or (pathlib.Path(value) / "variables").is_dir()):
     raise ConfigError(f"config.{key}: {value} is neither a weight file nor a salt_jax snapshot folder")
 
