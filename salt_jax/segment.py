@@ -460,7 +460,7 @@ def segy_paths(out_dir, volume: segy.Volume, write: str, png_inlines: Sequence[i
 
 def check_volume(volume: segy.Volume, il_index: np.ndarray, xl_index: np.ndarray, directions: Sequence[str],
                  png_inlines: Sequence[int]) -> List[int]:
-  """The inline indices of png_inlines; InputError when a direction's sections are smaller than a tile, a
+  """The cube indices (positions in il_index) of png_inlines; InputError when a direction's sections are smaller than a tile, a
   2-D line is asked for crossline sections, or a PNG inline is outside the selection."""
   if not volume.is_3d and "crossline" in directions:
     raise InputError(f"{volume.path}: a 2-D line has one section (its traces); --sections=inline only")
@@ -470,7 +470,7 @@ def check_volume(volume: segy.Volume, il_index: np.ndarray, xl_index: np.ndarray
       across = "crosslines" if direction == "inline" else "inlines"
       raise InputError(f"{volume.path}: its {direction} sections are {volume.n_samples} samples x {traces} "
                        f"{across if volume.is_3d else 'traces'}, smaller than a {TILE} x {TILE} tile")
-  selected = {int(volume.ilines[i]): int(i) for i in il_index}
+  selected = {int(volume.ilines[i]): k for k, i in enumerate(il_index)}
   missing = [il for il in png_inlines if il not in selected]
   if missing:
     raise InputError(f"{volume.path}: --png_inlines {missing[0]} is not a selected inline "
