@@ -24,6 +24,14 @@ outlined in red) and, with `--save_probs`, `<name>_probs.npy` (float16, the mean
 mean over snapshots of the blended probabilities). Every input, workdir and output path is checked
 before anything is written; a bad one stops the command with one line naming it, and so does an output
 that already exists (a second run into the same --out), unless `--overwrite` lets the run replace it.
+
+    python -m salt_jax.segment --workdirs=runs/model_34 --input=volume.sgy --out=seg/ --sections=both \
+        --inlines=1200:1400 --write=mask --png_inlines=1300
+
+A `.sgy`/`.segy` input is a SEG-Y 3-D volume or 2-D line (salt_jax.segy): its amplitudes are scaled with
+the percentiles of the whole file, its inline sections, crossline sections or both (averaged) are
+segmented as (samples, traces) images, depth down, and `<stem>_probs.sgy` (or `_mask.sgy`) is a copy of
+the file with the float32 result in its traces (segment_segy; README "Whole sections").
 """
 import contextlib
 import dataclasses
@@ -82,7 +90,7 @@ def to_uint8(array: np.ndarray, percentiles: Tuple[float, float] = DEFAULT_PERCE
 
 
 def scale_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-  """Real array -> uint8 of its shape: clipped to [lo, hi], mapped linearly onto 0..255 (all 128 if hi <= lo)."""
+  """Real array -> uint8 of its shape: clipped to [lo, hi], mapped linearly onto 0..255 (128 if hi <= lo)."""
   if hi <= lo:
     return np.full(values.shape, 128, np.uint8)
   values = values.astype(np.float64)
@@ -460,8 +468,8 @@ def segy_paths(out_dir, volume: segy.Volume, write: str, png_inlines: Sequence[i
 
 def check_volume(volume: segy.Volume, il_index: np.ndarray, xl_index: np.ndarray, directions: Sequence[str],
                  png_inlines: Sequence[int]) -> List[int]:
-  """The cube indices (positions in il_index) of png_inlines; InputError when a direction's sections are smaller than a tile, a
-  2-D line is asked for crossline sections, or a PNG inline is outside the selection."""
+  """The cube indices (positions in il_index) of png_inlines; InputError when a direction's sections are
+  smaller than a tile, a 2-D line is asked for crossline sections, or a PNG inline is not selected."""
   if not volume.is_3d and "crossline" in directions:
     raise InputError(f"{volume.path}: a 2-D line has one section (its traces); --sections=inline only")
   for direction in directions:
@@ -560,7 +568,8 @@ def define_flags() -> None:
   flags.DEFINE_string("crosslines", None, "SEG-Y: A:B, only crossline numbers A..B (inclusive).")
   flags.DEFINE_enum("write", "probs", list(WRITES), "SEG-Y: the output traces hold the salt probability or "
                     "the mask (1.0 salt, 0.0 not), float32.")
-  flags.DEFINE_integer("iline_byte", segy.DEFAULT_ILINE_BYTE, "SEG-Y: trace header byte of the inline number.")
+  flags.DEFINE_integer("iline_byte", segy.DEFAULT_ILINE_BYTE, "SEG-Y: trace header byte of the inline "
+                       "number.")
   flags.DEFINE_integer("xline_byte", segy.DEFAULT_XLINE_BYTE, "SEG-Y: trace header byte of the crossline "
                        "number.")
   flags.DEFINE_list("png_inlines", [], "SEG-Y: also write mask and overlay PNGs of these inlines (a 2-D "

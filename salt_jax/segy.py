@@ -121,17 +121,17 @@ def select(volume: Volume, inlines: Optional[Tuple[int, int]] = None,
   return picked[0], picked[1]
 
 
+# Reads go through segyio's buffered file reads, not f.mmap(): a memory map would add the file's pages to
+# the process's resident memory beside the copies read out of it.
 def all_traces(volume: Volume) -> np.ndarray:
   """(n_traces, n_samples) the whole file's samples as segyio decodes them (float32 or int32), one copy."""
   with volume.open() as f:
-    f.mmap()
     return f.trace.raw[:]
 
 
 def inline_rows(volume: Volume, il_index: np.ndarray, xl_index: np.ndarray) -> Iterator[np.ndarray]:
   """Per selected inline, its (len(xl_index), n_samples) selected traces (a 2-D line: one row, the line)."""
   with volume.open() as f:
-    f.mmap()
     for i in il_index:
       row = f.iline[volume.ilines[i]] if volume.is_3d else f.trace.raw[:]
       yield row[xl_index]

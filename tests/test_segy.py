@@ -200,14 +200,14 @@ def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_
                     "(segyio: trace count inconsistent with file size"),
       "2-byte samples": ([f"--input={int16}"], f"{int16}: sample format 3 (2-byte signed integer) is not "
                          "supported"),
-      "irregular": ([f"--input={bad / 'holes.sgy'}"], f"{bad / 'holes.sgy'}: the traces' inline and crossline "
-                    "numbers (bytes 189, 193) do not form a complete sorted grid (4 inlines x 150 crosslines "
-                    "for 599 traces)"),
+      "irregular": ([f"--input={bad / 'holes.sgy'}"], f"{bad / 'holes.sgy'}: the traces' inline and "
+                    "crossline numbers (bytes 189, 193) do not form a complete sorted grid (4 inlines x 150 "
+                    "crosslines for 599 traces)"),
       "NaN": ([f"--input={bad / 'nan.sgy'}"], f"{bad / 'nan.sgy'}: 1 NaN or infinite sample(s)"),
       "empty selection": ([f"--input={good}", "--inlines=500:600"], f"{good}: --inlines=500:600 selects "
                           "nothing; the volume's numbers run from 21 to 24"),
-      "sections too small": ([f"--input={good}", "--sections=both"], f"{good}: its crossline sections are 110 "
-                             "samples x 4 inlines, smaller than a 101 x 101 tile"),
+      "sections too small": ([f"--input={good}", "--sections=both"], f"{good}: its crossline sections "
+                             "are 110 samples x 4 inlines, smaller than a 101 x 101 tile"),
       "png outside": ([f"--input={good}", "--png_inlines=30"], f"{good}: --png_inlines 30 is not a selected "
                       "inline (21..24)"),
       "output exists": ([f"--input={good}", f"--out={taken}"], f"--out {taken / 'good_probs.sgy'} already "
