@@ -24,6 +24,14 @@ outlined in red) and, with `--save_probs`, `<name>_probs.npy` (float16, the mean
 mean over snapshots of the blended probabilities). Every input, workdir and output path is checked
 before anything is written; a bad one stops the command with one line naming it, and so does an output
 that already exists (a second run into the same --out), unless `--overwrite` lets the run replace it.
+
+    python -m salt_jax.segment --workdirs=runs/model_34 --input=volume.sgy --out=seg/ --sections=both \
+        --inlines=1200:1400 --write=mask --png_inlines=1300
+
+A `.sgy`/`.segy` input is a SEG-Y 3-D volume or 2-D line (salt_jax.segy): its amplitudes are scaled with
+the percentiles of the whole file, its inline sections, crossline sections or both (averaged) are
+segmented as (samples, traces) images, depth down, and `<stem>_probs.sgy` (or `_mask.sgy`) is a copy of
+the file with the float32 result in its traces (segment_segy; README "Whole sections").
 """
 import contextlib
 import dataclasses
@@ -39,7 +47,7 @@ import tqdm
 from absl import app, flags, logging
 from scipy import special
 
-from salt_jax import cli, fileio, parallel, predict, rundir, sections, viz
+from salt_jax import cli, fileio, parallel, predict, rundir, sections, segy, viz
 from salt_jax.data import kaggle
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import render, tables
@@ -53,7 +61,7 @@ class InputError(ValueError):
   """A section that cannot be segmented (unreadable, not 2-D, not finite, too small); names the file."""
 
 
-ERRORS = (InputError, ValueError, OSError)  # what the command refuses in one line, besides cli.REFUSED
+ERRORS = (InputError, segy.SegyError, ValueError, OSError)  # refused in one line, besides cli.REFUSED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +86,14 @@ def to_uint8(array: np.ndarray, percentiles: Tuple[float, float] = DEFAULT_PERCE
   if array.dtype == np.uint8:
     return array
   values = array.astype(np.float64)
-  lo, hi = np.percentile(values, percentiles)
+  return scale_uint8(values, *np.percentile(values, percentiles))
+
+
+def scale_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+  """Real array -> uint8 of its shape: clipped to [lo, hi], mapped linearly onto 0..255 (128 if hi <= lo)."""
   if hi <= lo:
-    return np.full(array.shape, 128, np.uint8)
+    return np.full(values.shape, 128, np.uint8)
+  values = values.astype(np.float64)
   return np.rint((np.clip(values, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
@@ -190,15 +203,24 @@ class Runner:
   """Per snapshot, a window function (B,101,101) uint8 -> (B,101,101) float32 probabilities and its
   threshold; compiles each model configuration once (predict.make_predictor)."""
 
-  def __init__(self, kind: str = "max_map", batch_size: Optional[int] = None):
+  def __init__(self, kind: str = "max_map", batch_size: Optional[int] = None, keep: bool = False):
     if batch_size is not None and batch_size < 1:
       raise ValueError("batch_size must be a positive number of windows (unset: the config's "
                        f"eval_batch_size), got {batch_size}")
     self.kind, self.batch_size, self.mesh = kind, batch_size, parallel.make_mesh()
     self._predictors: Dict[Tuple, Any] = {}
+    self._kept: Optional[Dict[Snapshot, Tuple]] = {} if keep else None
 
   def load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
-    """(window function, logit threshold, windows per call) of one snapshot."""
+    """(window function, logit threshold, windows per call) of one snapshot; with `keep` every snapshot is
+    loaded once and its weights stay in memory (a volume's many sections), else it is read at each call."""
+    if self._kept is None:
+      return self._load(snap)
+    if snap not in self._kept:
+      self._kept[snap] = self._load(snap)
+    return self._kept[snap]
+
+  def _load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
     config = rundir.RunDir(snap.workdir).fold_config(snap.fold)
     variables, meta = predict.load_snapshot(config, snap.path)
     threshold, recorded_in = snapshot_threshold(snap, self.kind, meta)
@@ -293,10 +315,34 @@ def check_outputs(out_dir, inputs: Sequence[Section], save_probs: bool, overwrit
       raise InputError(f"{item.origin}: same output name {item.name!r} as {seen[item.name]}")
     seen[item.name] = item.origin
     for path in output_paths(out_dir, item.name, save_probs).values():
-      fileio.check_writable(path, "--out")
-      if path.exists() and not overwrite:
-        raise fileio.UnwritableError(f"--out {path} already exists; pass --overwrite to replace it, or "
-                                     "choose another --out")
+      check_output(path, overwrite)
+
+
+def check_output(path: pathlib.Path, overwrite: bool = False) -> None:
+  """Refuses an output path that cannot be written or, unless `overwrite`, already exists."""
+  fileio.check_writable(path, "--out")
+  if path.exists() and not overwrite:
+    raise fileio.UnwritableError(f"--out {path} already exists; pass --overwrite to replace it, or "
+                                 "choose another --out")
+
+
+def workdir_snapshots(workdirs: Sequence[str], kind: str, folds: Optional[Sequence[int]]
+                      ) -> List[List[Snapshot]]:
+  """Per workdir its snapshots (find_snapshots); ValueError for a workdir listed twice."""
+  resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
+  twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
+  if twice:
+    raise ValueError(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
+  return [find_snapshots(wd, kind, folds) for wd in workdirs]
+
+
+@contextlib.contextmanager
+def locked(workdirs: Sequence[str]):
+  """Holds the workdirs' locks (their snapshots are read inside)."""
+  with contextlib.ExitStack() as stack:
+    for wd in workdirs:
+      stack.enter_context(rundir.RunDir(wd).lock(jax.process_index()))
+    yield
 
 
 def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind: str = "max_map",
@@ -311,18 +357,12 @@ def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind
   """
   sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
   runner = Runner(kind, batch_size)    # ValueError for a batch size below 1
-  resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
-  twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
-  if twice:
-    raise ValueError(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
-  snapshots = [find_snapshots(wd, kind, folds) for wd in workdirs]
+  snapshots = workdir_snapshots(workdirs, kind, folds)
   for item in inputs:
     item.load()
   check_outputs(out_dir, inputs, save_probs, overwrite)
   records = []
-  with contextlib.ExitStack() as stack:
-    for wd in workdirs:
-      stack.enter_context(rundir.RunDir(wd).lock(jax.process_index()))
+  with locked(workdirs):
     for item in inputs:
       records.append(_segment_one(item, snapshots, runner, out_dir, stride, save_probs))
   return records
@@ -349,6 +389,156 @@ def _segment_one(item: Section, snapshots, runner: Runner, out_dir, stride: int,
   return record
 
 
+# SEG-Y volumes.
+DIRECTIONS = {"inline": ("inline",), "crossline": ("crossline",), "both": ("inline", "crossline")}
+WRITES = ("probs", "mask")
+
+
+def volume_range(volume: segy.Volume, percentiles: Tuple[float, float] = DEFAULT_PERCENTILES
+                 ) -> Tuple[float, float]:
+  """(lo, hi): the percentiles of every sample of the file, not per section, so that all sections are
+  scaled alike; InputError naming the file for NaN or infinite samples. Holds the samples once."""
+  traces = segy.all_traces(volume)
+  if traces.dtype.kind == "f" and not np.isfinite(np.sum(traces, dtype=np.float64)):
+    bad = int(np.count_nonzero(~np.isfinite(traces)))
+    raise InputError(f"{volume.path}: {bad} NaN or infinite sample(s); a volume must be finite")
+  lo, hi = np.percentile(traces, percentiles, overwrite_input=True)  # partitions the copy in place
+  return float(lo), float(hi)
+
+
+def volume_cube(volume: segy.Volume, il_index: np.ndarray, xl_index: np.ndarray, lo: float, hi: float
+                ) -> np.ndarray:
+  """(len(il_index), len(xl_index), n_samples) uint8: the selected traces mapped onto 0..255 (scale_uint8)."""
+  cube = np.empty((len(il_index), len(xl_index), volume.n_samples), np.uint8)
+  for k, row in enumerate(segy.inline_rows(volume, il_index, xl_index)):
+    cube[k] = scale_uint8(row, lo, hi)
+  return cube
+
+
+def cube_section(cube: np.ndarray, direction: str, k: int) -> np.ndarray:
+  """Section k of a (n_il, n_xl, n_samples) cube as an image (n_samples, traces), depth or time down:
+  an inline section's crosslines (a crossline section's inlines) left to right in increasing order."""
+  return (cube[k] if direction == "inline" else cube[:, k]).T
+
+
+def segment_cube(cube: np.ndarray, directions: Sequence[str], snapshots: Sequence[Sequence[Snapshot]],
+                 runner: Runner, stride: int = DEFAULT_STRIDE, value: str = "probs",
+                 progress: Optional[Callable[[int], None]] = None, keep: Sequence[int] = ()
+                 ) -> Tuple[np.ndarray, Dict[int, np.ndarray]]:
+  """Segments every section of a (n_il, n_xl, n_samples) uint8 cube in each direction ("inline",
+  "crossline"; segment_section) and returns (volume, kept votes).
+
+  volume (n_il, n_xl, n_samples) float32 is the mean over the directions of the sections' `value`:
+  "probs" (the mean blended probability) or "votes" (the workdirs' vote, salt where >= 0.5). Kept votes
+  ({inline index: (n_xl, n_samples) float32}) are the votes of the inlines in `keep`, likewise averaged.
+  Holds the cube, the volume and one section's work; progress(1) after each section.
+  """
+  volume = np.zeros(cube.shape, np.float32)
+  kept = {int(i): np.zeros(cube.shape[1:], np.float32) for i in keep}
+  for direction in directions:
+    for k in range(cube.shape[0] if direction == "inline" else cube.shape[1]):
+      result = segment_section(cube_section(cube, direction, k), snapshots, runner, stride, value == "probs")
+      values, votes = (result.probs if value == "probs" else result.votes).T, result.votes.T
+      if direction == "inline":
+        volume[k] += values
+        if k in kept:
+          kept[k] += votes
+      else:
+        volume[:, k] += values
+        for i, v in kept.items():
+          v[k] += votes[i]
+      if progress is not None:
+        progress(1)
+  volume /= len(directions)
+  for v in kept.values():
+    v /= len(directions)
+  return volume, kept
+
+
+def segy_paths(out_dir, volume: segy.Volume, write: str, png_inlines: Sequence[int] = ()
+               ) -> Dict[str, pathlib.Path]:
+  """{"segy": <stem>_<write><suffix>, and per inline IL "mask IL" / "overlay IL": <stem>_inline<IL>_*.png}."""
+  out_dir, stem = pathlib.Path(out_dir), volume.path.stem
+  paths = {"segy": out_dir / f"{stem}_{write}{volume.path.suffix}"}
+  for il in png_inlines:
+    paths[f"mask {il}"] = out_dir / f"{stem}_inline{il}_mask.png"
+    paths[f"overlay {il}"] = out_dir / f"{stem}_inline{il}_overlay.png"
+  return paths
+
+
+def check_volume(volume: segy.Volume, il_index: np.ndarray, xl_index: np.ndarray, directions: Sequence[str],
+                 png_inlines: Sequence[int]) -> List[int]:
+  """The cube indices (positions in il_index) of png_inlines; InputError when a direction's sections are
+  smaller than a tile, a 2-D line is asked for crossline sections, or a PNG inline is not selected."""
+  if not volume.is_3d and "crossline" in directions:
+    raise InputError(f"{volume.path}: a 2-D line has one section (its traces); --sections=inline only")
+  for direction in directions:
+    traces = len(xl_index) if direction == "inline" else len(il_index)
+    if min(traces, volume.n_samples) < TILE:
+      across = "crosslines" if direction == "inline" else "inlines"
+      raise InputError(f"{volume.path}: its {direction} sections are {volume.n_samples} samples x {traces} "
+                       f"{across if volume.is_3d else 'traces'}, smaller than a {TILE} x {TILE} tile")
+  selected = {int(volume.ilines[i]): k for k, i in enumerate(il_index)}
+  missing = [il for il in png_inlines if il not in selected]
+  if missing:
+    raise InputError(f"{volume.path}: --png_inlines {missing[0]} is not a selected inline "
+                     f"({min(selected)}..{max(selected)})")
+  return [selected[il] for il in png_inlines]
+
+
+def segment_segy(workdirs: Sequence[str], path, out_dir, *, directions: str = "inline",
+                 inlines: Optional[Tuple[int, int]] = None, crosslines: Optional[Tuple[int, int]] = None,
+                 write: str = "probs", iline_byte: int = segy.DEFAULT_ILINE_BYTE,
+                 xline_byte: int = segy.DEFAULT_XLINE_BYTE,
+                 percentiles: Tuple[float, float] = DEFAULT_PERCENTILES, png_inlines: Sequence[int] = (),
+                 kind: str = "max_map", folds: Optional[Sequence[int]] = None, stride: int = DEFAULT_STRIDE,
+                 batch_size: Optional[int] = None, overwrite: bool = False) -> Dict[str, Any]:
+  """Segments a SEG-Y volume (or 2-D line) section by section and writes a SEG-Y of its geometry and
+  headers holding the probabilities or the mask (1.0 salt, 0.0 not; traces outside the selection 0.0),
+  plus mask and overlay PNGs of `png_inlines`; returns the run's record.
+
+  Every flag, workdir, the file and the outputs are checked before anything is computed or written; the
+  output is written to a temporary file and renamed at the end.
+  """
+  if write not in WRITES or directions not in DIRECTIONS:
+    raise ValueError(f"write must be one of {WRITES} and directions one of {tuple(DIRECTIONS)}")
+  sections.axis_windows(TILE, stride)
+  runner = Runner(kind, batch_size, keep=True)
+  snapshots = workdir_snapshots(workdirs, kind, folds)
+  volume = segy.open_volume(path, iline_byte, xline_byte)
+  il_index, xl_index = segy.select(volume, inlines, crosslines)
+  png_index = check_volume(volume, il_index, xl_index, DIRECTIONS[directions], png_inlines)
+  paths = segy_paths(out_dir, volume, write, png_inlines)
+  for p in paths.values():
+    check_output(p, overwrite)
+  t0 = time.perf_counter()
+  cube = volume_cube(volume, il_index, xl_index, *volume_range(volume, percentiles))
+  n_sections = sum(cube.shape[0] if d == "inline" else cube.shape[1] for d in DIRECTIONS[directions])
+  with locked(workdirs), tqdm.tqdm(total=n_sections, desc=volume.path.name, unit="section", disable=None,
+                                   leave=False) as bar:
+    values, kept = segment_cube(cube, DIRECTIONS[directions], snapshots, runner, stride,
+                                "probs" if write == "probs" else "votes", bar.update, png_index)
+  seconds = time.perf_counter() - t0
+  if write == "mask":
+    for row in values:
+      row[...] = row >= 0.5
+  with fileio.atomic_path(paths["segy"]) as tmp:
+    segy.write_like(volume, tmp, values, il_index, xl_index)
+  for il, i in zip(png_inlines, png_index):
+    section, mask = cube_section(cube, "inline", i), kept[i].T >= 0.5
+    for what, image in (("mask", mask.astype(np.uint8) * 255), ("overlay", overlay(section, mask))):
+      with fileio.atomic_path(paths[f"{what} {il}"]) as tmp:
+        viz.save_png(tmp, image)
+  record = {"input": str(volume.path), "output": str(paths["segy"]), "geometry": "3-D" if volume.is_3d
+            else "2-D line", "shape": list(cube.shape), "sections": n_sections, "directions": directions,
+            "write": write, "seconds": round(seconds, 2), "sections_per_s": round(n_sections / seconds, 3),
+            "mean": round(float(values.mean(dtype=np.float64)), 4), "pngs": [str(paths[k]) for k in paths
+                                                                              if k != "segy"]}
+  logging.info("%s: %d sections of a %s cube in %.1f s (%.2f sections/s) -> %s", volume.path, n_sections,
+               "x".join(map(str, cube.shape)), seconds, record["sections_per_s"], paths["segy"])
+  return record
+
+
 FLAGS = flags.FLAGS
 
 
@@ -372,7 +562,35 @@ def define_flags() -> None:
                     "command before anything is written).")
   flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which per-cycle snapshots vote.")
   flags.DEFINE_list("folds", None, "Only these folds' snapshots (default: all).")
+  flags.DEFINE_enum("sections", "inline", list(DIRECTIONS), "SEG-Y: predict every inline section, every "
+                    "crossline section, or both (the two volumes averaged).")
+  flags.DEFINE_string("inlines", None, "SEG-Y: A:B, only inline numbers A..B (inclusive).")
+  flags.DEFINE_string("crosslines", None, "SEG-Y: A:B, only crossline numbers A..B (inclusive).")
+  flags.DEFINE_enum("write", "probs", list(WRITES), "SEG-Y: the output traces hold the salt probability or "
+                    "the mask (1.0 salt, 0.0 not), float32.")
+  flags.DEFINE_integer("iline_byte", segy.DEFAULT_ILINE_BYTE, "SEG-Y: trace header byte of the inline "
+                       "number.")
+  flags.DEFINE_integer("xline_byte", segy.DEFAULT_XLINE_BYTE, "SEG-Y: trace header byte of the crossline "
+                       "number.")
+  flags.DEFINE_list("png_inlines", [], "SEG-Y: also write mask and overlay PNGs of these inlines (a 2-D "
+                    "line is inline 0).")
   flags.mark_flags_as_required(["workdirs", "out"])
+
+
+SEGY_FLAGS = ("sections", "inlines", "crosslines", "write", "iline_byte", "xline_byte", "png_inlines")
+
+
+def parse_span(text: Optional[str], flag: str) -> Optional[Tuple[int, int]]:
+  """"A:B" -> (A, B) (None stays None); UsageError unless A and B are integers with A <= B."""
+  if text is None:
+    return None
+  try:
+    lo, hi = (int(p) for p in text.split(":"))
+  except ValueError:
+    lo, hi = 1, 0
+  if lo > hi:
+    raise app.UsageError(f"--{flag} must be A:B with integers A <= B, got {text}")
+  return lo, hi
 
 
 def parse_percentiles(parts: Sequence[str]) -> Tuple[float, float]:
@@ -401,12 +619,36 @@ def _inputs() -> List[Section]:
 def main(argv) -> List[Dict[str, Any]]:
   """Segments as the flags say; prints one JSON line per section."""
   del argv
+  if FLAGS.input is not None and pathlib.Path(FLAGS.input).suffix.lower() in segy.SUFFIXES:
+    return [_main_segy()]
+  given = [f"--{name}" for name in SEGY_FLAGS if FLAGS[name].present]
+  if given:
+    raise app.UsageError(f"{given[0]} applies to a SEG-Y --input ({', '.join(segy.SUFFIXES)}) only")
   records = segment(FLAGS.workdirs, _inputs(), FLAGS.out, kind=FLAGS.kind, stride=FLAGS.stride,
                     folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None, batch_size=FLAGS.batch_size,
                     save_probs=FLAGS.save_probs, overwrite=FLAGS.overwrite)
   for record in records:
     print(json.dumps(record))
   return records
+
+
+def _main_segy() -> Dict[str, Any]:
+  """Segments the SEG-Y --input as the flags say; prints its record as a JSON line."""
+  if FLAGS.mosaic is not None or FLAGS.save_probs:
+    raise app.UsageError("a SEG-Y --input takes neither --mosaic nor --save_probs (see --write)")
+  try:
+    png_inlines = [int(il) for il in FLAGS.png_inlines]
+  except ValueError:
+    raise app.UsageError(f"--png_inlines must be inline numbers, got {','.join(FLAGS.png_inlines)}") from None
+  record = segment_segy(FLAGS.workdirs, FLAGS.input, FLAGS.out, directions=FLAGS.sections,
+                        inlines=parse_span(FLAGS.inlines, "inlines"),
+                        crosslines=parse_span(FLAGS.crosslines, "crosslines"), write=FLAGS.write,
+                        iline_byte=FLAGS.iline_byte, xline_byte=FLAGS.xline_byte,
+                        percentiles=parse_percentiles(FLAGS.clip_percentiles), png_inlines=png_inlines,
+                        kind=FLAGS.kind, folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None,
+                        stride=FLAGS.stride, batch_size=FLAGS.batch_size, overwrite=FLAGS.overwrite)
+  print(json.dumps(record))
+  return record
 
 
 if __name__ == "__main__":

@@ -1,0 +1,232 @@
+"""SEG-Y volumes through `segment`: geometry, orientation, the output file's headers and values, both
+directions, range selection, and the bad files refused in one line."""
+import json
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+import segyio
+
+from salt_jax import segment, segy
+from salt_jax.geometry import TILE
+from test_segment import _FakeRunner, _contextual, _real_tiles, _run, _workdir, tiny_model  # noqa: F401
+
+N_SAMPLES = 110
+
+
+def _write_segy(path, traces, ilxl, fmt=segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE):
+  """A SEG-Y file of (n, n_samples) traces with the (inline, crossline) numbers ilxl at bytes 189/193, a
+  CDP number per trace, a text header and a 4 ms sample interval."""
+  spec = segyio.spec()
+  spec.samples, spec.format, spec.tracecount = list(range(traces.shape[1])), int(fmt), len(traces)
+  with segyio.create(str(path), spec) as f:
+    f.text[0] = segyio.tools.create_text_header({1: "salt_jax test volume", 2: str(pathlib.Path(path).name)})
+    f.bin.update({segyio.BinField.Interval: 4000, segyio.BinField.SortingCode: 2})
+    for t, (il, xl) in enumerate(ilxl):
+      f.header[t] = {segyio.TraceField.INLINE_3D: il, segyio.TraceField.CROSSLINE_3D: xl,
+                     segyio.TraceField.CDP: 1000 + t, segyio.TraceField.TRACE_SAMPLE_INTERVAL: 4000}
+      f.trace[t] = np.ascontiguousarray(traces[t])
+  return pathlib.Path(path)
+
+
+def _amplitudes(images):
+  """uint8 grey -> float32 amplitudes; the volume's 0th and 100th percentile are 0 and 255 after mapping."""
+  return (images.astype(np.float32) - 128.0) * 37.5
+
+
+def _strip(data_dir):
+  """(N_SAMPLES, 808) uint8: 8 real tiles side by side (depth down, as the competition draws them), each
+  extended downwards by its own top rows."""
+  return np.concatenate([np.concatenate([t, t[:N_SAMPLES - TILE]], 0) for t in _real_tiles(data_dir, 8)], 1)
+
+
+def _real_cube(data_dir, n_il, n_xl):
+  """(n_il, n_xl, N_SAMPLES) uint8 whose inline i section (samples down, crosslines across) is the strip's
+  columns from 37 i on; one sample 0 and one 255 fix the volume's scaling."""
+  strip = _strip(data_dir)
+  cube = np.stack([strip[:, 37 * i % (strip.shape[1] - n_xl):][:, :n_xl].T for i in range(n_il)])
+  cube[0, 0, 0], cube[0, 0, 1] = 0, 255
+  return cube
+
+
+def _cube_file(path, cube, ilines, xlines, fmt=segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE):
+  ilxl = [(il, xl) for il in ilines for xl in xlines]
+  return _write_segy(path, _amplitudes(cube).reshape(-1, cube.shape[2]), ilxl, fmt)
+
+
+def _headers(path, **kw):
+  with segyio.open(str(path), ignore_geometry=True, **kw) as f:
+    return f.text[0], dict(f.bin), [dict(h) for h in f.header]
+
+
+def _traces(path):
+  with segyio.open(str(path), ignore_geometry=True) as f:
+    return f.trace.raw[:], f.format
+
+
+def _check_copy_of(source, output, formatted):
+  """The output has the source's text header, binary header (format 5) and trace headers."""
+  text, binary, headers = _headers(source)
+  out_text, out_binary, out_headers = _headers(output)
+  assert out_text == text and out_headers == headers
+  assert out_binary.pop(segyio.BinField.Format) == segy.IEEE_FLOAT
+  assert binary.pop(segyio.BinField.Format) == formatted and out_binary == binary
+
+
+ILINES = np.arange(21, 21 + 4)
+XLINES = np.arange(300, 300 + 2 * 150, 2)
+
+
+def test_geometry_orientation_and_volume_scaling(tmp_path, data_dir):
+  cube = _real_cube(data_dir, len(ILINES), len(XLINES))
+  volume = segy.open_volume(_cube_file(tmp_path / "v.sgy", cube, ILINES, XLINES))
+  assert volume.is_3d and volume.shape == cube.shape
+  np.testing.assert_array_equal(volume.ilines, ILINES)
+  np.testing.assert_array_equal(volume.xlines, XLINES)
+  il_index, xl_index = segy.select(volume, (22, 23), (304, 309))
+  np.testing.assert_array_equal(il_index, [1, 2])
+  np.testing.assert_array_equal(xl_index, [2, 3, 4])
+  lo, hi = segment.volume_range(volume, (0, 100))
+  assert (lo, hi) == (-128 * 37.5, 127 * 37.5)
+  full = segment.volume_cube(volume, *segy.select(volume), lo, hi)
+  np.testing.assert_array_equal(full, cube)  # the mapping inverts the amplitudes exactly here
+  section = segment.cube_section(full, "inline", 1)
+  assert section.shape == (N_SAMPLES, len(XLINES))  # samples down, crosslines across
+  np.testing.assert_array_equal(section, _strip(data_dir)[:, 37:37 + len(XLINES)])
+  assert segment.cube_section(full, "crossline", 7).shape == (N_SAMPLES, len(ILINES))
+  line = segy.open_volume(_write_segy(tmp_path / "l.sgy", _amplitudes(cube[0]), [(0, 0)] * len(XLINES)))
+  assert not line.is_3d and line.shape == (1, len(XLINES), N_SAMPLES)
+
+
+def test_a_3d_volume_and_a_2d_line_through_the_tiny_model(tmp_path, tiny_model, data_dir, capsys):
+  workdir = _workdir(tmp_path / "wd", tiny_model)
+  cube = _real_cube(data_dir, len(ILINES), len(XLINES))
+  source = _cube_file(tmp_path / "ibm.sgy", cube, ILINES, XLINES, segyio.SegySampleFormat.IBM_FLOAT_4_BYTE)
+  out = tmp_path / "out"
+  record = _run([f"--workdirs={workdir}", f"--input={source}", f"--out={out}", "--inlines=22:23",
+                 "--stride=101", "--batch_size=8", "--png_inlines=23"])[0]
+  assert json.loads(capsys.readouterr().out) == record
+  assert record["sections"] == 2 and record["shape"] == [2, len(XLINES), N_SAMPLES]
+  output = out / "ibm_probs.sgy"
+  _check_copy_of(source, output, segyio.SegySampleFormat.IBM_FLOAT_4_BYTE)
+  with segyio.open(str(output)) as g:
+    np.testing.assert_array_equal(g.ilines, ILINES)
+    np.testing.assert_array_equal(g.xlines, XLINES)
+    assert len(g.samples) == N_SAMPLES and str(g.format) == "4-byte IEEE float"
+    probs = segyio.tools.cube(g)
+  assert probs.dtype == np.float32 and 0 <= probs.min() and probs.max() <= 1
+  assert not probs[[0, 3]].any() and probs[1:3].std() > 0  # unselected inlines hold 0
+  # The selected inlines are the library's result on the volume-scaled cube.
+  volume = segy.open_volume(source)
+  il_index, xl_index = segy.select(volume, (22, 23))
+  selected = segment.volume_cube(volume, il_index, xl_index, *segment.volume_range(volume))
+  expected, _ = segment.segment_cube(selected, ("inline",), [segment.find_snapshots(workdir)],
+                                     segment.Runner(batch_size=8, keep=True), stride=TILE)
+  np.testing.assert_allclose(probs[1:3], expected, rtol=0, atol=1e-6)
+  mask_png = cv2.imread(str(out / "ibm_inline23_mask.png"), cv2.IMREAD_UNCHANGED)
+  assert mask_png.shape == (N_SAMPLES, len(XLINES)) and set(np.unique(mask_png)) <= {0, 255}
+  assert cv2.imread(str(out / "ibm_inline23_overlay.png")).shape == (N_SAMPLES, len(XLINES), 3)
+  # A 2-D line (no inline/crossline numbers): one section of its traces, the mask written.
+  line = _write_segy(tmp_path / "line.segy", _amplitudes(cube[1]), [(0, 0)] * len(XLINES))
+  _run([f"--workdirs={workdir}", f"--input={line}", f"--out={out}", "--stride=101", "--batch_size=8",
+        "--write=mask"])
+  _check_copy_of(line, out / "line_mask.segy", segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE)
+  mask, _ = _traces(out / "line_mask.segy")
+  assert mask.shape == (len(XLINES), N_SAMPLES) and set(np.unique(mask)) <= {0.0, 1.0}
+  assert sorted(p.name for p in out.iterdir()) == ["ibm_inline23_mask.png", "ibm_inline23_overlay.png",
+                                                   "ibm_probs.sgy", "line_mask.segy"]
+
+
+@pytest.fixture
+def fake_model(tmp_path, tiny_model, monkeypatch):
+  """A workdir whose one snapshot is replaced by a window function that depends on the whole window."""
+  monkeypatch.setattr(segment, "Runner", lambda kind="max_map", batch_size=None, keep=False:
+                      _FakeRunner(_contextual, {0: 0.3}))
+  return _workdir(tmp_path / "wd", tiny_model)
+
+
+def test_both_directions_average_the_inline_and_crossline_volumes(tmp_path, data_dir, fake_model):
+  ilines, xlines = np.arange(1, 103), np.arange(1, 106)
+  cube = _real_cube(data_dir, len(ilines), len(xlines))
+  source = _cube_file(tmp_path / "v.sgy", cube, ilines, xlines)
+  volume = segy.open_volume(source)
+  scaled = segment.volume_cube(volume, *segy.select(volume), *segment.volume_range(volume))
+  snaps = [segment.find_snapshots(fake_model)]
+  direction = {(d, v): segment.segment_cube(scaled, (d,), snaps, segment.Runner(), 101, v)[0]
+               for d in ("inline", "crossline") for v in ("probs", "votes")}
+  assert not np.array_equal(direction["inline", "probs"], direction["crossline", "probs"])
+  for write, value in (("probs", "probs"), ("mask", "votes")):
+    _run([f"--workdirs={fake_model}", f"--input={source}", f"--out={tmp_path / 'out'}", "--sections=both",
+          "--stride=101", f"--write={write}"])
+    with segyio.open(str(tmp_path / "out" / f"v_{write}.sgy")) as g:
+      written = segyio.tools.cube(g)
+    mean = (direction["inline", value] + direction["crossline", value]) / 2
+    if write == "mask":
+      mean = (mean >= 0.5).astype(np.float32)
+      assert set(np.unique(written)) == {0.0, 1.0}
+    np.testing.assert_array_equal(written, mean)
+  # One direction alone is that direction's volume; a crossline range keeps the rest of the volume at 0.
+  _run([f"--workdirs={fake_model}", f"--input={source}", f"--out={tmp_path / 'x'}", "--sections=crossline",
+        "--stride=101", "--crosslines=3:4"])
+  with segyio.open(str(tmp_path / "x" / "v_probs.sgy")) as g:
+    written = segyio.tools.cube(g)
+  np.testing.assert_array_equal(written[:, 2:4], direction["crossline", "probs"][:, 2:4])
+  assert not written[:, :2].any() and not written[:, 4:].any()
+
+
+def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_model, capsys):
+  cube = _real_cube(data_dir, len(ILINES), len(XLINES))
+  good = _cube_file(tmp_path / "good.sgy", cube, ILINES, XLINES)
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "text.sgy").write_bytes(b"not a seg-y file\n" * 400)
+  (bad / "cut.sgy").write_bytes(good.read_bytes()[:-100])
+  flat = _amplitudes(cube).reshape(-1, N_SAMPLES)
+  int16 = _write_segy(bad / "int16.sgy", flat[:150].astype(np.int16), [(0, 0)] * 150,
+                      segyio.SegySampleFormat.SIGNED_SHORT_2_BYTE)
+  holes = [(il, xl) for il in ILINES for xl in XLINES][:-1]
+  _write_segy(bad / "holes.sgy", flat[:-1], holes)
+  nan = flat[:150].copy()
+  nan[3, 5] = np.nan
+  _write_segy(bad / "nan.sgy", nan, [(0, 0)] * 150)
+  taken = tmp_path / "taken"
+  taken.mkdir()
+  (taken / "good_probs.sgy").write_bytes(b"an earlier result")
+  (tmp_path / "a_file").write_text("")
+  cases = {
+      "not a SEG-Y": ([f"--input={bad / 'text.sgy'}"], f"{bad / 'text.sgy'}: not a readable SEG-Y file"),
+      "truncated": ([f"--input={bad / 'cut.sgy'}"], f"{bad / 'cut.sgy'}: not a readable SEG-Y file "
+                    "(segyio: trace count inconsistent with file size"),
+      "2-byte samples": ([f"--input={int16}"], f"{int16}: sample format 3 (2-byte signed integer) is not "
+                         "supported"),
+      "irregular": ([f"--input={bad / 'holes.sgy'}"], f"{bad / 'holes.sgy'}: the traces' inline and "
+                    "crossline numbers (bytes 189, 193) do not form a complete sorted grid (4 inlines x 150 "
+                    "crosslines for 599 traces)"),
+      "NaN": ([f"--input={bad / 'nan.sgy'}"], f"{bad / 'nan.sgy'}: 1 NaN or infinite sample(s)"),
+      "empty selection": ([f"--input={good}", "--inlines=500:600"], f"{good}: --inlines=500:600 selects "
+                          "nothing; the volume's numbers run from 21 to 24"),
+      "sections too small": ([f"--input={good}", "--sections=both"], f"{good}: its crossline sections "
+                             "are 110 samples x 4 inlines, smaller than a 101 x 101 tile"),
+      "png outside": ([f"--input={good}", "--png_inlines=30"], f"{good}: --png_inlines 30 is not a selected "
+                      "inline (21..24)"),
+      "output exists": ([f"--input={good}", f"--out={taken}"], f"--out {taken / 'good_probs.sgy'} already "
+                        "exists; pass --overwrite"),
+      "unwritable": ([f"--input={good}", f"--out={tmp_path / 'a_file' / 'out'}"], "cannot write --out "
+                     f"{tmp_path / 'a_file' / 'out' / 'good_probs.sgy'}: {tmp_path / 'a_file'} is a file"),
+  }
+  for what, (argv, message) in cases.items():
+    out = tmp_path / f"out_{what}"
+    has_out = any(a.startswith("--out=") for a in argv)
+    with pytest.raises(SystemExit) as info:
+      _run([f"--workdirs={fake_model}", "--stride=101", *argv] + ([] if has_out else [f"--out={out}"]))
+    err = capsys.readouterr().err
+    assert info.value.code == 1, what
+    assert err.startswith(f"salt_jax.segment: {message}") and err.count("\n") == 1, (what, err)
+    assert not out.exists(), what
+  assert [p.name for p in taken.iterdir()] == ["good_probs.sgy"]
+  assert (taken / "good_probs.sgy").read_bytes() == b"an earlier result"
+  with pytest.raises(SystemExit) as info:  # a SEG-Y flag with a PNG input is a usage error
+    _run([f"--workdirs={fake_model}", f"--input={tmp_path / 'x.png'}", f"--out={tmp_path / 'o'}",
+          "--sections=both"])
+  assert info.value.code == 2 and "--sections applies to a SEG-Y --input" in capsys.readouterr().err
