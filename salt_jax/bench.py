@@ -98,7 +98,7 @@ def fake_batch(batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
   return {"image": images, "mask": masks}
 
 
-def train_setup(model, batch: int, folds: int = 1, fold_map: str = "auto", canvas: int = geometry.CANVAS):
+def train_setup(model, batch: int, *, canvas: int, folds: int = 1, fold_map: str = "auto"):
   """(jitted Lovasz train step, (state, batch, key)) on fake data; the state is donated.
 
   folds > 1: the folds' step as fold-parallel training runs it (`steps.fold_train_steps`, one step per
@@ -122,11 +122,11 @@ def train_setup(model, batch: int, folds: int = 1, fold_map: str = "auto", canva
   return jax.jit(lambda s, d, k: step(s, d, rows, k), donate_argnums=(0,)), (state, data, jax.random.key(1))
 
 
-def bench_train(model, batch: int, steps_: int, warmup: int, folds: int = 1, fold_map: str = "auto",
-                canvas: int = geometry.CANVAS, cpu_ynn_fusion: str = ""):
+def bench_train(model, batch: int, steps_: int, warmup: int, *, canvas: int, folds: int = 1,
+                fold_map: str = "auto", cpu_ynn_fusion: str = ""):
   """(images/s over all folds, compile s, lowered FLOPs, compiled FLOPs, s per step) of train_setup's step,
   compiled with steps.train_compiler_options(cpu_ynn_fusion)."""
-  fn, (state, data, key) = train_setup(model, batch, folds, fold_map, canvas)
+  fn, (state, data, key) = train_setup(model, batch, canvas=canvas, folds=folds, fold_map=fold_map)
   lowered, compiled, compile_s = compile_timed(fn, state, data, key,
                                                options=steps.train_compiler_options(cpu_ynn_fusion))
   holder = [state]
@@ -138,8 +138,8 @@ def bench_train(model, batch: int, steps_: int, warmup: int, folds: int = 1, fol
   return folds * batch / sec, compile_s, flops_of(lowered), flops_of(compiled), sec
 
 
-def bench_infer(model, batch: int, steps_: int, warmup: int, canvas: int = geometry.CANVAS):
-  """Flip-TTA inference: (images/s, compile s, lowered FLOPs, s per batch)."""
+def bench_infer(model, batch: int, steps_: int, warmup: int, canvas: int):
+  """Flip-TTA inference, (batch,canvas,canvas,3) inputs: (images/s, compile s, lowered FLOPs, s per batch)."""
   variables = models.init_variables(model, jax.random.key(0), size=canvas)
   images = jnp.asarray(fake_batch(batch)["image"])
   fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x, canvas))
@@ -421,7 +421,8 @@ def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[
 def train_row(a, model, context: Dict) -> Dict:
   """The train_images_per_s row: images/s over all folds, compile time, FLOPs and utilisation."""
   ips, compile_s, flops, compiled_flops, sec = bench_train(
-      model, a.batch, a.steps, a.warmup, a.folds, a.fold_map, a.input_size, a.cpu_ynn_fusion)
+      model, a.batch, a.steps, a.warmup, canvas=a.input_size, folds=a.folds, fold_map=a.fold_map,
+      cpu_ynn_fusion=a.cpu_ynn_fusion)
   images = a.folds * a.batch
   extra = {"folds": a.folds, "compile_s": round(compile_s, 2), "cpu_ynn_fusion": a.cpu_ynn_fusion}
   if a.folds > 1:

@@ -17,6 +17,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_dict
 
+from salt_jax import geometry
+
 
 class ConfigError(ValueError):
   """A config value (or key) that cannot run; the message names the key."""
@@ -137,8 +139,9 @@ KEYS: Dict[str, Key] = {
     "decoder_dropout": Key(float, "model_option", "dropouts that were no-ops in the original", _unit_interval),
     "head_dropout": Key(float, "model_option", "channel dropout in the heads (0.5 for 101A/101B)",
                         _unit_interval),
-    "input_size": Key(128, "model", "padded canvas the network sees (the original's 128; e.g. 112, 104)",
-                      _int_at_least(101)),
+    "input_size": Key(geometry.CANVAS, "model",
+                      "padded canvas the network sees (the original's 128; e.g. 112, 104)",
+                      _int_at_least(geometry.TILE)),
     "dtype": Key("float32", "model", "compute dtype: float32 or bfloat16 (params stay float32)", _dtype_name),
     "pretrained": Key("", "model", "ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional",
                       _file_or_empty),
@@ -238,6 +241,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def with_defaults(record: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A recorded config (a fold's config.json) with the KEYS it lacks set to their defaults: a record of
+  an older version ran with the default of a key added since (e.g. input_size: 128)."""
+  base = base_config()
+  return ml_collections.ConfigDict({**{k: base[k] for k in KEYS if k not in record}, **record})
+
+
 def budget_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Sets the short-budget recipe of docs/recipes.md on `config` (in place, returned): 104 px, AdamW with
   one warm-up-then-cosine decay over the run, an EMA of the weights. configs/cpu_small.py measured it."""
@@ -317,7 +327,7 @@ def _unknown_key_message(key: str, known: Sequence[str]) -> str:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for any key or value of a training config that cannot run. Pure: reads only
   the config (and checks that the files it names exist), so a refused command changes nothing on disk."""
-  from salt_jax import geometry, models, schedules  # pylint: disable=import-outside-toplevel
+  from salt_jax import models, schedules  # pylint: disable=import-outside-toplevel
   for key in sorted(set(config.keys()) - set(KEYS)):
     raise ConfigError(_unknown_key_message(key, list(KEYS)))
   for name, key in KEYS.items():

@@ -13,18 +13,18 @@ PAD_CENTER = 13                  # evaluation pad before (after: PAD_TOTAL - PAD
 CROP = slice(PAD_CENTER, PAD_CENTER + TILE)
 
 
-def pad_total(canvas: int = CANVAS) -> int:
+def pad_total(canvas: int) -> int:
   """Rows (and columns) of padding around a tile on a canvas: 27 for 128."""
   if canvas < TILE:
     raise ValueError(f"a canvas of {canvas} px cannot hold a {TILE} px tile")
   return canvas - TILE
 
 
-def pad_center(canvas: int = CANVAS) -> int:
+def pad_center(canvas: int) -> int:
   """Evaluation padding before the tile (the rest goes after): 13 for 128, 5 for 112."""
   return pad_total(canvas) // 2
 
 
-def crop_slice(canvas: int = CANVAS) -> slice:
+def crop_slice(canvas: int) -> slice:
   """The tile's rows (and columns) on the canvas."""
   return slice(pad_center(canvas), pad_center(canvas) + TILE)

@@ -6,7 +6,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from salt_jax import geometry, metrics, parallel, steps
+from salt_jax import metrics, parallel, steps
 
 
 class Outputs(NamedTuple):
@@ -17,9 +17,10 @@ class Outputs(NamedTuple):
 
 class Predictor:
   """Flip-TTA logits, p(empty) and, given masks, per-image Lovasz losses for whole arrays, sharded over
-  every device. Each of the two programs (with and without masks) compiles on first use."""
+  every device, for a model that takes (B,canvas,canvas,3) inputs. Each of the two programs (with and
+  without masks) compiles on first use."""
 
-  def __init__(self, apply_fn, mesh, batch_size: int, canvas: int = geometry.CANVAS):
+  def __init__(self, apply_fn, mesh, batch_size: int, canvas: int):
     parallel.check_batch_size(batch_size, mesh)
     self._batch_size = batch_size
     self._sharding = parallel.batch_sharded(mesh)

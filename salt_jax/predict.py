@@ -91,10 +91,10 @@ def test_rows(config, run: rundir.RunDir, test_ids) -> np.ndarray:
   return np.flatnonzero(half != config.pseudo_split)
 
 
-def abstract_variables(model) -> Any:
-  """Shapes of the model's variables, replicated over this machine's devices (whatever devices wrote
-  the snapshot: a fold trained on 2 GPUs predicts on 1)."""
-  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
+def abstract_variables(model, size: int) -> Any:
+  """Shapes of the model's variables (traced on a (1,size,size,3) input), replicated over this machine's
+  devices (whatever devices wrote the snapshot: a fold trained on 2 GPUs predicts on 1)."""
+  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), size=size))
   repl = parallel.replicated(parallel.make_mesh())
   shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
   return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
@@ -103,20 +103,20 @@ def abstract_variables(model) -> Any:
 def load_snapshot(config, snap) -> Tuple[Any, Dict[str, Any]]:
   """(variables, metadata) of a snapshot of `config`'s model (checkpoints.load_snapshot on this machine's
   devices)."""
-  return checkpoints.load_snapshot(snap, abstract_variables(models.from_config(config)))
+  return checkpoints.load_snapshot(snap, abstract_variables(models.from_config(config), config.input_size))
 
 
 def predictor_key(config) -> Tuple:
   """What makes two folds' compiled predictors the same: the model, its options, dtype and canvas."""
   return (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype,
-          config.get("input_size", geometry.CANVAS))
+          config.input_size)
 
 
 def make_predictor(config, mesh, batch_size: Optional[int] = None) -> inference.Predictor:
   """The flip-TTA predictor of `config`'s model on the canvas it was trained on (batch: the config's
   eval_batch_size unless given)."""
   return inference.Predictor(models.from_config(config).apply, mesh, batch_size or config.eval_batch_size,
-                             config.get("input_size", geometry.CANVAS))
+                             config.input_size)
 
 
 def prediction_meta(path) -> Dict[str, Any]:

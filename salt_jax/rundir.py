@@ -146,11 +146,12 @@ class RunDir:
     return models.pop() if models else None
 
   def fold_config(self, fold: int) -> ml_collections.ConfigDict:
-    """The config fold `fold` was (last) trained with."""
+    """The config fold `fold` was (last) trained with (configlib.with_defaults: a key its record lacks, as
+    records of older versions do, has its default)."""
     path = self.config_json(fold)
     if not path.is_file():
       raise WorkdirError(f"{path} is missing: fold {fold} of {self.root} was never trained")
-    return ml_collections.ConfigDict(_read_json(path))
+    return configlib.with_defaults(_read_json(path))
 
   def check_run(self, config, fold: Optional[int] = None) -> None:
     """Refuses a training run of `fold` (default config.fold) this workdir must not take; reads only.

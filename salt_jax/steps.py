@@ -14,7 +14,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from salt_jax import geometry, losses, models, parallel, schedules
+from salt_jax import losses, models, parallel, schedules
 from salt_jax.data import augment
 
 
@@ -26,11 +26,12 @@ class TrainState(train_state.TrainState):
   ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       image_size: int = geometry.CANVAS, ema_decay: float = 0.0) -> TrainState:
-  """The model's fresh variables (models.init_variables at size x size) and the optimiser's state.
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, *,
+                       image_size: int, ema_decay: float = 0.0) -> TrainState:
+  """The model's fresh variables (models.init_variables on an image_size x image_size input) and the
+  optimiser's state.
 
-  Jittable: `jax.jit(functools.partial(create_train_state, model, tx),
+  Jittable: `jax.jit(functools.partial(create_train_state, model, tx, image_size=config.input_size),
   compiler_options=models.init_compiler_options())(rng)` runs it as one quickly compiled program.
   """
   variables = models.init_variables(model, rng, size=image_size)
@@ -57,7 +58,7 @@ def _update_ema(state: TrainState) -> TrainState:
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *, seg_loss: str,
-               loss_weights: Dict[str, float], canvas: int = geometry.CANVAS
+               loss_weights: Dict[str, float], canvas: int
                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One optimiser step on a global batch. rng is the run's base key; the step's key is fold_in(rng, step).
 
@@ -87,7 +88,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
 
 def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
                 active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, float],
-                canvas: int = geometry.CANVAS, batch_sharding=None
+                canvas: int, batch_sharding=None
                 ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """Many train_steps in one call, on data that stays on the devices (a lax.scan over the steps).
 
@@ -132,14 +133,14 @@ def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Ar
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
-def tta_outputs(apply_fn: Callable, variables, images: jax.Array, canvas: int = geometry.CANVAS
-                ) -> Tuple[jax.Array, jax.Array]:
+def tta_outputs(apply_fn: Callable, variables, images: jax.Array, canvas: int) -> Tuple[jax.Array, jax.Array]:
   """Flip-TTA final logits on the 101x101 crop (SPEC 6.3) and the classifier's p(empty):
   (B,101,101) uint8 -> (B,101,101) float32, (B,) float32.
 
-  The batch and its left-right mirror go through one eval-mode forward pass; the mirrored half's
-  logits are flipped back and the two are averaged (logits, not probabilities), then cropped; p(empty)
-  is the mean of the two softmax probabilities of class 1 (empty, as trained: SPEC 4.4).
+  The batch, centre-padded to (B,canvas,canvas) (the model's input size), and its left-right mirror go
+  through one eval-mode forward pass; the mirrored half's logits are flipped back and the two are
+  averaged (logits, not probabilities), then cropped; p(empty) is the mean of the two softmax
+  probabilities of class 1 (empty, as trained: SPEC 4.4).
   """
   x = augment.eval_pad(images, canvas=canvas)
   both = jnp.concatenate([x, augment.hflip(x)], axis=0)
@@ -151,12 +152,12 @@ def tta_outputs(apply_fn: Callable, variables, images: jax.Array, canvas: int = 
   return augment.crop(mean), 0.5 * (p_empty[:b] + p_empty[b:])
 
 
-def tta_logits(apply_fn: Callable, variables, images: jax.Array, canvas: int = geometry.CANVAS) -> jax.Array:
+def tta_logits(apply_fn: Callable, variables, images: jax.Array, canvas: int) -> jax.Array:
   """The final logits of tta_outputs: (B,101,101) uint8 -> (B,101,101) float32."""
   return tta_outputs(apply_fn, variables, images, canvas)[0]
 
 
-def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], canvas: int = geometry.CANVAS):
+def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], canvas: int):
   """Validation: TTA logits (B,101,101), the per-image Lovasz loss on the crop (B,) (SPEC 4.6) and the
   classifier's p(empty) (B,)."""
   logits, p_empty = tta_outputs(apply_fn, variables, batch["image"], canvas)
@@ -179,7 +180,7 @@ def train_compiler_options(cpu_ynn_fusion: str = "") -> Optional[Dict[str, str]]
 
 
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,
-                              loss_weights, canvas: int = geometry.CANVAS,
+                              loss_weights, canvas: int,
                               compiler_options: Optional[Dict[str, str]] = None):
   """AOT-compiles fold_train_steps for one loss variant and one number of steps (rows_spec (F,S,B) int32,
   active_spec (F,S) bool or None).

@@ -49,7 +49,8 @@ def _snapshot_weights(config) -> Dict[str, Any]:
     if meta.get("model") != config.model:
       raise configlib.ConfigError(f"config.init_from: {config.init_from} is a snapshot of {meta.get('model')}, "
                                   f"not of {config.model}")
-    shapes = jax.eval_shape(lambda: models.init_variables(models.from_config(config), jax.random.key(0)))
+    shapes = jax.eval_shape(lambda: models.init_variables(models.from_config(config), jax.random.key(0),
+                                                          size=config.input_size))
     variables, _ = checkpoints.load_snapshot(config.init_from, {"params": shapes["params"],
                                                                 "batch_stats": shapes.get("batch_stats", {})})
   except rundir.WorkdirError as e:

@@ -42,12 +42,13 @@ def main():
   model = models.get_model("model_tiny")
   config = configlib.base_config()  # SGD at lr 0.01 (the warm-up's constant rate), momentum 0.9, wd 2e-4
   tx = schedules.make_optimizer(config, steps_per_epoch=100)
-  state = steps.create_train_state(model, tx, jax.random.key(0))
+  state = steps.create_train_state(model, tx, jax.random.key(0), image_size=128)
   state = parallel.replicate(state, mesh)
   key = parallel.replicate(jax.random.key(1), mesh)
   spec = {k: jax.ShapeDtypeStruct((global_batch, 101, 101), np.uint8, sharding=sharded) for k in ("image", "mask")}
   weights = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
-  step = jax.jit(functools.partial(steps.train_step, seg_loss=args.seg_loss, loss_weights=weights),
+  step = jax.jit(functools.partial(steps.train_step, seg_loss=args.seg_loss, loss_weights=weights,
+                                   canvas=128),
                  in_shardings=(repl, sharded, repl), out_shardings=(repl, repl), donate_argnums=(0,))
   step = step.lower(state, spec, key).compile()
   def flat(state):

@@ -74,6 +74,7 @@ def decoder_params(name):
 
 def main(out_path):
   sys.path.insert(0, str(REPO / "tests"))
+  from salt_jax import geometry
   from salt_jax.models import get_model
   from salt_jax.models.__main__ import describe
   import torch_encoders
@@ -86,7 +87,7 @@ def main(out_path):
   torch_m34 = sum(p.numel() for p in load_reference().Model34().parameters())
   rows = []
   for name in ORIGINAL:
-    d = describe(name)
+    d = describe(name, size=geometry.CANVAS)
     enc = get_model(name).encoder
     t_total = torch_enc[enc] + decoder_params(name)
     rows.append((name, enc, d["params"], d["encoder_params"], d["params"] - d["encoder_params"],

@@ -1,4 +1,6 @@
 """On-device augmentation (SPEC 2.1) against OpenCV's BORDER_REPLICATE padding, on real tiles."""
+import functools
+
 import cv2
 import jax
 import jax.numpy as jnp
@@ -37,23 +39,23 @@ def test_constants():
 
 def test_center_pad_matches_cv2_and_crop_inverts(tiles):
   images, masks = tiles
-  padded = np.asarray(augment.center_pad(jnp.asarray(images)))
+  padded = np.asarray(augment.center_pad(jnp.asarray(images), 128))
   assert padded.shape == (16, 128, 128)
   for img, out in zip(images, padded):
     np.testing.assert_array_equal(out, cv2.copyMakeBorder(img, 13, 14, 13, 14, cv2.BORDER_REPLICATE))
   np.testing.assert_array_equal(np.asarray(augment.crop(jnp.asarray(padded))), images)
   nhwc = jnp.asarray(np.stack([images, masks], axis=-1))
-  assert augment.center_pad(nhwc).shape == (16, 128, 128, 2)
-  np.testing.assert_array_equal(np.asarray(augment.crop(augment.center_pad(nhwc))), np.asarray(nhwc))
+  assert augment.center_pad(nhwc, 128).shape == (16, 128, 128, 2)
+  np.testing.assert_array_equal(np.asarray(augment.crop(augment.center_pad(nhwc, 128))), np.asarray(nhwc))
 
 
 def test_random_pad_matches_cv2_with_its_offsets(tiles):
   images, masks = tiles
   key = jax.random.key(3)
-  out_i, out_m, (top, left) = augment.random_pad(key, jnp.asarray(images), jnp.asarray(masks),
+  out_i, out_m, (top, left) = augment.random_pad(key, jnp.asarray(images), jnp.asarray(masks), canvas=128,
                                                  return_offsets=True)
   assert out_i.shape == out_m.shape == (16, 128, 128) and out_i.dtype == jnp.uint8
-  top2, left2 = augment.pad_offsets(key, 16)
+  top2, left2 = augment.pad_offsets(key, 16, 128)
   np.testing.assert_array_equal(top, top2)
   np.testing.assert_array_equal(left, left2)
   top, left = np.asarray(top), np.asarray(left)
@@ -64,7 +66,7 @@ def test_random_pad_matches_cv2_with_its_offsets(tiles):
 
 
 def test_offsets_cover_full_range():
-  top, left = jax.jit(augment.pad_offsets, static_argnums=1)(jax.random.key(0), 20000)
+  top, left = jax.jit(augment.pad_offsets, static_argnums=(1, 2))(jax.random.key(0), 20000, 128)
   for off in (np.asarray(top), np.asarray(left)):
     assert off.min() == 0 and off.max() == 25
     counts = np.bincount(off, minlength=26)
@@ -107,11 +109,12 @@ def test_normalize():
 def test_train_augment_composes_pad_flip_normalize(tiles):
   images, masks = tiles
   key = jax.random.key(7)
-  x, y = jax.jit(augment.train_augment)(key, jnp.asarray(images), jnp.asarray(masks))
+  augment_128 = jax.jit(functools.partial(augment.train_augment, canvas=128))
+  x, y = augment_128(key, jnp.asarray(images), jnp.asarray(masks))
   assert x.shape == (16, 128, 128, 3) and x.dtype == jnp.float32
   assert y.shape == (16, 128, 128) and y.dtype == jnp.float32
   pad_key, flip_key = jax.random.split(key)
-  top, left = map(np.asarray, augment.pad_offsets(pad_key, 16))
+  top, left = map(np.asarray, augment.pad_offsets(pad_key, 16, 128))
   flags = np.asarray(augment.random_hflip(flip_key, jnp.zeros((16, 1, 1)), jnp.zeros((16, 1, 1)), True)[2])
   assert 0 < flags.sum() < 16
   for b in range(16):
@@ -122,13 +125,13 @@ def test_train_augment_composes_pad_flip_normalize(tiles):
     np.testing.assert_allclose(np.asarray(x[b]), np.repeat(want[..., None], 3, -1), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(y[b]), msk.astype(np.float32))
   assert set(np.unique(np.asarray(y))) == {0.0, 1.0}
-  x16, _ = augment.train_augment(key, jnp.asarray(images), jnp.asarray(masks), jnp.bfloat16)
+  x16, _ = augment.train_augment(key, jnp.asarray(images), jnp.asarray(masks), jnp.bfloat16, canvas=128)
   assert x16.dtype == jnp.bfloat16
 
 
 def test_eval_pad(tiles):
   images, _ = tiles
-  out = jax.jit(augment.eval_pad)(jnp.asarray(images))
+  out = jax.jit(functools.partial(augment.eval_pad, canvas=128))(jnp.asarray(images))
   assert out.shape == (16, 128, 128, 3) and out.dtype == jnp.float32
   want = np.stack([cv2.copyMakeBorder(i, 13, 14, 13, 14, cv2.BORDER_REPLICATE) for i in images])
   np.testing.assert_allclose(np.asarray(out[..., 1]), (want.astype(np.float32) - 127.5) / 127.5, atol=1e-6)

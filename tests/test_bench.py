@@ -44,10 +44,10 @@ def _lowered_gflop_per_image(name, batch=2):
   """The lowered (pre-optimisation) FLOP count of a Lovasz train step per image, from shapes only."""
   model = models.get_model(name)
   tx = optim.constant_sgd(0.01)
-  state = jax.eval_shape(lambda: steps.create_train_state(model, tx, jax.random.key(0)))
+  state = jax.eval_shape(lambda: steps.create_train_state(model, tx, jax.random.key(0), image_size=128))
   data = {k: jax.ShapeDtypeStruct((batch, 101, 101), jnp.uint8) for k in ("image", "mask")}
   weights = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
-  fn = jax.jit(functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights))
+  fn = jax.jit(functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights, canvas=128))
   return bench.flops_of(fn.lower(state, data, jax.random.key(1))) / batch / 1e9
 
 

@@ -99,7 +99,7 @@ class _SmallNet(nn.Module):
     return nn.Dense(2)(h.mean(axis=(1, 2))), logits[..., :1], logits[..., 1:]
 
 
-_KWARGS = dict(seg_loss="lovasz", loss_weights=WEIGHTS)
+_KWARGS = dict(seg_loss="lovasz", loss_weights=WEIGHTS, canvas=128)
 _alone_steps = jax.jit(functools.partial(steps.train_steps, **_KWARGS))
 
 
@@ -109,7 +109,7 @@ def test_fold_steps_equal_each_fold_alone(fold_map, highest_precision):
   them; fold 1 idles in the second call (a fold with fewer steps per epoch): each ends where train_steps
   alone on its own rows ends."""
   tx = optim.constant_sgd(0.01)
-  create = jax.jit(functools.partial(steps.create_train_state, _SmallNet(), tx))
+  create = jax.jit(functools.partial(steps.create_train_state, _SmallNet(), tx, image_size=128))
   init = [create(jax.random.key(k)) for k in (0, 1)]
   data = _tiles(24, seed=0)
   rows = np.random.default_rng(1).integers(0, 24, (2, 2, 4)).astype(np.int32)
@@ -139,7 +139,8 @@ def _final_state(config, workdir, fold):
   run = rundir.RunDir(workdir)
   latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(fold))
   abstract = jax.eval_shape(functools.partial(steps.create_train_state, models.from_config(config),
-                                              optim.constant_sgd(config.lr)), jax.random.key(0))
+                                              optim.constant_sgd(config.lr), image_size=config.input_size),
+                            jax.random.key(0))
   one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # also for states written on 2 devices
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one_device), abstract)
   epoch, state, loop = latest.restore_latest(abstract)
@@ -170,7 +171,8 @@ def _assert_same_fold(config, workdir_a, workdir_b, fold, atol=1e-5):
   cycles = lambda r: [(f, c) for f, c, _ in r.snapshots() if f == fold]
   assert cycles(ra) == cycles(rb)
   for kind in rundir.SNAPSHOT_KINDS:
-    abstract = predict.abstract_variables(models.from_config(config))  # one device, also for 2-device saves
+    # one device, also for 2-device saves
+    abstract = predict.abstract_variables(models.from_config(config), config.input_size)
     ma = checkpoints.load_snapshot(ra.snapshot_dir(fold, 0, kind), abstract)[1]
     mb = checkpoints.load_snapshot(rb.snapshot_dir(fold, 0, kind), abstract)[1]
     assert ma["epoch"] == mb["epoch"] and ma["fold"] == mb["fold"] == fold

@@ -54,7 +54,8 @@ def _final_params(config, workdir):
   run = rundir.RunDir(workdir)
   restored = checkpoints.LatestCheckpoint(run.checkpoints_dir(0))
   abstract = jax.eval_shape(functools.partial(train.steps.create_train_state, train.models.from_config(config),
-                                              optim.constant_sgd(config.lr)), jax.random.key(0))
+                                              optim.constant_sgd(config.lr), image_size=config.input_size),
+                            jax.random.key(0))
   epoch, state, _ = restored.restore_latest(abstract)
   restored.close()
   return epoch, state.params
@@ -110,6 +111,21 @@ def test_unset_model_options_compare_as_the_variants_defaults():
   recorded["head_dropout"] = 0.5  # written out explicitly by an older version: same model
   assert configlib.resume_conflicts(recorded, config) == []
   assert configlib.resume_conflicts(recorded, _with(config, head_dropout=0.0)) == [("head_dropout", 0.5, 0.0)]
+
+
+def test_a_fold_config_recorded_without_newer_keys_reads_their_defaults(tmp_path):
+  """A config.json of an older version (no input_size, no ema_decay) reads as trained: the original's
+  128 px canvas and the keys' defaults; recorded values stay."""
+  config = configlib.load_config_file(REPO / "configs" / "cpu_small.py")
+  record = json.loads(config.to_json_best_effort())
+  del record["input_size"], record["ema_decay"]
+  run = rundir.RunDir(tmp_path)
+  run.config_json(0).parent.mkdir(parents=True)
+  run.config_json(0).write_text(json.dumps(record))
+  recorded = run.fold_config(0)
+  assert set(recorded.keys()) == set(configlib.KEYS)
+  assert recorded.input_size == 128 and recorded.ema_decay == configlib.KEYS["ema_decay"].default
+  assert recorded.model == config.model and recorded.lr == config.lr
 
 
 # Case 2: the model name is checked before anything is written; run.json lost is not a blank slate.

@@ -148,10 +148,10 @@ def test_to_uint8_clips_to_percentiles_and_keeps_uint8():
   assert (segment.to_uint8(np.full((101, 101), 3.0)) == 128).all()
 
 
-def _random_variables(model, seed: int = 0):
+def _random_variables(model, size: int, seed: int = 0):
   """Random He-scaled kernels, zero biases, unit BatchNorm statistics, of the model's variable shapes
   (filled on the host: initialising through the model compiles it, which costs a minute here)."""
-  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), size=size))
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -167,7 +167,7 @@ def _random_variables(model, seed: int = 0):
 def tiny_model():
   config = configlib.load_config_file(REPO / "configs" / "tiny.py")
   config.eval_batch_size = 8
-  return config, _random_variables(models.from_config(config))
+  return config, _random_variables(models.from_config(config), config.input_size)
 
 
 def _workdir(root, tiny_model, threshold: float = 0.0) -> pathlib.Path:

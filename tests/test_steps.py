@@ -31,8 +31,8 @@ def real_tiles(mini_data_dir):
 
 def _state_and_step(seg_loss, lr):
   model = models.get_model("model_tiny")
-  state = steps.create_train_state(model, optim.constant_sgd(lr), jax.random.key(0))
-  fn = jax.jit(lambda s, b, k: steps.train_step(s, b, k, seg_loss=seg_loss, loss_weights=WEIGHTS))
+  state = steps.create_train_state(model, optim.constant_sgd(lr), jax.random.key(0), image_size=128)
+  fn = jax.jit(lambda s, b, k: steps.train_step(s, b, k, seg_loss=seg_loss, loss_weights=WEIGHTS, canvas=128))
   return state, fn
 
 
@@ -96,7 +96,8 @@ def test_device_resident_scanned_steps_equal_the_step_at_a_time_loop(real_tiles,
     for r in rows:
       loop_state, m = step(loop_state, {"image": jnp.asarray(images[r]), "mask": jnp.asarray(masks[r])}, key)
       loop_losses.append(float(m["loss"]))
-    scan = jax.jit(lambda s, d, r, k: steps.train_steps(s, d, r, k, seg_loss=seg_loss, loss_weights=WEIGHTS))
+    scan = jax.jit(lambda s, d, r, k: steps.train_steps(s, d, r, k, seg_loss=seg_loss, loss_weights=WEIGHTS,
+                                                        canvas=128))
     scan_state, metrics = scan(state, {"image": jnp.asarray(images), "mask": jnp.asarray(masks)},
                                jnp.asarray(rows), key)
   assert metrics["loss"].shape == (3,) and int(scan_state.step) == int(loop_state.step) == 3

@@ -99,7 +99,8 @@ def _final_params(workdir, config):
   assert epoch is not None
   model = models.from_config(config)
   from salt_jax import steps
-  state = steps.create_train_state(model, optim.constant_sgd(config.lr), jax.random.key(0))
+  state = steps.create_train_state(model, optim.constant_sgd(config.lr), jax.random.key(0),
+                                   image_size=config.input_size)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_put(state))
   restored, _ = ckpt.restore(epoch, abstract)
   ckpt.close()

@@ -16,24 +16,24 @@ from salt_jax.geometry import CANVAS, PAD_CENTER, PAD_TOTAL, TILE
 
 
 
-def shift_range(canvas: int = CANVAS) -> Tuple[int, int]:
+def shift_range(canvas: int) -> Tuple[int, int]:
   """(low, high) of the random shift, numpy randint semantics (high exclusive): (-13, 13) for 128, so
   top/left in [0, 25]."""
   c = geometry.pad_center(canvas)
   return -c, c
 
 
-SHIFT_RANGE = shift_range()
+SHIFT_RANGE = shift_range(CANVAS)
 
 
-def pad_offsets(key: jax.Array, batch: int, canvas: int = CANVAS) -> Tuple[jax.Array, jax.Array]:
+def pad_offsets(key: jax.Array, batch: int, canvas: int) -> Tuple[jax.Array, jax.Array]:
   """Random (top, left) pads, each (B,) int32 (for 128 in [0, 25]: 13 + U{-13..12}) per image and axis."""
   low, high = shift_range(canvas)
   shift = jax.random.randint(key, (2, batch), low, high, dtype=jnp.int32)
   return geometry.pad_center(canvas) + shift[0], geometry.pad_center(canvas) + shift[1]
 
 
-def pad_at(x: jax.Array, top: jax.Array, left: jax.Array, canvas: int = CANVAS) -> jax.Array:
+def pad_at(x: jax.Array, top: jax.Array, left: jax.Array, canvas: int) -> jax.Array:
   """Replicate-pads x (B,101,101,...) to (B,canvas,canvas,...) with content at rows top.., cols left..
 
   top, left: (B,) int. A gather with clipped index maps: out[i, j] = x[clip(i - top), clip(j - left)].
@@ -44,8 +44,8 @@ def pad_at(x: jax.Array, top: jax.Array, left: jax.Array, canvas: int = CANVAS) 
   return jax.vmap(lambda img, r, c: img[r][:, c])(x, rows, cols)
 
 
-def random_pad(key: jax.Array, images: jax.Array, masks: jax.Array, return_offsets: bool = False,
-               canvas: int = CANVAS):
+def random_pad(key: jax.Array, images: jax.Array, masks: jax.Array, *, canvas: int,
+               return_offsets: bool = False):
   """Random replicate pad (B,101,101,...) -> (B,canvas,canvas,...) of images and masks, shared offsets.
 
   Returns (images, masks), or (images, masks, (top, left)) with return_offsets.
@@ -74,7 +74,7 @@ def random_hflip(key: jax.Array, images: jax.Array, masks: jax.Array, return_fla
   return (*out, flags) if return_flags else out
 
 
-def center_pad(x: jax.Array, canvas: int = CANVAS) -> jax.Array:
+def center_pad(x: jax.Array, canvas: int) -> jax.Array:
   """Replicate centre pad (B,101,101,...) -> (B,canvas,canvas,...): for 128, 13 top/left, 14 bottom/right."""
   before, total = geometry.pad_center(canvas), geometry.pad_total(canvas)
   pad = ((0, 0), (before, total - before), (before, total - before))
@@ -93,8 +93,8 @@ def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
   return jnp.broadcast_to(x[..., None], x.shape + (3,)).astype(dtype)
 
 
-def train_augment(key: jax.Array, images: jax.Array, masks: jax.Array, dtype=jnp.float32,
-                  canvas: int = CANVAS) -> Tuple[jax.Array, jax.Array]:
+def train_augment(key: jax.Array, images: jax.Array, masks: jax.Array, dtype=jnp.float32, *,
+                  canvas: int) -> Tuple[jax.Array, jax.Array]:
   """Training input (SPEC 2.1): images uint8 (B,101,101), masks {0,1} (B,101,101) -> x (B,canvas,canvas,3)
   `dtype`, y (B,canvas,canvas) float32 in {0,1} (mask >= 0.5). Pad, then flip, then normalise."""
   pad_key, flip_key = jax.random.split(key)
@@ -103,6 +103,6 @@ def train_augment(key: jax.Array, images: jax.Array, masks: jax.Array, dtype=jnp
   return normalize(images, dtype), (masks >= 0.5).astype(jnp.float32)
 
 
-def eval_pad(images: jax.Array, dtype=jnp.float32, canvas: int = CANVAS) -> jax.Array:
+def eval_pad(images: jax.Array, dtype=jnp.float32, *, canvas: int) -> jax.Array:
   """Validation/test input: uint8 (B,101,101) -> centre-padded, normalised (B,canvas,canvas,3) `dtype`."""
   return normalize(center_pad(images, canvas), dtype)

@@ -4,7 +4,7 @@ config.
 
     model = get_model("model_34", dtype=jnp.bfloat16)
     model = from_config(config)                               # config.model, .dtype and the switches
-    variables = init_variables(model, rng)                    # {'params', 'batch_stats'}
+    variables = init_variables(model, rng, size=config.input_size)  # {'params', 'batch_stats'}
     class_logits, no_empty_logits, final_logits = model.apply(variables, images, train=False)
 """
 import dataclasses
@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from salt_jax import configlib, geometry
+from salt_jax import configlib
 from salt_jax.models.unet import HypercolumnUNet, IBNDecoderUNet, SlimHypercolumnUNet
 
 # name -> (family, default kwargs); SPEC 3.3 table for the encoders.
@@ -101,7 +101,7 @@ def _compiled_init(backend: str) -> Callable:
   return jax.jit(_init, static_argnums=(0, 2, 3), compiler_options=init_compiler_options())
 
 
-def init_variables(model: nn.Module, rng: jax.Array, batch: int = 1, size: int = geometry.CANVAS):
+def init_variables(model: nn.Module, rng: jax.Array, *, size: int, batch: int = 1):
   """Fresh {'params', 'batch_stats'} of a U-Net or an encoder: `model.init` on a zero (batch,size,size,3)
   float32 input in eval mode, `rng` seeding the 'params' and 'dropout' streams, as one compiled program
   (init_compiler_options) or, under a trace, as part of the caller's. The shapes do not depend on

@@ -38,6 +38,8 @@ import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
+from salt_jax import geometry
+
 # Classifier heads of the backbones (timm/torchvision `fc`, Cadene/timm-legacy `last_linear`): unused.
 CLASSIFIER_PREFIXES = ("fc.", "last_linear.")
 # Buffers without a Flax counterpart: BN step counters, and the running stats torch 0.3 registered on
@@ -77,11 +79,12 @@ def _flax_module_path(torch_module: str) -> Tuple[str, ...]:
 
 
 def encoder_shapes(encoder_name: str) -> Dict[str, Any]:
-  """Abstract variables ({'params', 'batch_stats'} of ShapeDtypeStruct) of the named encoder."""
+  """Abstract variables ({'params', 'batch_stats'} of ShapeDtypeStruct) of the named encoder (traced at
+  the original's canvas; the shapes do not depend on the input size)."""
   from salt_jax.models import init_variables
   from salt_jax.models.encoders import get_encoder
   model = get_encoder(encoder_name)
-  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), size=geometry.CANVAS))
 
 
 def torch_to_flax(encoder_name: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -135,10 +138,11 @@ _DECODER_RULES = {k: tuple((re.compile(p), t) for p, t in v) for k, v in _DECODE
 
 @functools.lru_cache(maxsize=None)
 def model_shapes(name: str) -> Dict[str, Any]:
-  """Abstract variables ({'params', 'batch_stats'} of ShapeDtypeStruct) of `get_model(name)`."""
+  """Abstract variables ({'params', 'batch_stats'} of ShapeDtypeStruct) of `get_model(name)` (traced at the
+  original's canvas; the shapes do not depend on the input size)."""
   from salt_jax.models import get_model, init_variables
   model = get_model(name)
-  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), size=geometry.CANVAS))
 
 
 def from_original(name: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
