@@ -140,9 +140,10 @@ def held_out(source: kaggle.DataSource, workdirs: Sequence[str], mosaics: str, o
              steps: Sequence[str]) -> Dict[str, Any]:
   """Per fold: the vote of that fold's snapshots (all models) on its validation and the test tiles, then
   the jigsaw rules with the fold's labels hidden (jigsaw.held_out). Writes the fold's post-processed test
-  masks (`fold_<k>.csv`, the pseudo labels of stage2.labels='fold') and their confidence
-  (`fold_<k>_confidence.csv`, id,confidence) to out_dir; returns each fold's rule table and the pooled one
-  (mAP over all the folds' validation tiles)."""
+  masks (`fold_<k>.csv`, the pseudo labels of stage2.labels='fold'), their confidence
+  (`fold_<k>_confidence.csv`, id,confidence) and every fold's rule table with the pooled one (`rules.csv`:
+  scripts/jigsaw_rule_effect.py's rows, "cumulative", "alone" and "not applied", fold "all" over all the
+  folds' validation tiles) to out_dir; returns the tables."""
   out_dir.mkdir(parents=True, exist_ok=True)
   tables = {}
   for fold, vote in ensemble.fold_votes(workdirs).items():
@@ -151,8 +152,11 @@ def held_out(source: kaggle.DataSource, workdirs: Sequence[str], mosaics: str, o
     submission.write_csv_atomic(pd.DataFrame({"id": vote.test.ids, "confidence": vote.test_confidence}),
                                 out_dir / f"fold_{fold}_confidence.csv")
     tables[fold] = table
+  pooled = pooled_rule_table(list(tables.values()))
+  submission.write_csv_atomic(pd.concat([t.assign(fold=str(k)) for k, t in tables.items()]
+                                        + [pooled.assign(fold="all")], ignore_index=True), out_dir / "rules.csv")
   return {"folds": {str(k): t.to_dict(orient="records") for k, t in tables.items()},
-          "pooled": pooled_rule_table(list(tables.values())).to_dict(orient="records")}
+          "pooled": pooled.to_dict(orient="records")}
 
 
 def pooled_rule_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:

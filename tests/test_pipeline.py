@@ -148,6 +148,10 @@ def test_stage_table_jigsaw_rows_equal_the_rule_effect_script(finished, mini_dat
     np.testing.assert_allclose(rows["OOF mAP"].to_numpy(), pooled[1:], rtol=0, atol=1e-12)
     np.testing.assert_allclose(rows["change"].to_numpy(), np.diff(pooled), rtol=0, atol=1e-12)
     finals[stage] = pooled[-1]
+    written = pd.read_csv(outdir / stage / "held_out" / "rules.csv", dtype={"fold": str})
+    assert set(written["fold"]) == {"0", "1", "all"}
+    everything = written[(written["fold"] == "all") & written["mode"].isin(["input", "cumulative"])]
+    np.testing.assert_allclose(everything["map"].to_numpy(), pooled, rtol=0, atol=1e-12)
   total = table[table["step"] == "pseudo-labelled stage (total)"].iloc[0]
   assert total["OOF mAP"] == pytest.approx(finals["stage2"]) and total["tiles"] == 48
   assert total["change"] == pytest.approx(finals["stage2"] - finals["stage1"])
