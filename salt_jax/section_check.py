@@ -4,7 +4,8 @@ The jigsaw mosaics that hold validation tiles of the fold are segmented whole (s
 fold's snapshots only (only the windows overlapping a validation tile run, which gives those tiles exactly
 the whole mosaic's result); every other tile of a mosaic (train tiles of the fold, test tiles) is context and
 is never scored. Each validation tile's cell is cropped out of the section mask and scored with the
-competition metric against its own mask, beside the masks `predict` gave the same tiles one by one (the
+competition metric against its own mask, and all scored tiles' pixels together give the salt pixel IoU,
+beside the masks `predict` gave the same tiles one by one (the
 fold's cycle vote of its prediction files, as `ensemble` votes them). A tile placed in a cell that an
 earlier row of the table already holds is not scored (the section shows the first, as `render` does).
 """
@@ -61,14 +62,23 @@ def tile_scores(masks: Dict[str, np.ndarray], cells: pd.DataFrame, truth: Dict[s
   return metrics.kaggle_scores(np.stack([masks[i] for i in ids]), np.stack([truth[i] for i in ids]))
 
 
+def pixel_iou(masks: Dict[str, np.ndarray], cells: pd.DataFrame, truth: Dict[str, np.ndarray]) -> float:
+  """Salt IoU over all the pixels of the tiles of `cells` together: |predicted and true| / |predicted or
+  true| (what an interpreter reads off a section; NaN when neither has salt)."""
+  pred = np.stack([masks[i] for i in cells["id"]]).astype(bool)
+  true = np.stack([truth[i] for i in cells["id"]]).astype(bool)
+  union = int(np.count_nonzero(pred | true))
+  return float(np.count_nonzero(pred & true) / union) if union else np.nan
+
+
 def score_row(method: str, scores: np.ndarray, changed: np.ndarray, reference: np.ndarray,
-              cells: pd.DataFrame) -> Dict[str, object]:
-  """One table row from per-tile scores (N,): mAP over all tiles, by neighbour count and by whether the
-  truth is empty, and the tiles whose mask differs from the reference (changed (N,) bool) with their mAP
-  before (reference scores (N,)) and after."""
+              cells: pd.DataFrame, iou: float = np.nan) -> Dict[str, object]:
+  """One table row from per-tile scores (N,): the pixel IoU over all tiles (pixel_iou), the mAP over all
+  tiles, by neighbour count and by whether the truth is empty, and the tiles whose mask differs from the
+  reference (changed (N,) bool) with their mAP before (reference scores (N,)) and after."""
   mean = lambda values, sel: float(values[sel].mean()) if sel.any() else np.nan
   neighbours, empty = cells["neighbours"].to_numpy(), cells["truth_empty"].to_numpy()
-  row = {"method": method, "tiles": len(scores), "mAP": float(scores.mean())}
+  row = {"method": method, "tiles": len(scores), "pixel IoU": iou, "mAP": float(scores.mean())}
   for name, sel in (("0-2 neighbours", neighbours <= 2), ("3-4 neighbours", neighbours >= 3),
                     ("empty truth", empty), ("salt truth", ~empty)):
     row[f"mAP {name} ({int(sel.sum())})"] = mean(scores, sel)
@@ -115,7 +125,7 @@ def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strid
   cells["predict"] = tile_scores(reference, cells, truth)
   unchanged = np.zeros(len(cells), bool)
   rows = [score_row("predict, one tile at a time", cells["predict"].to_numpy(), unchanged,
-                    cells["predict"].to_numpy(), cells)]
+                    cells["predict"].to_numpy(), cells, pixel_iou(reference, cells, truth))]
   sections = segment.mosaic_sections(source, mosaics_csv, sorted(int(m) for m in cells["mosaic_id"].unique()))
   speed = {}
   for stride in strides:
@@ -123,7 +133,7 @@ def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strid
     cells[f"stride {stride}"] = tile_scores(out["masks"], cells, truth)
     changed = np.array([not np.array_equal(out["masks"][i], reference[i]) for i in cells["id"]])
     rows.append(score_row(f"segment, stride {stride}", cells[f"stride {stride}"].to_numpy(), changed,
-                          cells["predict"].to_numpy(), cells))
+                          cells["predict"].to_numpy(), cells, pixel_iou(out["masks"], cells, truth)))
     speed[stride] = {"windows": out["windows"], "seconds": round(out["seconds"], 1),
                      "windows_per_s": round(out["windows"] / out["seconds"], 2)}
   table = pd.DataFrame(rows)

@@ -361,6 +361,20 @@ def test_outputs_already_in_out_stop_a_second_run_unless_overwrite(tmp_path, tin
   assert mask.shape == (120, 130) and set(np.unique(mask)) == {0, 255}
 
 
+def test_pixel_iou_pools_every_scored_pixel():
+  from salt_jax import section_check
+  cells = pd.DataFrame({"id": ["a", "b"]})
+  a, b = np.zeros((101, 101), np.uint8), np.zeros((101, 101), np.uint8)
+  a[:10, :10] = 1                      # 100 true pixels, 50 of them predicted
+  pred_a = a.copy()
+  pred_a[:5] = 0
+  pred_b = b.copy()
+  pred_b[50:60, 50:55] = 1             # 50 false pixels on an empty tile
+  iou = section_check.pixel_iou({"a": pred_a, "b": pred_b}, cells, {"a": a, "b": b})
+  assert iou == pytest.approx(50 / (100 + 50))
+  assert np.isnan(section_check.pixel_iou({"a": b, "b": b}, cells, {"a": b, "b": b}))
+
+
 def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path, tiny_model, mini_data_dir):
   """section_check end to end on real tiles: a mosaic of 12 train tiles, a random snapshot, its predict
   masks; at stride 101 the validation tiles cropped from the section are exactly predict's."""
@@ -384,4 +398,5 @@ def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path,
   assert table["method"].tolist() == ["predict, one tile at a time", "segment, stride 101"]
   assert table["tiles"].tolist() == [6, 6]
   assert table["tiles changed"].tolist() == [0, 0] and table["mAP"].iloc[0] == table["mAP"].iloc[1]
+  assert table["pixel IoU"].iloc[0] == table["pixel IoU"].iloc[1]
   assert table.attrs["speed"][101]["windows"] == 6 and table.attrs["mosaics"] == 1  # the scored cells
