@@ -29,7 +29,8 @@ statuses:
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
-printed. On the console, other libraries' INFO lines are dropped unless `--verbosity=1` (quiet_libraries).
+printed. On the console, other libraries' INFO lines are dropped unless `--verbosity=1`; `--log_dir=DIR` keeps
+every line in DIR/<prog>.log (route_logs).
 Given `argv` (the arguments after the program name), `run` runs the program in this process as a
 shell would (tests): its flags exist for that call only, and `main`'s result is returned.
 """
@@ -67,7 +68,7 @@ def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[]
   refused, commands = REFUSED + tuple(errors), tuple(commands)
   if argv is None:
     def program(args):
-      quiet_libraries()
+      route_logs(prog)
       _call(main, args, prog, refused, commands)  # app.run passes what main returns to sys.exit
     app.run(program, flags_parser=configlib.parse_flags)
   try:
@@ -85,15 +86,20 @@ def _ours_or_warning(record: logging.LogRecord) -> bool:
   return record.levelno >= logging.WARNING or os.path.abspath(record.pathname).startswith(PACKAGE_DIRS)
 
 
-def quiet_libraries() -> None:
-  """On the console, drops the INFO lines of other libraries (orbax's checkpoint phases, JAX's backend
-  probe) unless --verbosity asks for them (>= 1); this package's INFO lines, every warning and error, and
-  everything absl writes to a --log_dir file stay."""
-  if flags.FLAGS.verbosity >= 1 or flags.FLAGS.log_dir:
-    return
-  handler = absl_logging.get_absl_handler()
-  if _ours_or_warning not in handler.filters:
-    handler.addFilter(_ours_or_warning)
+def route_logs(prog: str) -> None:
+  """The console drops other libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) unless
+  --verbosity asks for them (>= 1); this package's INFO lines, every warning and error stay. With absl's
+  --log_dir, every line also goes to <log_dir>/<prog>.log, unfiltered."""
+  if flags.FLAGS.log_dir:
+    path = pathlib.Path(flags.FLAGS.log_dir) / f"{prog.replace('/', '_')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(absl_logging.PythonFormatter())
+    logging.getLogger().addHandler(handler)
+  if flags.FLAGS.verbosity < 1:
+    console = absl_logging.get_absl_handler()
+    if _ours_or_warning not in console.filters:
+      console.addFilter(_ours_or_warning)
 
 
 def _call(main, argv: Sequence[str], prog: str, refused, commands: Tuple[str, ...]) -> Any:

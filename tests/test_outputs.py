@@ -93,7 +93,7 @@ def test_the_command_lines_refuse_with_exit_1_and_one_line(tmp_path, mini_data_d
 
 def test_console_keeps_our_lines_and_drops_library_info_unless_verbosity(tiny_run, tmp_path):
   """A program's console shows this package's INFO lines but not orbax's checkpoint phases or JAX's backend
-  probe; --verbosity=1 brings them back."""
+  probe; --verbosity=1 brings them back; --log_dir keeps every line in <log_dir>/<prog>.log."""
   import shutil
   _, workdir, _ = tiny_run
   copy = tmp_path / "run"
@@ -107,3 +107,8 @@ def test_console_keeps_our_lines_and_drops_library_info_unless_verbosity(tiny_ru
   assert not [l for l in lines if "[process=0]" in l or "checkpointer.py" in l or "xla_bridge.py" in l]
   loud = subprocess.run(cmd + ["--verbosity=1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert loud.returncode == 0 and "[process=0]" in loud.stderr
+  kept = subprocess.run(cmd + [f"--log_dir={tmp_path / 'logs'}"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert kept.returncode == 0 and "[process=0]" not in kept.stderr
+  log = (tmp_path / "logs" / "salt_jax.predict.log").read_text()
+  assert "[process=0]" in log and "validation mAP" in log
