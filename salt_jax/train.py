@@ -29,12 +29,13 @@ def load_weights(config) -> Dict[str, Any]:
   """{"pretrained": encoder variables, "init_from": whole-model variables} of the weight files the config
   names, read and checked before anything is written (one ConfigError line for a bad file). A salt_jax
   snapshot folder as init_from fine-tunes that snapshot (its recorded model must be config.model)."""
-  if not (config.pretrained or config.init_from):
-    return {}
-  if config.init_from and os.path.isdir(config.init_from):
-    return dict(_snapshot_weights(config), **({"pretrained": _torch_weights(config, "pretrained")}
-                                              if config.pretrained else {}))
-  return {key: _torch_weights(config, key) for key in ("pretrained", "init_from") if config[key]}
+  weights = {}
+  if config.pretrained:
+    weights["pretrained"] = _torch_weights(config, "pretrained")
+  if config.init_from:
+    weights["init_from"] = (_snapshot_weights(config) if os.path.isdir(config.init_from)
+                            else _torch_weights(config, "init_from"))
+  return weights
 
 
 def _torch_weights(config, key: str) -> Any:
@@ -43,7 +44,7 @@ def _torch_weights(config, key: str) -> Any:
 
 
 def _snapshot_weights(config) -> Dict[str, Any]:
-  """{"init_from": variables} of the salt_jax snapshot folder config.init_from."""
+  """{"params", "batch_stats"} of the salt_jax snapshot folder config.init_from."""
   try:
     meta = checkpoints.snapshot_meta(config.init_from)
     if meta.get("model") != config.model:
@@ -55,7 +56,7 @@ def _snapshot_weights(config) -> Dict[str, Any]:
                                                                 "batch_stats": shapes.get("batch_stats", {})})
   except rundir.WorkdirError as e:
     raise configlib.ConfigError(f"config.init_from: {e}") from None
-  return {"init_from": variables}
+  return variables
 
 
 def with_weights(state, weights: Dict[str, Any]):
