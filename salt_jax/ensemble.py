@@ -115,17 +115,17 @@ def fold_votes(workdirs: Sequence[str], kind: str = "max_map") -> Dict[int, Fold
   """{fold: FoldVote}: per fold, the snapshots of that fold in all `workdirs` vote. Each fold's models saw
   none of its validation tiles, so these votes (and rules applied to them with the fold's tiles unknown)
   are out of fold, and the test votes are free of the fold's validation labels."""
-  grouped: Dict[int, List[Dict]] = {}
+  by_fold: Dict[int, List[pathlib.Path]] = {}
   for wd in workdirs:
     for path in prediction_files(wd, kind):
-      pred = predict.load_prediction(path)
-      grouped.setdefault(int(pred["meta"]["fold"]), []).append(pred)
+      by_fold.setdefault(int(predict.prediction_meta(path)["fold"]), []).append(path)
   out = {}
-  for fold, preds in sorted(grouped.items()):
+  for fold, paths in sorted(by_fold.items()):  # one fold's predictions in memory at a time
     valid, test = Votes(), Votes()
     conf_sum: Dict[str, float] = {}
     conf_n: Dict[str, int] = {}
-    for pred in preds:
+    for path in paths:
+      pred = predict.load_prediction(path)
       valid.add(pred["valid_ids"], snapshot_scores(pred, "vote", "valid"))
       test.add(pred["test_ids"], snapshot_scores(pred, "vote"))
       for i, c in zip(pred["test_ids"], pred.get("test_confidence", ())):
