@@ -40,6 +40,7 @@ SAMPLE_FORMATS = {1: ("4-byte IBM float", 4), 2: ("4-byte signed integer", 4), 3
 # Codes SEG-Y rev 2 defines that segyio cannot read.
 UNREADABLE_FORMATS = {4: "4-byte fixed point with gain", 7: "3-byte signed integer",
                       15: "3-byte unsigned integer"}
+_HEADERS = 3600                    # the text and binary headers
 _FORMAT_BYTES = slice(3224, 3226)  # the binary header's sample format code (file bytes 3225-3226)
 
 
@@ -82,8 +83,8 @@ def format_code(path: pathlib.Path) -> Tuple[str, int]:
   """(byte order 'big' or 'little', sample format code): the order in which the binary header's code is a
   SEG-Y format; SegyError naming the file when neither is, or the file is shorter than its headers."""
   with open(path, "rb") as f:
-    head = f.read(_FORMAT_BYTES.stop)
-  if len(head) < _FORMAT_BYTES.stop:
+    head = f.read(_HEADERS)
+  if len(head) < _HEADERS:
     raise SegyError(f"{path}: not a readable SEG-Y file ({len(head)} bytes, shorter than its 3,600-byte headers)")
   codes = {order: int.from_bytes(head[_FORMAT_BYTES], order) for order in ("big", "little")}
   for order, code in codes.items():
