@@ -9,10 +9,15 @@ several crosslines that do not make a complete grid (a missing trace, a truncate
 positions) the file is refused. Both are seen as a cube (inlines, crosslines, samples); a 2-D line is one
 inline of `n_traces` crosslines (its trace indices).
 
-The output is a copy of the source file (text, binary and trace headers byte for byte) whose trace samples
-are overwritten, as segyio recommends. The samples are written as 4-byte IEEE floats (binary header sample
-format 5); since the copy keeps every trace's size, only sources with 4-byte samples are taken (formats 1,
-IBM float; 2, 32-bit integer; 5, IEEE float). Big-endian files only (the standard; segyio's default).
+Samples may be in any format segyio reads (SAMPLE_FORMATS: 1-, 2-, 4- and 8-byte integers and floats),
+big-endian (the standard) or little-endian: the byte order is read from the binary header's sample format
+code, which is valid in one order only.
+
+The output holds the result as 4-byte IEEE floats (binary header sample format 5) in the source's byte
+order. For a source with 4-byte samples it is a copy of the file (text, binary and trace headers byte for
+byte) whose trace samples are overwritten, as segyio recommends; other sample sizes change the traces'
+length, so segyio creates the file with the source's size and its text, binary and trace headers are
+copied over.
 """
 import dataclasses
 import pathlib
@@ -26,9 +31,17 @@ SUFFIXES = (".sgy", ".segy")
 DEFAULT_ILINE_BYTE = 189
 DEFAULT_XLINE_BYTE = 193
 IEEE_FLOAT = 5
-FOUR_BYTE_FORMATS = {1: "4-byte IBM float", 2: "4-byte signed integer", IEEE_FLOAT: "4-byte IEEE float"}
-FORMAT_NAMES = {3: "2-byte signed integer", 4: "4-byte fixed point with gain", 6: "8-byte IEEE float",
-                8: "1-byte signed integer", **FOUR_BYTE_FORMATS}
+# Binary header sample format code -> (name, bytes per sample): the formats segyio reads.
+SAMPLE_FORMATS = {1: ("4-byte IBM float", 4), 2: ("4-byte signed integer", 4), 3: ("2-byte signed integer", 2),
+                  IEEE_FLOAT: ("4-byte IEEE float", 4), 6: ("8-byte IEEE float", 8),
+                  8: ("1-byte signed integer", 1), 9: ("8-byte signed integer", 8),
+                  10: ("4-byte unsigned integer", 4), 11: ("2-byte unsigned integer", 2),
+                  12: ("8-byte unsigned integer", 8), 16: ("1-byte unsigned integer", 1)}
+# Codes SEG-Y rev 2 defines that segyio cannot read.
+UNREADABLE_FORMATS = {4: "4-byte fixed point with gain", 7: "3-byte signed integer",
+                      15: "3-byte unsigned integer"}
+_HEADERS = 3600                    # the text and binary headers
+_FORMAT_BYTES = slice(3224, 3226)  # the binary header's sample format code (file bytes 3225-3226)
 
 
 class SegyError(ValueError):
@@ -47,6 +60,7 @@ class Volume:
   iline_byte: int
   xline_byte: int
   is_3d: bool
+  endian: str = "big"
 
   @property
   def shape(self) -> Tuple[int, int, int]:
@@ -57,12 +71,27 @@ class Volume:
     """The file (or a copy of it at `path`) opened by segyio with this geometry."""
     target = str(self.path if path is None else path)
     if self.is_3d:
-      return segyio.open(target, mode, iline=self.iline_byte, xline=self.xline_byte)
-    return segyio.open(target, mode, ignore_geometry=True)
+      return segyio.open(target, mode, iline=self.iline_byte, xline=self.xline_byte, endian=self.endian)
+    return segyio.open(target, mode, ignore_geometry=True, endian=self.endian)
 
 
 def _segyio_message(e: Exception) -> str:
   return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+
+
+def format_code(path: pathlib.Path) -> Tuple[str, int]:
+  """(byte order 'big' or 'little', sample format code): the order in which the binary header's code is a
+  SEG-Y format; SegyError naming the file when neither is, or the file is shorter than its headers."""
+  with open(path, "rb") as f:
+    head = f.read(_HEADERS)
+  if len(head) < _HEADERS:
+    raise SegyError(f"{path}: not a readable SEG-Y file ({len(head)} bytes, shorter than its 3,600-byte headers)")
+  codes = {order: int.from_bytes(head[_FORMAT_BYTES], order) for order in ("big", "little")}
+  for order, code in codes.items():
+    if code in SAMPLE_FORMATS or code in UNREADABLE_FORMATS:
+      return order, code
+  raise SegyError(f"{path}: not a readable SEG-Y file (its sample format code reads {codes['big']} big-endian "
+                  f"and {codes['little']} little-endian; neither is a SEG-Y format)")
 
 
 def open_volume(path, iline_byte: int = DEFAULT_ILINE_BYTE, xline_byte: int = DEFAULT_XLINE_BYTE) -> Volume:
@@ -70,27 +99,27 @@ def open_volume(path, iline_byte: int = DEFAULT_ILINE_BYTE, xline_byte: int = DE
   path = pathlib.Path(path)
   if not path.is_file():
     raise SegyError(f"{path}: no such file")
+  endian, fmt = format_code(path)
+  if fmt not in SAMPLE_FORMATS:
+    raise SegyError(f"{path}: sample format {fmt} ({UNREADABLE_FORMATS[fmt]}) is not supported; segment reads "
+                    f"formats {', '.join(map(str, SAMPLE_FORMATS))} (segyio's)")
   try:
-    with segyio.open(str(path), iline=iline_byte, xline=xline_byte) as f:
+    with segyio.open(str(path), iline=iline_byte, xline=xline_byte, endian=endian) as f:
       ilines, xlines, offsets = f.ilines, f.xlines, f.offsets
   except (RuntimeError, ValueError, IndexError, KeyError):  # no regular geometry: read it as traces
     ilines = xlines = offsets = None
   try:
-    with segyio.open(str(path), ignore_geometry=True) as f:
-      fmt, n_samples, n_traces = int(f.bin[segyio.BinField.Format]), len(f.samples), f.tracecount
+    with segyio.open(str(path), ignore_geometry=True, endian=endian) as f:
+      n_samples, n_traces = len(f.samples), f.tracecount
       headers = f.attributes(iline_byte)[:], f.attributes(xline_byte)[:]
   except (RuntimeError, ValueError, IndexError, KeyError, OSError) as e:
     raise SegyError(f"{path}: not a readable SEG-Y file (segyio: {_segyio_message(e)})") from e
-  if fmt not in FOUR_BYTE_FORMATS:
-    name = FORMAT_NAMES.get(fmt, "unknown")
-    raise SegyError(f"{path}: sample format {fmt} ({name}) is not supported; segment reads and writes 4-byte "
-                    f"samples (formats {', '.join(f'{k} {v}' for k, v in FOUR_BYTE_FORMATS.items())})")
   if offsets is not None and len(offsets) > 1:
     raise SegyError(f"{path}: {len(offsets)} offsets per trace position; segment reads post-stack data")
   if n_traces == 0 or n_samples == 0:
     raise SegyError(f"{path}: {n_traces} traces of {n_samples} samples; nothing to segment")
   common = dict(path=path, n_samples=n_samples, sample_format=fmt, iline_byte=iline_byte,
-                xline_byte=xline_byte)
+                xline_byte=xline_byte, endian=endian)
   if ilines is not None and len(ilines) > 1 and len(xlines) > 1:
     return Volume(ilines=np.asarray(ilines), xlines=np.asarray(xlines), is_3d=True, **common)
   n_il, n_xl = (len(np.unique(h)) for h in headers)
@@ -124,7 +153,7 @@ def select(volume: Volume, inlines: Optional[Tuple[int, int]] = None,
 # Reads go through segyio's buffered file reads, not f.mmap(): a memory map would add the file's pages to
 # the process's resident memory beside the copies read out of it.
 def all_traces(volume: Volume) -> np.ndarray:
-  """(n_traces, n_samples) the whole file's samples as segyio decodes them (float32 or int32), one copy."""
+  """(n_traces, n_samples) the whole file's samples as segyio decodes them (SAMPLE_FORMATS' types), one copy."""
   with volume.open() as f:
     return f.trace.raw[:]
 
@@ -145,10 +174,13 @@ def write_like(volume: Volume, target, values: np.ndarray, il_index: np.ndarray,
   if values.shape != (len(il_index), len(xl_index), volume.n_samples):
     raise ValueError(f"values {values.shape} do not match the selection "
                      f"{(len(il_index), len(xl_index), volume.n_samples)}")
-  shutil.copyfile(volume.path, target)
-  if volume.sample_format != IEEE_FLOAT:
-    with segyio.open(str(target), "r+", ignore_geometry=True) as g:
-      g.bin.update({segyio.BinField.Format: IEEE_FLOAT})  # same 4 bytes per sample: trace sizes unchanged
+  if SAMPLE_FORMATS[volume.sample_format][1] == 4:
+    shutil.copyfile(volume.path, target)
+    if volume.sample_format != IEEE_FLOAT:
+      with segyio.open(str(target), "r+", ignore_geometry=True, endian=volume.endian) as g:
+        g.bin.update({segyio.BinField.Format: IEEE_FLOAT})  # same 4 bytes per sample: trace sizes unchanged
+  else:
+    _create_float_copy(volume, target)
   where = {int(i): k for k, i in enumerate(il_index)}
   with volume.open("r+", target) as g:  # reopened: segyio encodes the samples in the file's new format
     for i, il in enumerate(volume.ilines):
@@ -160,3 +192,21 @@ def write_like(volume: Volume, target, values: np.ndarray, il_index: np.ndarray,
       else:
         for t in range(len(row)):
           g.trace[t] = row[t]
+
+
+def _create_float_copy(volume: Volume, target) -> None:
+  """Creates at `target` the source's layout with 4-byte IEEE float samples (zero): its text, extended
+  text, binary and trace headers, in its byte order (segyio.create, then the headers assigned)."""
+  with segyio.open(str(volume.path), ignore_geometry=True, endian=volume.endian) as src:
+    spec = segyio.spec()
+    spec.samples, spec.tracecount, spec.format = src.samples, src.tracecount, IEEE_FLOAT
+    spec.ext_headers, spec.endian = src.ext_headers, volume.endian
+    with segyio.create(str(target), spec) as dst:
+      for i in range(1 + src.ext_headers):
+        dst.text[i] = src.text[i]
+      dst.bin = src.bin
+      dst.bin.update({segyio.BinField.Format: IEEE_FLOAT})
+      dst.header = src.header
+      zeros = np.zeros(len(src.samples), np.float32)
+      for t in range(src.tracecount):
+        dst.trace[t] = zeros

@@ -15,11 +15,12 @@ from test_segment import _FakeRunner, _contextual, _real_tiles, _run, _workdir, 
 N_SAMPLES = 110
 
 
-def _write_segy(path, traces, ilxl, fmt=segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE):
+def _write_segy(path, traces, ilxl, fmt=segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE, endian="big"):
   """A SEG-Y file of (n, n_samples) traces with the (inline, crossline) numbers ilxl at bytes 189/193, a
   CDP number per trace, a text header and a 4 ms sample interval."""
   spec = segyio.spec()
   spec.samples, spec.format, spec.tracecount = list(range(traces.shape[1])), int(fmt), len(traces)
+  spec.endian = endian
   with segyio.create(str(path), spec) as f:
     f.text[0] = segyio.tools.create_text_header({1: "salt_jax test volume", 2: str(pathlib.Path(path).name)})
     f.bin.update({segyio.BinField.Interval: 4000, segyio.BinField.SortingCode: 2})
@@ -50,9 +51,10 @@ def _real_cube(data_dir, n_il, n_xl):
   return cube
 
 
-def _cube_file(path, cube, ilines, xlines, fmt=segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE):
+def _cube_file(path, cube, ilines, xlines, fmt=segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE, endian="big",
+               amplitudes=_amplitudes):
   ilxl = [(il, xl) for il in ilines for xl in xlines]
-  return _write_segy(path, _amplitudes(cube).reshape(-1, cube.shape[2]), ilxl, fmt)
+  return _write_segy(path, amplitudes(cube).reshape(-1, cube.shape[2]), ilxl, fmt, endian)
 
 
 def _headers(path, **kw):
@@ -65,10 +67,10 @@ def _traces(path):
     return f.trace.raw[:], f.format
 
 
-def _check_copy_of(source, output, formatted):
+def _check_copy_of(source, output, formatted, endian="big"):
   """The output has the source's text header, binary header (format 5) and trace headers."""
-  text, binary, headers = _headers(source)
-  out_text, out_binary, out_headers = _headers(output)
+  text, binary, headers = _headers(source, endian=endian)
+  out_text, out_binary, out_headers = _headers(output, endian=endian)
   assert out_text == text and out_headers == headers
   assert out_binary.pop(segyio.BinField.Format) == segy.IEEE_FLOAT
   assert binary.pop(segyio.BinField.Format) == formatted and out_binary == binary
@@ -183,8 +185,10 @@ def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_
   (bad / "text.sgy").write_bytes(b"not a seg-y file\n" * 400)
   (bad / "cut.sgy").write_bytes(good.read_bytes()[:-100])
   flat = _amplitudes(cube).reshape(-1, N_SAMPLES)
-  int16 = _write_segy(bad / "int16.sgy", flat[:150].astype(np.int16), [(0, 0)] * 150,
-                      segyio.SegySampleFormat.SIGNED_SHORT_2_BYTE)
+  fixed = _write_segy(bad / "fixed.sgy", flat[:150], [(0, 0)] * 150,
+                      segyio.SegySampleFormat.FIXED_POINT_WITH_GAIN_4_BYTE)
+  (bad / "code.sgy").write_bytes(good.read_bytes()[:3224] + b"\x00\x00" + good.read_bytes()[3226:])
+  (bad / "short.sgy").write_bytes(good.read_bytes()[:3000])
   holes = [(il, xl) for il in ILINES for xl in XLINES][:-1]
   _write_segy(bad / "holes.sgy", flat[:-1], holes)
   nan = flat[:150].copy()
@@ -198,8 +202,13 @@ def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_
       "not a SEG-Y": ([f"--input={bad / 'text.sgy'}"], f"{bad / 'text.sgy'}: not a readable SEG-Y file"),
       "truncated": ([f"--input={bad / 'cut.sgy'}"], f"{bad / 'cut.sgy'}: not a readable SEG-Y file "
                     "(segyio: trace count inconsistent with file size"),
-      "2-byte samples": ([f"--input={int16}"], f"{int16}: sample format 3 (2-byte signed integer) is not "
-                         "supported"),
+      "no format code": ([f"--input={bad / 'code.sgy'}"], f"{bad / 'code.sgy'}: not a readable SEG-Y file "
+                         "(its sample format code reads 0 big-endian and 0 little-endian; neither is a SEG-Y "
+                         "format)"),
+      "headers cut": ([f"--input={bad / 'short.sgy'}"], f"{bad / 'short.sgy'}: not a readable SEG-Y file "
+                      "(3000 bytes, shorter than its 3,600-byte headers)"),
+      "fixed point": ([f"--input={fixed}"], f"{fixed}: sample format 4 (4-byte fixed point with gain) is not "
+                      "supported; segment reads formats 1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 16 (segyio's)"),
       "irregular": ([f"--input={bad / 'holes.sgy'}"], f"{bad / 'holes.sgy'}: the traces' inline and "
                     "crossline numbers (bytes 189, 193) do not form a complete sorted grid (4 inlines x 150 "
                     "crosslines for 599 traces)"),
@@ -230,3 +239,30 @@ def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_
     _run([f"--workdirs={fake_model}", f"--input={tmp_path / 'x.png'}", f"--out={tmp_path / 'o'}",
           "--sections=both"])
   assert info.value.code == 2 and "--sections applies to a SEG-Y --input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt, endian, amplitudes", [
+    (segyio.SegySampleFormat.SIGNED_SHORT_2_BYTE, "little", lambda g: (g.astype(np.int16) - 128) * 32),
+    (segyio.SegySampleFormat.SIGNED_CHAR_1_BYTE, "big", lambda g: (g.astype(np.int16) - 128).astype(np.int8)),
+    (segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE, "little", _amplitudes),
+])
+def test_narrow_samples_and_little_endian_files(tmp_path, data_dir, fake_model, fmt, endian, amplitudes):
+  """1- and 2-byte samples and little-endian files read as the same cube as a big-endian float file of the
+  same section, and are written as float32 in the source's byte order with its headers trace for trace."""
+  cube = _real_cube(data_dir, len(ILINES), len(XLINES))
+  reference = _cube_file(tmp_path / "ref.sgy", cube, ILINES, XLINES)
+  source = _cube_file(tmp_path / "v.sgy", cube, ILINES, XLINES, fmt, endian, amplitudes)
+  volume = segy.open_volume(source)
+  assert (volume.endian, volume.sample_format, volume.is_3d) == (endian, int(fmt), True)
+  full = segment.volume_cube(volume, *segy.select(volume), *segment.volume_range(volume, (0, 100)))
+  np.testing.assert_array_equal(full, cube)  # an exact linear map of the grey levels in every format
+  for path in (reference, source):
+    _run([f"--workdirs={fake_model}", f"--input={path}", f"--out={tmp_path / 'out'}", "--stride=101",
+          "--clip_percentiles=0,100"])
+  output = tmp_path / "out" / "v_probs.sgy"
+  _check_copy_of(source, output, int(fmt), endian)
+  with segyio.open(str(output), endian=endian) as g, segyio.open(str(tmp_path / "out" / "ref_probs.sgy")) as r:
+    assert str(g.format) == "4-byte IEEE float"
+    np.testing.assert_array_equal(g.ilines, ILINES)
+    np.testing.assert_array_equal(segyio.tools.cube(g), segyio.tools.cube(r))
+  assert segy.format_code(output) == (endian, segy.IEEE_FLOAT)
