@@ -55,6 +55,32 @@ def test_axis_windows_cover_the_section_with_the_documented_padding():
   starts, before, after = sections.axis_windows(5 * TILE, TILE)
   np.testing.assert_array_equal(starts, np.arange(5) * TILE)
   assert (before, after) == (0, 0)
+  # A phase shifts every window back: at stride 101, phase 50, each window holds the last 50 rows of one
+  # tile and the first 51 of the next, and the windows still tile the padded axis without overlap.
+  starts, before, after = sections.axis_windows(5 * TILE, TILE, phase=50)
+  np.testing.assert_array_equal(starts, np.arange(6) * TILE)
+  assert (before, after) == (50, 51)
+  for stride, phase in ((50, 49), (13, 7), (1, 0)):
+    starts, before, after = sections.axis_windows(257, stride, phase=phase)
+    assert before == (TILE - stride) // 2 + phase and starts[-1] + TILE == before + 257 + after
+  with pytest.raises(ValueError, match="phase must be between 0 and stride - 1 = 49, got 50"):
+    sections.axis_windows(257, 50, phase=50)
+
+
+def test_a_phase_keeps_the_stitching_exact_and_moves_the_windows_across_tile_borders():
+  rng = np.random.default_rng(2)
+  section = rng.integers(0, 256, (2 * TILE, 3 * TILE), dtype=np.uint8)
+  for stride, phase in ((TILE, 50), (50, 20), (37, 36)):
+    lay = sections.layout(section.shape, stride, phase=phase)
+    padded = sections.pad(section, lay)
+    np.testing.assert_array_equal(sections.blend(padded, lay, _pointwise, 64), _pointwise(section[None])[0])
+  lay = sections.layout(section.shape, TILE, phase=50)
+  assert lay.n_windows == 3 * 4 and lay.pads == ((50, 51), (50, 51))
+  # No window is a tile, and the contextual model's result differs from the per-tile one.
+  per_tile = sections.blend(sections.pad(section, sections.layout(section.shape, TILE)),
+                            sections.layout(section.shape, TILE), _contextual, 8)
+  shifted = sections.blend(sections.pad(section, lay), lay, _contextual, 8)
+  assert not np.array_equal(per_tile, shifted)
 
 
 def test_stride_tile_on_a_section_of_tiles_gives_each_tile_its_own_prediction():
