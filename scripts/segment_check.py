@@ -41,10 +41,13 @@ def main(argv) -> pd.DataFrame:
   for what in ("out", "tiles_out"):
     if FLAGS[what].value:
       fileio.check_writable(FLAGS[what].value, f"--{what}")
+  phases = [int(p) for p in FLAGS.phases]
+  if min(phases) < 0:
+    raise ValueError(f"--phases must be >= 0, got {min(phases)}")
   source = kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir)
   table = section_check.fold_check(FLAGS.workdir, FLAGS.fold, source, FLAGS.mosaics,
                                    [int(s) for s in FLAGS.strides], FLAGS.kind, FLAGS.batch_size,
-                                   [int(p) for p in FLAGS.phases])
+                                   phases)
   print(f"fold {FLAGS.fold}: validation tiles in {table.attrs['mosaics']} mosaics")
   print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   print(json.dumps({"speed": table.attrs["speed"]}))

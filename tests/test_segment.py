@@ -63,6 +63,9 @@ def test_axis_windows_cover_the_section_with_the_documented_padding():
   for stride, phase in ((50, 49), (13, 7), (1, 0)):
     starts, before, after = sections.axis_windows(257, stride, phase=phase)
     assert before == (TILE - stride) // 2 + phase and starts[-1] + TILE == before + 257 + after
+    assert (TILE - stride) // 2 <= after < (TILE - stride) // 2 + stride  # no window past the need
+  starts, before, after = sections.axis_windows(152, TILE, phase=50)  # every window holds section pixels
+  assert (len(starts), before, after) == (2, 50, 0)
   with pytest.raises(ValueError, match="phase must be between 0 and stride - 1 = 49, got 50"):
     sections.axis_windows(257, 50, phase=50)
 
@@ -420,9 +423,13 @@ def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path,
   mosaics = pd.DataFrame({"id": ids, "mosaic_id": 0, "x": np.arange(12) % 4, "y": np.arange(12) // 4})
   mosaics.to_csv(tmp_path / "mosaics.csv", index=False)
   table = section_check.fold_check(str(workdir), 0, source, tmp_path / "mosaics.csv", strides=(101,),
-                                   batch_size=8)
-  assert table["method"].tolist() == ["predict, one tile at a time", "segment, stride 101"]
-  assert table["tiles"].tolist() == [6, 6]
-  assert table["tiles changed"].tolist() == [0, 0] and table["mAP"].iloc[0] == table["mAP"].iloc[1]
+                                   batch_size=8, phases=(0, 50))
+  assert table["method"].tolist() == ["predict, one tile at a time", "segment, stride 101",
+                                      "segment, stride 101, phase 50"]
+  assert table["tiles"].tolist() == [6, 6, 6]
+  assert table["tiles changed"].tolist()[:2] == [0, 0] and table["mAP"].iloc[0] == table["mAP"].iloc[1]
   assert table["pixel IoU"].iloc[0] == table["pixel IoU"].iloc[1]
-  assert table.attrs["speed"][101]["windows"] == 6 and table.attrs["mosaics"] == 1  # the scored cells
+  assert table.attrs["speed"]["stride 101"]["windows"] == 6 and table.attrs["mosaics"] == 1  # scored cells
+  # phase 50: windows span rows [-50, 51), [51, 152), [152, 253) and 5 columns from -50; the 6 cells (row 0:
+  # columns 0-3, row 1: columns 0-1 of the 3 x 4 mosaic) touch 5 + 5 + 3 of them
+  assert table.attrs["speed"]["stride 101, phase 50"]["windows"] == 13
