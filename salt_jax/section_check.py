@@ -89,7 +89,7 @@ def score_row(method: str, scores: np.ndarray, changed: np.ndarray, reference: n
 
 
 def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells: pd.DataFrame,
-                  stride: int, kind: str, batch_size: Optional[int]) -> Dict[str, object]:
+                  stride: int, kind: str, batch_size: Optional[int], phase: int = 0) -> Dict[str, object]:
   """{"masks": {id: mask}, "windows", "seconds"} of the fold's snapshots voted on every section.
 
   Only the windows that overlap a scored cell run: the cells get exactly the whole section's masks.
@@ -101,17 +101,20 @@ def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells
     for item in sections:
       section = item.load()
       here = cells[cells["mosaic_id"] == int(item.name.split("_")[1])]
-      result = segment.segment_section(section, snaps, runner, stride, needed=cell_mask(section.shape, here))
+      result = segment.segment_section(section, snaps, runner, stride, needed=cell_mask(section.shape, here),
+                                       phase=phase)
       masks.update(crop_cells(result.mask, here))
       windows += result.windows * len(snaps[0])
   return {"masks": masks, "windows": windows, "seconds": time.perf_counter() - t0}
 
 
 def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strides: Sequence[int] = (101, 50),
-               kind: str = "max_map", batch_size: Optional[int] = None) -> pd.DataFrame:
-  """The table: predict's per-tile masks, then the mosaic sections at each stride, on the fold's validation
-  tiles that lie in mosaics (attrs: "mosaics" count, each stride's windows and seconds, and "tiles", the
-  per-tile scores)."""
+               kind: str = "max_map", batch_size: Optional[int] = None,
+               phases: Sequence[int] = (0,)) -> pd.DataFrame:
+  """The table: predict's per-tile masks, then the mosaic sections at each stride and window phase (the
+  phases below the stride; phase 50 at stride 101: windows across the tile borders, none overlapping), on
+  the fold's validation tiles that lie in mosaics (attrs: "mosaics" count, each row's windows and seconds,
+  and "tiles", the per-tile scores)."""
   run = rundir.RunDir(workdir)
   config = run.fold_config(fold)
   train = source.train(verify_rle=False)
@@ -128,14 +131,15 @@ def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strid
                     cells["predict"].to_numpy(), cells, pixel_iou(reference, cells, truth))]
   sections = segment.mosaic_sections(source, mosaics_csv, sorted(int(m) for m in cells["mosaic_id"].unique()))
   speed = {}
-  for stride in strides:
-    out = segment_cells(workdir, fold, sections, cells, stride, kind, batch_size)
-    cells[f"stride {stride}"] = tile_scores(out["masks"], cells, truth)
+  for stride, phase in [(s, p) for s in strides for p in phases if p < s]:
+    name = f"stride {stride}" + (f", phase {phase}" if phase else "")
+    out = segment_cells(workdir, fold, sections, cells, stride, kind, batch_size, phase)
+    cells[name] = tile_scores(out["masks"], cells, truth)
     changed = np.array([not np.array_equal(out["masks"][i], reference[i]) for i in cells["id"]])
-    rows.append(score_row(f"segment, stride {stride}", cells[f"stride {stride}"].to_numpy(), changed,
-                          cells["predict"].to_numpy(), cells, pixel_iou(out["masks"], cells, truth)))
-    speed[stride] = {"windows": out["windows"], "seconds": round(out["seconds"], 1),
-                     "windows_per_s": round(out["windows"] / out["seconds"], 2)}
+    rows.append(score_row(f"segment, {name}", cells[name].to_numpy(), changed, cells["predict"].to_numpy(),
+                          cells, pixel_iou(out["masks"], cells, truth)))
+    speed[name] = {"windows": out["windows"], "seconds": round(out["seconds"], 1),
+                   "windows_per_s": round(out["windows"] / out["seconds"], 2)}
   table = pd.DataFrame(rows)
   table.attrs.update(mosaics=len(sections), speed=speed, tiles=cells)
   return table

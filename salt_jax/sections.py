@@ -2,7 +2,8 @@
 section, the smooth weight that blends overlapping windows, and the stitching of their probabilities.
 
 A section (H,W) is reflect-padded by `(101 - stride) // 2` pixels before (so its first row sits as deep in
-the first window as the stride allows) and by at least as much after, up to the next window boundary.
+the first window as the stride allows), plus an optional `phase` (0 <= phase < stride) that shifts every
+window back by that many pixels, and by at least `(101 - stride) // 2` after, up to the next window boundary.
 Windows start every `stride` pixels of the padded section; every pixel of the section lies in at least one
 window. Each window's probabilities are weighted by `window_weight` (a separable sin^2 bump, positive
 everywhere) and the weighted sum is divided by the sum of the weights, so the weights of a pixel sum to one
@@ -44,24 +45,30 @@ class Layout(NamedTuple):
     return padded[top:top + self.shape[0], left:left + self.shape[1]]
 
 
-def axis_windows(size: int, stride: int, tile: int = TILE) -> Tuple[np.ndarray, int, int]:
+def axis_windows(size: int, stride: int, tile: int = TILE, phase: int = 0) -> Tuple[np.ndarray, int, int]:
   """(window origins (n,) in padded coordinates, padding before, padding after) along one axis.
 
-  The padding before is (tile - stride) // 2; the last window ends at least that far past the section.
+  The margin (tile - stride) // 2 pads both ends: the padding before is the margin plus `phase` (every
+  window shifted back by that many pixels), and the last window ends at least the margin past the section.
+  With stride 101 and phase 50 on a section of tiles, every window straddles a tile border and still no two
+  windows overlap.
   """
   if size < tile:
     raise ValueError(f"a section of {size} px is smaller than a {tile} px tile")
   if not 1 <= stride <= tile:
     raise ValueError(f"stride must be between 1 and {tile}, got {stride}")
-  before = (tile - stride) // 2
-  n = 1 + -(-max(0, size + 2 * before - tile) // stride)
+  if not 0 <= phase < stride:
+    raise ValueError(f"phase must be between 0 and stride - 1 = {stride - 1}, got {phase}")
+  margin = (tile - stride) // 2
+  before = margin + phase
+  n = 1 + -(-max(0, before + size + margin - tile) // stride)
   after = (n - 1) * stride + tile - before - size
   return np.arange(n) * stride, before, after
 
 
-def layout(shape: Tuple[int, int], stride: int, tile: int = TILE) -> Layout:
-  """The Layout of a (H,W) section windowed at `stride`."""
-  (ys, top, bottom), (xs, left, right) = (axis_windows(int(n), stride, tile) for n in shape)
+def layout(shape: Tuple[int, int], stride: int, tile: int = TILE, phase: int = 0) -> Layout:
+  """The Layout of a (H,W) section windowed at `stride`, shifted back by `phase` pixels (axis_windows)."""
+  (ys, top, bottom), (xs, left, right) = (axis_windows(int(n), stride, tile, phase) for n in shape)
   return Layout((int(shape[0]), int(shape[1])), stride, ((top, bottom), (left, right)), ys, xs)
 
 

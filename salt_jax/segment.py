@@ -246,15 +246,16 @@ class Result(NamedTuple):
 def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]], runner: Runner,
                     stride: int = DEFAULT_STRIDE, save_probs: bool = False,
                     progress: Optional[Callable[[int], None]] = None,
-                    needed: Optional[np.ndarray] = None) -> Result:
+                    needed: Optional[np.ndarray] = None, phase: int = 0) -> Result:
   """Votes the snapshots of each workdir (snapshots[m]: workdir m's) on a (H,W) uint8 section.
 
   The padded section and the weight sum are computed once; per snapshot one float64 sum of the section's
   padded size is held, and the windows go through the model `runner`'s batch at a time. With `needed`
   ((H,W) bool) only the windows overlapping those pixels run (sections.blend): they get exactly the
-  whole section's result, the other pixels no salt (and NaN votes and probabilities).
+  whole section's result, the other pixels no salt (and NaN votes and probabilities). `phase` shifts the
+  windows (sections.axis_windows).
   """
-  lay = sections.layout(section.shape, stride)
+  lay = sections.layout(section.shape, stride, phase=phase)
   padded, weights = sections.pad(section, lay), sections.weight_sum(lay)
   n_windows = lay.n_windows if needed is None else int(sections.covering(lay, needed).sum())
   votes = np.zeros(section.shape, np.float32)

@@ -4,7 +4,8 @@ Only the fold's snapshots segment; train tiles of the fold and test tiles are co
 (salt_jax.section_check). Needs `python -m salt_jax.predict` run on the workdir first (the per-tile masks).
 
   python scripts/segment_check.py --workdir=runs/model_34 --fold=0 --mosaics=mosaics.csv \
-      --data_dir=../shared/tgs [--strides=101,50] [--batch_size=16] [--out=table.csv] [--tiles_out=tiles.csv]
+      --data_dir=../shared/tgs [--strides=101,50] [--phases=0,50] [--batch_size=16] [--out=table.csv] \
+      [--tiles_out=tiles.csv]
 """
 import json
 
@@ -24,6 +25,9 @@ def define_flags() -> None:
   flags.DEFINE_string("data_dir", None, "Kaggle data folder (tiles, masks).")
   flags.DEFINE_string("cache_dir", None, "Optional npz cache of the decoded PNGs.")
   flags.DEFINE_list("strides", ["101", "50"], "Window strides to segment the mosaics at.")
+  flags.DEFINE_list("phases", ["0"], "Window phases: every window shifted back by this many pixels (each "
+                    "stride runs the phases below it; 50 at stride 101: windows across the tile borders, "
+                    "none overlapping).")
   flags.DEFINE_enum("kind", "max_map", list(rundir.SNAPSHOT_KINDS), "Which snapshots.")
   flags.DEFINE_integer("batch_size", None, "Windows per device call (default: the config's).")
   flags.DEFINE_string("out", None, "Optional CSV of the table.")
@@ -37,9 +41,13 @@ def main(argv) -> pd.DataFrame:
   for what in ("out", "tiles_out"):
     if FLAGS[what].value:
       fileio.check_writable(FLAGS[what].value, f"--{what}")
+  phases = [int(p) for p in FLAGS.phases]
+  if min(phases) < 0:
+    raise ValueError(f"--phases must be >= 0, got {min(phases)}")
   source = kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir)
   table = section_check.fold_check(FLAGS.workdir, FLAGS.fold, source, FLAGS.mosaics,
-                                   [int(s) for s in FLAGS.strides], FLAGS.kind, FLAGS.batch_size)
+                                   [int(s) for s in FLAGS.strides], FLAGS.kind, FLAGS.batch_size,
+                                   phases)
   print(f"fold {FLAGS.fold}: validation tiles in {table.attrs['mosaics']} mosaics")
   print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   print(json.dumps({"speed": table.attrs["speed"]}))

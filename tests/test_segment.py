@@ -55,6 +55,35 @@ def test_axis_windows_cover_the_section_with_the_documented_padding():
   starts, before, after = sections.axis_windows(5 * TILE, TILE)
   np.testing.assert_array_equal(starts, np.arange(5) * TILE)
   assert (before, after) == (0, 0)
+  # A phase shifts every window back: at stride 101, phase 50, each window holds the last 50 rows of one
+  # tile and the first 51 of the next, and the windows still tile the padded axis without overlap.
+  starts, before, after = sections.axis_windows(5 * TILE, TILE, phase=50)
+  np.testing.assert_array_equal(starts, np.arange(6) * TILE)
+  assert (before, after) == (50, 51)
+  for stride, phase in ((50, 49), (13, 7), (1, 0)):
+    starts, before, after = sections.axis_windows(257, stride, phase=phase)
+    assert before == (TILE - stride) // 2 + phase and starts[-1] + TILE == before + 257 + after
+    assert (TILE - stride) // 2 <= after < (TILE - stride) // 2 + stride  # no window past the need
+  starts, before, after = sections.axis_windows(152, TILE, phase=50)  # every window holds section pixels
+  assert (len(starts), before, after) == (2, 50, 0)
+  with pytest.raises(ValueError, match="phase must be between 0 and stride - 1 = 49, got 50"):
+    sections.axis_windows(257, 50, phase=50)
+
+
+def test_a_phase_keeps_the_stitching_exact_and_moves_the_windows_across_tile_borders():
+  rng = np.random.default_rng(2)
+  section = rng.integers(0, 256, (2 * TILE, 3 * TILE), dtype=np.uint8)
+  for stride, phase in ((TILE, 50), (50, 20), (37, 36)):
+    lay = sections.layout(section.shape, stride, phase=phase)
+    padded = sections.pad(section, lay)
+    np.testing.assert_array_equal(sections.blend(padded, lay, _pointwise, 64), _pointwise(section[None])[0])
+  lay = sections.layout(section.shape, TILE, phase=50)
+  assert lay.n_windows == 3 * 4 and lay.pads == ((50, 51), (50, 51))
+  # No window is a tile, and the contextual model's result differs from the per-tile one.
+  per_tile = sections.blend(sections.pad(section, sections.layout(section.shape, TILE)),
+                            sections.layout(section.shape, TILE), _contextual, 8)
+  shifted = sections.blend(sections.pad(section, lay), lay, _contextual, 8)
+  assert not np.array_equal(per_tile, shifted)
 
 
 def test_stride_tile_on_a_section_of_tiles_gives_each_tile_its_own_prediction():
@@ -394,9 +423,13 @@ def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path,
   mosaics = pd.DataFrame({"id": ids, "mosaic_id": 0, "x": np.arange(12) % 4, "y": np.arange(12) // 4})
   mosaics.to_csv(tmp_path / "mosaics.csv", index=False)
   table = section_check.fold_check(str(workdir), 0, source, tmp_path / "mosaics.csv", strides=(101,),
-                                   batch_size=8)
-  assert table["method"].tolist() == ["predict, one tile at a time", "segment, stride 101"]
-  assert table["tiles"].tolist() == [6, 6]
-  assert table["tiles changed"].tolist() == [0, 0] and table["mAP"].iloc[0] == table["mAP"].iloc[1]
+                                   batch_size=8, phases=(0, 50))
+  assert table["method"].tolist() == ["predict, one tile at a time", "segment, stride 101",
+                                      "segment, stride 101, phase 50"]
+  assert table["tiles"].tolist() == [6, 6, 6]
+  assert table["tiles changed"].tolist()[:2] == [0, 0] and table["mAP"].iloc[0] == table["mAP"].iloc[1]
   assert table["pixel IoU"].iloc[0] == table["pixel IoU"].iloc[1]
-  assert table.attrs["speed"][101]["windows"] == 6 and table.attrs["mosaics"] == 1  # the scored cells
+  assert table.attrs["speed"]["stride 101"]["windows"] == 6 and table.attrs["mosaics"] == 1  # scored cells
+  # phase 50: windows span rows [-50, 51), [51, 152), [152, 253) and 5 columns from -50; the 6 cells (row 0:
+  # columns 0-3, row 1: columns 0-1 of the 3 x 4 mosaic) touch 5 + 5 + 3 of them
+  assert table.attrs["speed"]["stride 101, phase 50"]["windows"] == 13
