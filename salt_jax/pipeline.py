@@ -119,7 +119,7 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: ka
     pipe.step(f"{stage}/predict/{run['name']}",
               lambda w=workdir: {"snapshots": [{k: m[k] for k in ("fold", "cycle", "val_map", "threshold")}
                                                 for m in predict.predict_workdir(w, source=source)]},
-              dict(configlib.group_values(config, "eval"), data=data))
+              dict(configlib.section(config, "eval").items(), data=data))
   sub = sdir / "ensemble.csv"
   pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), source,
                                                                 save_png=str(sdir / "ensemble.png"),
@@ -242,7 +242,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   check_stage2(config, stage1)
   source.train()  # fail early on bad data, before any output
   if stage1[0]["config"].data_source == "tfds":
-    sources.load_train(stage1[0]["config"])  # and on the built TFDS dataset that training reads
+    sources.of(configlib.section(stage1[0]["config"], "source")).train()  # and the TFDS build training reads
   data = source.fingerprint()
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"

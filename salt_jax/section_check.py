@@ -15,7 +15,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from salt_jax import ensemble, metrics, rundir, segment
+from salt_jax import configlib, ensemble, metrics, rundir, segment
 from salt_jax.data import kaggle
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import tables
@@ -113,9 +113,9 @@ def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strid
   tiles that lie in mosaics (attrs: "mosaics" count, each stride's windows and seconds, and "tiles", the
   per-tile scores)."""
   run = rundir.RunDir(workdir)
-  config = run.fold_config(fold)
+  s = configlib.sections(run.fold_config(fold))
   train = source.train(verify_rle=False)
-  _, valid_idx = run.fold_rows(config, train.ids, train.masks)
+  _, valid_idx = run.fold_rows(s.data, fold, train.ids, train.masks, s.optim.seed)
   cells = scored_cells(tables.read_mosaics(mosaics_csv), train.ids[valid_idx])
   if not len(cells):
     raise rundir.WorkdirError(f"no validation tile of fold {fold} lies in a mosaic of {mosaics_csv}")

@@ -47,7 +47,7 @@ import tqdm
 from absl import app, flags, logging
 from scipy import special
 
-from salt_jax import cli, fileio, parallel, predict, rundir, sections, segy, viz
+from salt_jax import cli, configlib, fileio, parallel, predict, rundir, sections, segy, viz
 from salt_jax.data import kaggle
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import render, tables
@@ -221,17 +221,17 @@ class Runner:
     return self._kept[snap]
 
   def _load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
-    config = rundir.RunDir(snap.workdir).fold_config(snap.fold)
-    variables, meta = predict.load_snapshot(config, snap.path)
+    s = configlib.sections(rundir.RunDir(snap.workdir).fold_config(snap.fold))
+    variables, meta = predict.load_snapshot(s, snap.path)
     threshold, recorded_in = snapshot_threshold(snap, self.kind, meta)
     logging.info("fold %d cycle %d of %s: threshold %+.4f (from %s)", snap.fold, snap.cycle, snap.workdir,
                  threshold, recorded_in)
-    key = predict.predictor_key(config)
+    key = predict.predictor_key(s)
     if key not in self._predictors:
-      self._predictors[key] = predict.make_predictor(config, self.mesh, self.batch_size)
+      self._predictors[key] = predict.make_predictor(s, self.mesh, self.batch_size)
     predictor = self._predictors[key]
     variables = parallel.replicate(variables, self.mesh)
-    batch = config.eval_batch_size if self.batch_size is None else self.batch_size
+    batch = s.eval.eval_batch_size if self.batch_size is None else self.batch_size
     return lambda w: special.expit(predictor.outputs(variables, w).logits), threshold, batch
 
 

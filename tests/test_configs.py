@@ -34,10 +34,10 @@ def test_faithful_configs_keep_the_original_schedule(name):
       16, 0.01, 0.001, 0.9, 2e-4)
   assert (config.warmup_epochs, config.cycle_num, config.cycle_len, config.eval_start, config.eval_every) == (
       10, 7, 50, 20, 5)
-  options = models.config_options(config)  # unset in the configs: the variants' defaults apply
+  options = models.resolved_options(configlib.section(config, "model"))  # unset: the variants' defaults
   assert options["head_dropout"] == (0.5 if name in ("model_101A", "model_101B") else 0.0)
   assert options["decoder_dropout"] == 0.0 and options["align_corners"] is True
-  model = models.from_config(config)
+  model = models.build(**configlib.section(config, "model"))
   assert (model.head_dropout, model.decoder_dropout, model.align_corners) == (
       options["head_dropout"], 0.0, True)
 

@@ -1,9 +1,9 @@
-"""Which data a run reads (config.data_source): the Kaggle folder or the built tgs_salt TFDS dataset.
+"""Which data a run reads (the config's source section): the Kaggle folder or the built tgs_salt TFDS dataset.
 
 Both give the same `kaggle.Samples` (ids in train.csv / sample_submission.csv order, images, masks {0,1},
 depths; tests/test_tfds.py checks them equal, and so the folds), so the rest of the program does not know
 which one it read. Each source is a hashable value with `train()`, `test()` and `fingerprint()`, made by
-`of(config)`: `kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports
+`of(source_section)`: `kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports
 tensorflow_datasets only when it loads.
 """
 import dataclasses
@@ -46,24 +46,11 @@ class TfdsSource:
 Source = Union[kaggle.DataSource, TfdsSource]
 
 
-def of(config, data_dir: Optional[str] = None) -> Source:
-  """The source of a run's config; `data_dir` (predict --data_dir) reads that Kaggle folder instead.
-
-  Configs recorded before `data_source` existed read the Kaggle folder.
-  """
-  kind = config.get("data_source", "kaggle")
-  if kind not in SOURCES:
-    raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {kind!r}")
-  if data_dir or kind == "kaggle":
-    return kaggle.DataSource(str(data_dir or config.data_dir), config.get("cache_dir") or None)
-  return TfdsSource(str(config.tfds_data_dir))
-
-
-def load_train(config) -> kaggle.Samples:
-  """The train tiles of the config's source."""
-  return of(config).train()
-
-
-def load_test(config) -> kaggle.Samples:
-  """The test tiles of the config's source."""
-  return of(config).test()
+def of(source, data_dir: Optional[str] = None) -> Source:
+  """The source a config's source section names (data_source, data_dir, cache_dir, tfds_data_dir);
+  `data_dir` (predict --data_dir) reads that Kaggle folder instead."""
+  if source.data_source not in SOURCES:
+    raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {source.data_source!r}")
+  if data_dir or source.data_source == "kaggle":
+    return kaggle.DataSource(str(data_dir or source.data_dir), source.cache_dir or None)
+  return TfdsSource(str(source.tfds_data_dir))
