@@ -131,7 +131,7 @@ def prediction_meta(path) -> Dict[str, Any]:
 
 
 def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]] = None,
-                    source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
+                    source: Optional[sources.Source] = None, batch_size: Optional[int] = None,
                     save_logits: bool = False, overwrite: bool = False) -> List[Dict[str, Any]]:
   """Predicts every snapshot of `kind` in the workdir (or of the listed folds); returns their metadata.
 
@@ -153,7 +153,7 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
 
 
 def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
-                     source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
+                     source: Optional[sources.Source] = None, batch_size: Optional[int] = None,
                      save_logits: bool = False) -> Dict[str, Any]:
   """Predicts a whole-model checkpoint of the original solution (config.init_from) as the `kind` snapshot
   (config.fold, cycle) of `workdir`; records the config there (as training would) and returns the metadata.
@@ -188,7 +188,7 @@ def tune_gate(eval_section, valid: inference.Outputs, truth: np.ndarray) -> Tupl
 class _SnapshotPredictor:
   """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
 
-  def __init__(self, run: rundir.RunDir, kind: str, source: Optional[kaggle.DataSource],
+  def __init__(self, run: rundir.RunDir, kind: str, source: Optional[sources.Source],
                batch_size: Optional[int], save_logits: bool):
     self.run, self.kind, self.source, self.batch_size, self.save_logits = (run, kind, source, batch_size,
                                                                            save_logits)

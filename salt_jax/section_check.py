@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from salt_jax import configlib, ensemble, metrics, rundir, segment
-from salt_jax.data import kaggle
+from salt_jax.data import sources
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import tables
 
@@ -107,14 +107,14 @@ def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells
   return {"masks": masks, "windows": windows, "seconds": time.perf_counter() - t0}
 
 
-def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strides: Sequence[int] = (101, 50),
+def fold_check(workdir, fold: int, source: sources.Source, mosaics_csv, strides: Sequence[int] = (101, 50),
                kind: str = "max_map", batch_size: Optional[int] = None) -> pd.DataFrame:
   """The table: predict's per-tile masks, then the mosaic sections at each stride, on the fold's validation
   tiles that lie in mosaics (attrs: "mosaics" count, each stride's windows and seconds, and "tiles", the
   per-tile scores)."""
   run = rundir.RunDir(workdir)
   s = configlib.sections(run.fold_config(fold))
-  train = source.train(verify_rle=False)
+  train = source.train()
   _, valid_idx = run.fold_rows(s.data, fold, train.ids, train.masks, s.optim.seed)
   cells = scored_cells(tables.read_mosaics(mosaics_csv), train.ids[valid_idx])
   if not len(cells):

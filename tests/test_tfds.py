@@ -213,3 +213,19 @@ def test_pipeline_checks_the_tfds_build_before_any_output(mini_data_dir, tmp_pat
   with pytest.raises(DataError, match=f"no tgs_salt dataset at {tmp_path / 'nowhere'}"):
     pipeline.run_pipeline(c, str(tmp_path / "out"))
   assert not list((tmp_path / "out").rglob("*.json"))       # no step ran (only the decoded-PNG cache)
+
+
+def test_a_tfds_pipeline_reads_one_source(mini_data_dir, mini_tfds):
+  """Every model of a pipeline reads the TFDS build that train_overrides names, and so does every step
+  (one Source, whose fingerprint the steps record); models that would read different data are refused."""
+  from salt_jax import pipeline
+  folder = kaggle.DataSource(str(mini_data_dir), None)
+  overrides = dict(cache_dir="", data_source="tfds", tfds_data_dir=str(mini_tfds))
+  configs = [pipeline.model_config(dict(name=n, config="configs/tiny.py"), folder, overrides) for n in "ab"]
+  source = pipeline.one_source(configs)
+  assert source == sources.TfdsSource(str(mini_tfds)) and isinstance(source, sources.Source)
+  assert source.fingerprint() == sources.TfdsSource(str(mini_tfds)).fingerprint()
+  kaggle_model = pipeline.model_config(dict(name="c", config="configs/tiny.py",
+                                            overrides=dict(data_source="kaggle")), folder, overrides)
+  with pytest.raises(configlib.ConfigError, match="pipeline models read different data"):
+    pipeline.one_source(configs + [kaggle_model])

@@ -321,9 +321,9 @@ class DataSource:
     object.__setattr__(self, "data_dir", str(self.data_dir))
     object.__setattr__(self, "cache_dir", str(self.cache_dir) if self.cache_dir else None)
 
-  def train(self, verify_rle: bool = True) -> Samples:
-    """`load_train` of the folder, through the cache."""
-    return load_train(self.data_dir, cache_dir=self.cache_dir, verify_rle=verify_rle)
+  def train(self) -> Samples:
+    """`load_train` of the folder, through the cache (every RLE checked against its mask)."""
+    return load_train(self.data_dir, cache_dir=self.cache_dir)
 
   def test(self) -> Samples:
     """`load_test` of the folder, through the cache."""

@@ -2,17 +2,32 @@
 
 Both give the same `kaggle.Samples` (ids in train.csv / sample_submission.csv order, images, masks {0,1},
 depths; tests/test_tfds.py checks them equal, and so the folds), so the rest of the program does not know
-which one it read. Each source is a hashable value with `train()`, `test()` and `fingerprint()`, made by
-`of(source_section)`: `kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports
-tensorflow_datasets only when it loads.
+which one it read. Each is a hashable value that implements `Source`, made by `of(source_section)`:
+`kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports tensorflow_datasets only
+when it loads. A program chooses its source once and hands it to every step (the pipeline: the source of
+its models' configs).
 """
 import dataclasses
 import hashlib
-from typing import Optional, Union
+from typing import Optional, Protocol, runtime_checkable
 
 from salt_jax.data import kaggle
 
 SOURCES = ("kaggle", "tfds")
+
+
+@runtime_checkable
+class Source(Protocol):
+  """The competition's tiles: `train()` the 3,601 labelled ones in train.csv order, `test()` the 18,399
+  unlabelled ones in sample_submission.csv order (their ids are a submission's), and a `fingerprint()`
+  string that changes when the data does (for records that must notice it). Sources are hashable values:
+  two equal sources read the same data."""
+
+  def train(self) -> kaggle.Samples: ...
+
+  def test(self) -> kaggle.Samples: ...
+
+  def fingerprint(self) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,9 +35,8 @@ class TfdsSource:
   """The tgs_salt build under a TFDS data dir (a path or gs:// URL), read without TensorFlow."""
   tfds_data_dir: str
 
-  def train(self, verify_rle: bool = True) -> kaggle.Samples:
+  def train(self) -> kaggle.Samples:
     """The Kaggle folder's train tiles, from the build (its RLEs were verified when it was built)."""
-    del verify_rle
     from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
     return tfds_tgs_salt.load_split(self.tfds_data_dir, "train")
 
@@ -41,9 +55,6 @@ class TfdsSource:
       stat = path.stat()
       digest.update(f"{path.name}\0{stat.length}\0{stat.mtime}\n".encode())
     return digest.hexdigest()
-
-
-Source = Union[kaggle.DataSource, TfdsSource]
 
 
 def of(source, data_dir: Optional[str] = None) -> Source:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from salt_jax import metrics
 from salt_jax.data import folds as folds_lib
-from salt_jax.data import kaggle, submission
+from salt_jax.data import sources, submission
 from salt_jax.data.errors import preview
 from salt_jax.data.submission import Submission
 from salt_jax.jigsaw import rules, tables
@@ -74,13 +74,13 @@ def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, trut
   return out
 
 
-def fold_rule_effect(source: kaggle.DataSource, mosaics, folds_csv, fold: int, predictions, *,
+def fold_rule_effect(source: sources.Source, mosaics, folds_csv, fold: int, predictions, *,
                      test_predictions=None, max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID
                      ) -> Tuple[pd.DataFrame, int]:
   """`rule_effect` on validation fold `fold` of the split `folds_csv` (id,fold): its tiles unknown, with the
   masks of the submission CSV `predictions`; the other train tiles known; optionally the test tiles of
   `test_predictions` as further unknown tiles. -> (the table, how many of the fold's tiles are in mosaics)."""
-  train = source.train(verify_rle=False)
+  train = source.train()
   ids = train.ids.tolist()
   num_folds = int(pd.read_csv(folds_csv)["fold"].max()) + 1
   _, valid = folds_lib.fold_split(folds_lib.read_folds(folds_csv, ids, num_folds), fold)
