@@ -148,8 +148,8 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
   if not snapshots:
     raise rundir.WorkdirError(f"no {kind} snapshots in {workdir}; train a fold first")
   with run.lock(jax.process_index()):
-    predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
-    return [predictor(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
+    writer = _PredictionWriter(run, kind, source, batch_size, save_logits)
+    return [writer(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
 
 
 def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
@@ -160,7 +160,7 @@ def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
 
   Always predicts (the checkpoint file has no snapshot time to compare with).
   """
-  if not config.get("init_from"):
+  if not config.init_from:
     raise configlib.ConfigError("predicting an original checkpoint needs --config.init_from=<file.pth>")
   configlib.validate(config)
   run = rundir.RunDir(workdir)
@@ -170,9 +170,9 @@ def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
     run.check_run(config)
     if jax.process_index() == 0:
       run.record_run(config)
-    predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
+    writer = _PredictionWriter(run, kind, source, batch_size, save_logits)
     meta = dict(fold=config.fold, cycle=cycle, model=config.model, kind=kind, init_from=str(config.init_from))
-    return predictor.predict(configlib.sections(config), cycle, variables, meta, str(config.init_from))
+    return writer.predict(configlib.sections(config), cycle, variables, meta, str(config.init_from))
 
 
 def tune_gate(eval_section, valid: inference.Outputs, truth: np.ndarray) -> Tuple[float, gating.Gate]:
@@ -185,8 +185,9 @@ def tune_gate(eval_section, valid: inference.Outputs, truth: np.ndarray) -> Tupl
                       salt_belows=gating.parse_candidates(e.gate_salt_below))
 
 
-class _SnapshotPredictor:
-  """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
+class _PredictionWriter:
+  """Writes the prediction files of one workdir's snapshots (with an inference.Predictor per model
+  configuration, compiled once), loading each data source once."""
 
   def __init__(self, run: rundir.RunDir, kind: str, source: Optional[sources.Source],
                batch_size: Optional[int], save_logits: bool):
