@@ -243,7 +243,7 @@ def check_stage2(config, stage1_runs) -> None:
 def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
   """Runs (or continues) both stages; writes <outdir>/submission.csv, the stage table (stages.csv) and the
   steps' wall times (steps.csv), and returns the stage table."""
-  config = with_defaults(config)
+  config = with_pipeline_defaults(config)
   overrides = dict(config.train_overrides)
   folder = kaggle.DataSource(config.data_dir, overrides.get("cache_dir") or pathlib.Path(outdir) / "cache")
   steps = jigsaw.check_steps(config.jigsaw_steps)
@@ -280,7 +280,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
 STAGE2_DEFAULTS = dict(labels="ensemble", halves=True, init="random", pseudo_tiles=0)
 
 
-def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def with_pipeline_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The pipeline config with the faithful values of the keys it may omit (jigsaw_steps: every rule;
   stage2: STAGE2_DEFAULTS, the seed README's protocol)."""
   config = ml_collections.ConfigDict(config.to_dict())

@@ -65,7 +65,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.stem)
 def test_pipeline_config_names_existing_model_configs(path):
   from salt_jax import pipeline
-  config = pipeline.with_defaults(configlib.load_config_file(path))
+  config = pipeline.with_pipeline_defaults(configlib.load_config_file(path))
   entries = list(config.stage1.models) + list(config.stage2.models)
   assert entries and config.stage1.folds and config.stage2.part_folds
   stage1 = [dict(name=e["name"]) for e in config.stage1.models]

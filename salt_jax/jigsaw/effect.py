@@ -34,7 +34,16 @@ def _score(masks: Masks, truth: Masks, ids) -> float:
 def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, truth: Masks,
                 extra_unknown: Optional[Submission] = None, steps: Iterable[str] = rules.STEPS,
                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID) -> pd.DataFrame:
-  """Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each rule step.
+  """Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each rule step (the
+  table of chain_effect)."""
+  return chain_effect(mosaics, known, predicted, truth, extra_unknown, steps, max_mosaic_id)[0]
+
+
+def chain_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, truth: Masks,
+                 extra_unknown: Optional[Submission] = None, steps: Iterable[str] = rules.STEPS,
+                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID) -> Tuple[pd.DataFrame, rules.RuleResult]:
+  """(table, chain): Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each
+  rule step, and the rules' chain over every unknown tile (rules.apply_rules: its stages and changes).
 
   Args:
     mosaics: table id,mosaic_id,x,y.
@@ -71,7 +80,7 @@ def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, trut
     rows.append(row("alone", step, unknown, alone.stages[step], alone.changed[step]))
   out = pd.DataFrame(rows)
   out["n_tiles"] = len(ids)
-  return out
+  return out, chain
 
 
 def fold_rule_effect(source: sources.Source, mosaics, folds_csv, fold: int, predictions, *,

@@ -111,14 +111,13 @@ def held_out(source: sources.Source, mosaics, valid: submission_lib.Submission,
   known = {i: m for i, m in zip(train.ids.tolist(), train.masks) if i not in hidden}
   truth = {i: m for i, m in zip(train.ids.tolist(), train.masks) if i in hidden}
   table = tables.read_mosaics(mosaics)
-  report = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps,
-                              max_mosaic_id=max_mosaic_id)
+  report, chain = effect.chain_effect(table, known, valid, truth, extra_unknown=test, steps=steps,
+                                      max_mosaic_id=max_mosaic_id)
   for step in (s for s in rules.STEPS if s not in steps):
     extra = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps + (step,),
                                max_mosaic_id=max_mosaic_id)
     row = extra[extra["mode"] == "cumulative"].iloc[[-1]].assign(mode="not applied")
     report = pd.concat([report, row], ignore_index=True)
-  chain = rules.apply_rules(table, known, submission_lib.Submission.concat([valid, test]), steps, max_mosaic_id)
   final = chain.stages[steps[-1]] if steps else chain.stages["input"]
   return report, final.select(list(valid.ids)), final.select(list(test.ids))
 
