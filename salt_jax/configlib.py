@@ -120,7 +120,7 @@ FOLD_MAPS = ("auto", "vmap", "loop")
 # keys of the resume-safe sections (they do not change the data, the model or the schedule of the epochs
 # already trained); every other key must equal the fold's recorded value.
 SECTIONS = {"model": "the network: models.build(**section); an option left None is the variant's default",
-            "weights": "the weights a run starts from (train.load_weights)",
+            "weights": "the weights a run starts from (weights.load)",
             "data": "which tiles train and validate, and the canvas they are padded onto",
             "source": "where the tiles are read from (data.sources.of)",
             "pseudo": "pseudo labels (SPEC 9)",

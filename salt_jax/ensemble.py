@@ -191,7 +191,7 @@ def ensemble(workdirs: Sequence[str], out: str, source: sources.Source, *, mode:
   for what, path in (("--out", out), ("--oof_csv", oof_csv), ("--save_png", save_png), ("--report", report_png)):
     if path:
       fileio.check_writable(path, what)  # before the voting, not after it
-  sample = submission.read_sample_ids(source.data_dir)  # fail before voting: missing, empty or unreadable
+  sample = source.test_ids().tolist()  # fail before voting: missing, empty or unreadable
   model_votes = []
   for wd in workdirs:
     files = prediction_files(wd, kind)

@@ -262,7 +262,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics), data, steps)
   stage2 = stage2_runs(config, stage2_base, stage1, pipe, pseudo_csv)
   final = run_stage(pipe, "stage2", stage2, source, str(mosaics), data, steps) if stage2 else pseudo_csv
-  submission.check_file(final, source.test().ids.tolist())
+  submission.check_file(final, source.test_ids().tolist())
   with fileio.atomic_path(pipe.outdir / "submission.csv") as tmp:
     shutil.copyfile(final, tmp)
   table, times = stage_table(pipe.records), step_times(pipe.records)

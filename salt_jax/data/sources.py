@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 from typing import Optional, Protocol, runtime_checkable
 
+import numpy as np
+
 from salt_jax.data import kaggle
 
 SOURCES = ("kaggle", "tfds")
@@ -19,13 +21,15 @@ SOURCES = ("kaggle", "tfds")
 @runtime_checkable
 class Source(Protocol):
   """The competition's tiles: `train()` the 3,601 labelled ones in train.csv order, `test()` the 18,399
-  unlabelled ones in sample_submission.csv order (their ids are a submission's), and a `fingerprint()`
-  string that changes when the data does (for records that must notice it). Sources are hashable values:
-  two equal sources read the same data."""
+  unlabelled ones in sample_submission.csv order, `test_ids()` their ids alone (a submission's rows), and a
+  `fingerprint()` string that changes when the data does (for records that must notice it). Sources are
+  hashable values: two equal sources read the same data."""
 
   def train(self) -> kaggle.Samples: ...
 
   def test(self) -> kaggle.Samples: ...
+
+  def test_ids(self) -> np.ndarray: ...
 
   def fingerprint(self) -> str: ...
 
@@ -44,6 +48,11 @@ class TfdsSource:
     """The Kaggle folder's test tiles (masks None), from the build."""
     from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
     return tfds_tgs_salt.load_split(self.tfds_data_dir, "test")
+
+  def test_ids(self) -> np.ndarray:
+    """The test split's ids in sample_submission.csv order (read with its images: the build keeps them
+    together)."""
+    return self.test().ids
 
   def fingerprint(self) -> str:
     """A SHA-256 of the build's dataset_info.json and the name, size and mtime of every file beside it,

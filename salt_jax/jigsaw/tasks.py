@@ -71,7 +71,7 @@ def postprocess(source: sources.Source, submission, mosaics, out, *, steps: Sequ
      "intermediate": [str paths], "out": str}.
   """
   steps = check_steps(steps)
-  sub = submission_lib.read_submission(submission, sample_ids=source.test().ids.tolist())
+  sub = submission_lib.read_submission(submission, sample_ids=source.test_ids().tolist())
   mosaic_table = tables.read_mosaics(mosaics)
   train = source.train()
   known = dict(zip(train.ids.tolist(), train.masks))
