@@ -105,11 +105,11 @@ def train_setup(model, batch: int, *, canvas: int, folds: int = 1, fold_map: str
   call): F copies of the state, F different batches of a device-resident (F*B) sample set, one key;
   fold_map as config.fold_map ("auto": loop on CPU, vmap elsewhere); canvas: the padded input size.
   """
-  config = configlib.base_config()  # the faithful optimiser and loss weights
-  tx = schedules.make_optimizer(config, steps_per_epoch=1)
+  faithful = configlib.sections(configlib.base_config())  # the faithful optimiser and loss weights
+  tx = schedules.make_optimizer(faithful.optim, steps_per_epoch=1)
   state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=canvas),
                   compiler_options=models.init_compiler_options())(jax.random.key(0))
-  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.loss_weights(config), canvas=canvas)
+  kwargs = dict(seg_loss="lovasz", loss_weights=configlib.loss_weights(faithful.loss), canvas=canvas)
   if folds == 1:
     step = functools.partial(steps.train_step, **kwargs)
     return jax.jit(step, donate_argnums=(0,)), (state, jax.tree.map(jnp.asarray, fake_batch(batch)),
@@ -297,7 +297,7 @@ def _rounded(x: Optional[float], digits: int = 2) -> Optional[float]:
   return None if x is None else round(x, digits)
 
 
-def epoch_rows(figures: Dict, train_ips: Optional[float], context: Dict, a) -> List[Dict]:
+def epoch_report(figures: Dict, train_ips: Optional[float], context: Dict, a) -> List[Dict]:
   """epoch_images_per_s, loop_efficiency (when the compiled step ran too) and startup_s rows."""
   lov, bce = figures["lovasz"], figures["bce_dice"]
   ctx = dict(context, folds=a.folds, train_subset=a.train_subset,
@@ -389,7 +389,7 @@ def figures_to_run(a) -> Set[str]:
   return only
 
 
-def device_rows(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[float]]:
+def device_report(a, only: Set[str], context: Dict) -> Tuple[List[Dict], Optional[float]]:
   """The train, infer, lovasz and sweep rows that `only` asks for, and the training images/s (or None)."""
   rows, train_ips = [], None
   model = models.get_model(a.model, dtype=models.DTYPES[a.dtype])
@@ -460,9 +460,9 @@ def main(argv) -> List[Dict]:
   dev = jax.devices()[0]
   context = dict(model=FLAGS.model, batch=FLAGS.batch, size=FLAGS.input_size, dtype=FLAGS.dtype,
                  device=dev.device_kind, backend=dev.platform, n_devices=jax.device_count())
-  rows, train_ips = device_rows(FLAGS, only, context)
+  rows, train_ips = device_report(FLAGS, only, context)
   if epoch is not None:
-    rows.extend(epoch_rows(epoch, train_ips, context, FLAGS))
+    rows.extend(epoch_report(epoch, train_ips, context, FLAGS))
   if sequential is not None:
     rows.append(emit("fold_parallel_speedup", sum(sequential) / epoch["process_s"],
                      "sequential / together wall time",

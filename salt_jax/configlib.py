@@ -1,23 +1,33 @@
 """The training config's keys, declared once (KEYS), and what follows from them: the faithful defaults
-every `configs/*.py` starts from (SPEC 5, 11), validation, and the rules for resuming a changed config.
+every `configs/*.py` starts from (SPEC 5, 11), the config's sections, validation, and the rules for
+resuming a changed config.
 
-Each key is a knob a user may override by flag, e.g. `--config.fold=3 --config.batch_size=32`. Its
-declaration says what it is (its group), how a value is checked and whether a resumed run may change it:
+Each key is a knob a user may override by flag, e.g. `--config.fold=3 --config.batch_size=32`: the config
+a user writes and a run records is flat. Its declaration says which section it belongs to, how a value is
+checked and whether a resumed run may change it. The components each receive their section, not the
+whole config (`section(config, "optim")` for the optimiser, `models.build(**section(config, "model"))`):
+
+    s = configlib.sections(config)
+    model = models.build(**s.model)
+    tx = schedules.make_optimizer(s.optim, steps_per_epoch)
+
 `validate` refuses a config that cannot run before anything is written; `resume_conflicts` lists the
 keys that a re-run of a fold may not change (RESUME_FIXED_KEYS) and that differ from the recorded config.
 """
 import dataclasses
 import difflib
+import json
 import math
 import pathlib
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
-from absl import app, flags
+from absl import app
 from ml_collections import config_dict
 
-from salt_jax import geometry
+from salt_jax import geometry, models, schedules
+from salt_jax.data import sources
 
 
 class ConfigError(ValueError):
@@ -84,13 +94,11 @@ def _weights_or_snapshot(key: str, value) -> None:
 
 
 def _registered_model(key: str, value) -> None:
-  from salt_jax import models  # pylint: disable=import-outside-toplevel
   if value not in models.MODELS:
     raise ConfigError(f"config.{key} {value!r} is not a registered model; valid: {', '.join(models.MODELS)}")
 
 
 def _dtype_name(key: str, value) -> None:
-  from salt_jax import models  # pylint: disable=import-outside-toplevel
   if value not in models.DTYPES:
     raise ConfigError(f"config.{key} must be one of {sorted(models.DTYPES)}, got {value!r}")
 
@@ -108,50 +116,51 @@ def _ynn_fusion_types(key, value):
 
 FOLD_MAPS = ("auto", "vmap", "loop")
 
-# What a key is. A re-run or resume of a fold may change the keys of the resume-safe groups (they do not
-# change the data, the model or the schedule of the epochs already trained); every other key must equal
-# the fold's recorded value.
-GROUPS = {"model": "the network", "model_option": "a switch of the variant (None: its default)",
-          "data": "which tiles train and validate", "source": "where the data is read from",
-          "pseudo": "pseudo labels (SPEC 9)", "optim": "optimiser and schedule (SPEC 5)",
-          "loss": "loss weights (SPEC 4)", "eval": "validation and snapshots", "runtime": "how the run executes"}
-RESUME_SAFE_GROUPS = frozenset({"source", "runtime"})
+# The config's sections: the component that receives each. A re-run or resume of a fold may change the
+# keys of the resume-safe sections (they do not change the data, the model or the schedule of the epochs
+# already trained); every other key must equal the fold's recorded value.
+SECTIONS = {"model": "the network: models.build(**section); an option left None is the variant's default",
+            "weights": "the weights a run starts from (weights.load)",
+            "data": "which tiles train and validate, and the canvas they are padded onto",
+            "source": "where the tiles are read from (data.sources.of)",
+            "pseudo": "pseudo labels (SPEC 9)",
+            "optim": "optimiser, schedule, batch and seed (SPEC 5; schedules.make_optimizer)",
+            "loss": "loss weights (SPEC 4)", "eval": "validation, snapshots and prediction",
+            "runtime": "how the run executes"}
+RESUME_SAFE_SECTIONS = frozenset({"source", "runtime"})
 
 
 @dataclasses.dataclass(frozen=True)
 class Key:
-  """One config key: its default (a type for an unset placeholder), group, check and meaning."""
+  """One config key: its default (a type for an unset placeholder), section, check and meaning."""
   default: Any
-  group: str
+  section: str
   doc: str
   check: Optional[Callable[[str, Any], None]] = None
-  resume_safe: Optional[bool] = None    # None: by its group
+  resume_safe: Optional[bool] = None    # None: by its section
 
   @property
   def safe(self) -> bool:
-    return self.group in RESUME_SAFE_GROUPS if self.resume_safe is None else self.resume_safe
+    return self.section in RESUME_SAFE_SECTIONS if self.resume_safe is None else self.resume_safe
 
 
 KEYS: Dict[str, Key] = {
     # Model (salt_jax.models.MODELS): the variant and its switches (SPEC 3, 10.1).
     "model": Key("model_34", "model", "the variant (salt_jax.models.MODELS)", _registered_model),
-    "align_corners": Key(bool, "model_option", "bilinear x2 as torch <= 0.3.1 (False: half-pixel)"),
-    "decoder_dropout": Key(float, "model_option", "dropouts that were no-ops in the original", _unit_interval),
-    "head_dropout": Key(float, "model_option", "channel dropout in the heads (0.5 for 101A/101B)",
-                        _unit_interval),
-    "input_size": Key(geometry.CANVAS, "model",
-                      "padded canvas the network sees (the original's 128; e.g. 112, 104)",
-                      _int_at_least(geometry.TILE)),
     "dtype": Key("float32", "model", "compute dtype: float32 or bfloat16 (params stay float32)", _dtype_name),
-    "pretrained": Key("", "model", "ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional",
+    "align_corners": Key(bool, "model", "bilinear x2 as torch <= 0.3.1 (False: half-pixel)"),
+    "decoder_dropout": Key(float, "model", "dropouts that were no-ops in the original", _unit_interval),
+    "head_dropout": Key(float, "model", "channel dropout in the heads (0.5 for 101A/101B)", _unit_interval),
+    "pretrained": Key("", "weights", "ImageNet encoder weights (.pth/.pth.tar/.safetensors), optional",
                       _file_or_empty),
-    "init_from": Key("", "model", "whole-model weights to start from: the original PyTorch solution's .pth or a "
-                     "salt_jax snapshot folder (<workdir>/fold_k/snapshots/cycle_c_max_map)", _weights_or_snapshot),
+    "init_from": Key("", "weights", "whole-model weights to start from: the original PyTorch solution's .pth or "
+                     "a salt_jax snapshot folder (<workdir>/fold_k/snapshots/cycle_c_max_map)",
+                     _weights_or_snapshot),
     # Data and folds (SPEC 1).
     "data_dir": Key("../shared/tgs", "source", "the Kaggle folder"),
     "cache_dir": Key("", "source", "where to cache the decoded data as .npz ('' = no cache)"),
     "data_source": Key("kaggle", "source", "'kaggle': the folder at data_dir; 'tfds': the tgs_salt build at "
-                       "tfds_data_dir (the same tiles)", _one_of("kaggle", "tfds")),
+                       "tfds_data_dir (the same tiles)", _one_of(*sources.SOURCES)),
     "tfds_data_dir": Key("", "source", "data_source=tfds: the TFDS data dir holding tgs_salt/ (path or gs://)"),
     "fold": Key(0, "data", "the fold trained (when `folds` is empty)", _NON_NEGATIVE),
     "folds": Key("", "runtime", "folds trained together in one program: '0,1,2', 'all' ('' = just `fold`)"),
@@ -160,6 +169,9 @@ KEYS: Dict[str, Key] = {
     "train_subset": Key(0, "data", ">0: train on the first N shuffled ids of the fold (smoke runs)",
                         _NON_NEGATIVE),
     "valid_subset": Key(0, "data", ">0: validate on the first N ids of the fold", _NON_NEGATIVE),
+    "input_size": Key(geometry.CANVAS, "data",
+                      "padded canvas the network sees (the original's 128; e.g. 112, 104)",
+                      _int_at_least(geometry.TILE)),
     # Pseudo labels (SPEC 9).
     "pseudo_csv": Key("", "pseudo", "submission CSV whose masks label the test images", _file_or_empty),
     "pseudo_split": Key(0, "pseudo", "which half of the test set (0 or 1; -1: every test tile)", _one_of(-1, 0, 1)),
@@ -175,9 +187,9 @@ KEYS: Dict[str, Key] = {
     # Optimiser and schedule (SPEC 5; salt_jax.schedules).
     "batch_size": Key(16, "optim", "global batch over all devices and hosts", _POSITIVE),
     "optimizer": Key("sgd", "optim", "sgd (SPEC 5: momentum, coupled L2) or adamw",
-                     _one_of("sgd", "adamw")),
+                     _one_of(*schedules.OPTIMIZERS)),
     "lr_schedule": Key("restarts", "optim", "restarts (SPEC 5), warmup_cosine or warmup_linear (per step)",
-                       _one_of("restarts", "warmup_cosine", "warmup_linear")),
+                       _one_of(*schedules.LR_SCHEDULES)),
     "lr": Key(0.01, "optim", "peak learning rate", _finite_non_negative),
     "eta_min": Key(0.001, "optim", "lowest learning rate of a cycle / at the end of the run",
                    _finite_non_negative),
@@ -262,19 +274,26 @@ def budget_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config
 
 
-def group_keys(group: str) -> Tuple[str, ...]:
-  """The keys of one group, in declaration order."""
-  return tuple(k for k, v in KEYS.items() if v.group == group)
+def section_keys(name: str) -> Tuple[str, ...]:
+  """The keys of one section, in declaration order."""
+  if name not in SECTIONS:
+    raise ValueError(f"unknown config section {name!r}; sections: {', '.join(SECTIONS)}")
+  return tuple(k for k, v in KEYS.items() if v.section == name)
 
 
-def group_values(config, group: str) -> Dict[str, Any]:
-  """{key: value} of one group of a config (e.g. the loss weights a train step takes)."""
-  return {k: config[k] for k in group_keys(group)}
+def section(config: Mapping[str, Any], name: str) -> ml_collections.FrozenConfigDict:
+  """The keys of one section of a (flat) config, read-only: what the section's component receives."""
+  return ml_collections.FrozenConfigDict({k: config[k] for k in section_keys(name)})
 
 
-def loss_weights(config) -> Dict[str, float]:
-  """The loss group's weights (what losses.total_loss takes; cycle_loss picks the loss itself)."""
-  return {k: v for k, v in group_values(config, "loss").items() if k != "cycle_loss"}
+def sections(config: Mapping[str, Any]) -> ml_collections.FrozenConfigDict:
+  """Every section of a config: `sections(config).optim.lr` is `config.lr`."""
+  return ml_collections.FrozenConfigDict({name: section(config, name) for name in SECTIONS})
+
+
+def loss_weights(loss: Mapping[str, Any]) -> Dict[str, float]:
+  """The loss section's weights (what losses.total_loss takes; cycle_loss picks the loss itself)."""
+  return {k: v for k, v in loss.items() if k != "cycle_loss"}
 
 
 RESUME_SAFE_KEYS = frozenset(k for k, v in KEYS.items() if v.safe)
@@ -305,12 +324,9 @@ def fold_list(config) -> List[int]:
   return folds
 
 
-def for_fold(config, fold: int) -> ml_collections.ConfigDict:
-  """The config of one fold of a (fold-parallel) run: `fold` set, everything else as given."""
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.fold = fold
-  return config
+def for_fold(config, fold: int) -> Dict[str, Any]:
+  """The record of one fold of a (fold-parallel) run: every key's value as JSON types, `fold` set."""
+  return dict(json.loads(config.to_json_best_effort()), fold=fold)
 
 
 def closest_keys(key: str, known: Sequence[str], n: int = 3) -> List[str]:
@@ -327,7 +343,6 @@ def _unknown_key_message(key: str, known: Sequence[str]) -> str:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for any key or value of a training config that cannot run. Pure: reads only
   the config (and checks that the files it names exist), so a refused command changes nothing on disk."""
-  from salt_jax import models, schedules  # pylint: disable=import-outside-toplevel
   for key in sorted(set(config.keys()) - set(KEYS)):
     raise ConfigError(_unknown_key_message(key, list(KEYS)))
   for name, key in KEYS.items():
@@ -339,10 +354,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data_source == "tfds" and not config.tfds_data_dir:
     raise ConfigError("config.data_source='tfds' needs config.tfds_data_dir (a TFDS data dir with tgs_salt/)")
   if config.input_size != geometry.CANVAS:
-    models.check_input_size(config)
-  if config.lr_schedule != "restarts" and config.lr_warmup_epochs >= schedules.run_epochs(config):
+    try:
+      models.check_input_size(models.build(**section(config, "model")), config.input_size)
+    except ValueError as e:
+      raise ConfigError(f"config.input_size={config.input_size} does not fit {config.model} ({e})") from None
+  run_epochs = schedules.run_epochs(section(config, "optim"))
+  if config.lr_schedule != "restarts" and config.lr_warmup_epochs >= run_epochs:
     raise ConfigError(f"config.lr_warmup_epochs={config.lr_warmup_epochs} must be shorter than the run "
-                      f"({schedules.run_epochs(config)} epochs)")
+                      f"({run_epochs} epochs)")
   if not any(schedules.is_eval_epoch(config.warmup_epochs + e, warmup_epochs=config.warmup_epochs,
                                      cycle_len=config.cycle_len, eval_start=config.eval_start,
                                      eval_every=config.eval_every) for e in range(config.cycle_len)):
@@ -351,13 +370,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
-  """Every key of a config, model options filled with the variant's defaults; absent keys (records of
-  older versions) are base defaults."""
-  from salt_jax import models  # pylint: disable=import-outside-toplevel
+  """Every key of a config, model options left None filled with the variant's defaults; absent keys
+  (records of older versions) are base defaults."""
   base = base_config()
   out = {k: (config[k] if k in config else base.get(k)) for k in KEYS}
   if out["model"] in models.MODELS:
-    out.update(models.config_options(ml_collections.ConfigDict(out)))
+    out.update(models.resolved_options({k: out[k] for k in section_keys("model")}))
   return out
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from absl import flags, logging
 
 from salt_jax import breakdown, cli, fileio, geometry, metrics, predict, rundir, viz
-from salt_jax.data import kaggle, submission
+from salt_jax.data import kaggle, sources, submission
 from salt_jax.data.submission import Submission
 
 MODES = ("vote", "prob")
@@ -176,7 +176,7 @@ def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind:
   return pd.DataFrame(rows)
 
 
-def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mode: str = "vote",
+def ensemble(workdirs: Sequence[str], out: str, source: sources.Source, *, mode: str = "vote",
              kind: str = "max_map", save_png: Optional[str] = None, oof: bool = True,
              oof_csv: Optional[str] = None, report_png: Optional[str] = None) -> Optional[pd.DataFrame]:
   """Votes the models' test predictions into the submission `out` and returns the out-of-fold table (its
@@ -191,7 +191,7 @@ def ensemble(workdirs: Sequence[str], out: str, source: kaggle.DataSource, *, mo
   for what, path in (("--out", out), ("--oof_csv", oof_csv), ("--save_png", save_png), ("--report", report_png)):
     if path:
       fileio.check_writable(path, what)  # before the voting, not after it
-  sample = submission.read_sample_ids(source.data_dir)  # fail before voting: missing, empty or unreadable
+  sample = source.test_ids().tolist()  # fail before voting: missing, empty or unreadable
   model_votes = []
   for wd in workdirs:
     files = prediction_files(wd, kind)

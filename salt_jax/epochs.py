@@ -15,22 +15,24 @@ from absl import logging
 from salt_jax import configlib, parallel, pseudo, schedules, steps
 
 
-def epoch_rows(config, fold: int, epoch: int, n_real: int, n_pseudo: int, steps_per_epoch: int) -> np.ndarray:
-  """(steps_per_epoch, batch_size) int32 sample indices of a fold's epoch: a seeded permutation of the real
-  samples, each slot replaced by a pseudo-labelled one with probability pseudo_prob (SPEC 9)."""
-  epoch_rng = np.random.default_rng([config.seed, fold, epoch])
+def epoch_rows(optim, pseudo_prob: float, fold: int, epoch: int, n_real: int, n_pseudo: int,
+               steps_per_epoch: int) -> np.ndarray:
+  """(steps_per_epoch, optim.batch_size) int32 sample indices of a fold's epoch: a permutation of the real
+  samples seeded by optim.seed, each slot replaced by a pseudo-labelled one with probability pseudo_prob
+  (SPEC 9)."""
+  epoch_rng = np.random.default_rng([optim.seed, fold, epoch])
   order = epoch_rng.permutation(n_real)
   if n_pseudo:
-    order = pseudo.mix_epoch(epoch_rng, order, n_real, n_pseudo, config.pseudo_prob)
-  batch = config.batch_size
+    order = pseudo.mix_epoch(epoch_rng, order, n_real, n_pseudo, pseudo_prob)
+  batch = optim.batch_size
   return order[:steps_per_epoch * batch].reshape(steps_per_epoch, batch).astype(np.int32)
 
 
-def device_rows(config, fold: int, epoch: int, train_rows: np.ndarray, n_all: int, n_pseudo: int,
-                steps_per_epoch: int) -> np.ndarray:
+def device_rows(optim, pseudo_prob: float, fold: int, epoch: int, train_rows: np.ndarray, n_all: int,
+                n_pseudo: int, steps_per_epoch: int) -> np.ndarray:
   """(steps_per_epoch, batch_size) int32 rows of one fold's epoch into the device-resident data: epoch_rows's
   sample indices mapped through the fold's training rows (pseudo-labelled tiles follow the n_all)."""
-  local = epoch_rows(config, fold, epoch, len(train_rows), n_pseudo, steps_per_epoch)
+  local = epoch_rows(optim, pseudo_prob, fold, epoch, len(train_rows), n_pseudo, steps_per_epoch)
   return np.concatenate([train_rows, n_all + np.arange(n_pseudo)]).astype(np.int32)[local]
 
 
@@ -40,24 +42,28 @@ def chunks(steps_per_epoch: int, steps_per_call: int) -> List[Tuple[int, int]]:
   return [(a, min(size, steps_per_epoch - a)) for a in range(0, steps_per_epoch, size)]
 
 
-def seg_loss_of_epoch(config, epoch: int) -> str:
-  """The segmentation loss of an epoch (SPEC 4.5): BCE+Dice in the warm-up, config.cycle_loss (the Lovasz
-  hinge in the original) in the cycles."""
-  in_warmup = schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len) is None
-  return "bce_dice" if in_warmup else config.cycle_loss
+def seg_loss_of_epoch(optim, cycle_loss: str, epoch: int) -> str:
+  """The segmentation loss of an epoch (SPEC 4.5): BCE+Dice in the warm-up (optim.warmup_epochs),
+  cycle_loss (the Lovasz hinge in the original) in the cycles."""
+  in_warmup = schedules.cycle_of_epoch(epoch, optim.warmup_epochs, optim.cycle_len) is None
+  return "bce_dice" if in_warmup else cycle_loss
 
 
 class EpochRunner:
   """Runs the epochs of folds trained together on the stacked (leading fold axis) train state."""
 
-  def __init__(self, config, folds: Sequence, data: Dict[str, jax.Array], n_pseudo: int, step_key, mesh,
+  def __init__(self, s, folds: Sequence, data: Dict[str, jax.Array], n_pseudo: int, step_key, mesh,
                fold_map: str, on_compile: Callable[[], None]):
-    """folds: the folds' `train_rows` (n,) and `steps` (per epoch); data: the device-resident tiles."""
-    self._config, self._folds, self._data, self._key = config, list(folds), data, step_key
+    """s: the config's sections (configlib.sections; read: optim, loss, pseudo.pseudo_prob, data.input_size,
+    runtime.steps_per_call and .cpu_ynn_fusion); folds: the folds' `train_rows` (n,) and `steps` (per
+    epoch); data: the device-resident tiles."""
+    self._optim, self._loss, self._pseudo_prob = s.optim, s.loss, s.pseudo.pseudo_prob
+    self._canvas, self._ynn_fusion = s.data.input_size, s.runtime.cpu_ynn_fusion
+    self._folds, self._data, self._key = list(folds), data, step_key
     self._n_all, self._n_pseudo = len(data["image"]) - n_pseudo, n_pseudo
     self._mesh, self._fold_map, self._on_compile = mesh, fold_map, on_compile
     self._max_steps = max(f.steps for f in self._folds)
-    self._chunks = chunks(self._max_steps, config.steps_per_call)
+    self._chunks = chunks(self._max_steps, s.runtime.steps_per_call)
     self._compiled = {}
 
   def run(self, state, epoch: int, training: Sequence[bool]):
@@ -65,7 +71,7 @@ class EpochRunner:
     state unchanged). Returns the new state and each fold's per-step metrics {name: (steps,)} (None for
     an idling fold)."""
     rows, active = self._rows(epoch, training)
-    seg_loss, per_call = seg_loss_of_epoch(self._config, epoch), []
+    seg_loss, per_call = seg_loss_of_epoch(self._optim, self._loss.cycle_loss, epoch), []
     for start, n in self._chunks:
       fn = self._fn(state, seg_loss, n, active is not None)
       chunk = (rows[:, start:start + n],) + (() if active is None else (active[:, start:start + n],))
@@ -82,12 +88,12 @@ class EpochRunner:
   def _rows(self, epoch: int, training: Sequence[bool]):
     """(F, max_steps, batch) rows (idle steps read row 0) and the (F, max_steps) bool mask of the steps
     that train (None when every step of every fold does)."""
-    rows = np.zeros((len(self._folds), self._max_steps, self._config.batch_size), np.int32)
+    rows = np.zeros((len(self._folds), self._max_steps, self._optim.batch_size), np.int32)
     active = np.zeros((len(self._folds), self._max_steps), bool)
     for i, (f, on) in enumerate(zip(self._folds, training)):
       if on:
-        rows[i, :f.steps] = device_rows(self._config, f.index, epoch, f.train_rows, self._n_all,
-                                        self._n_pseudo, f.steps)
+        rows[i, :f.steps] = device_rows(self._optim, self._pseudo_prob, f.index, epoch, f.train_rows,
+                                        self._n_all, self._n_pseudo, f.steps)
         active[i, :f.steps] = True
     return rows, None if active.all() else active
 
@@ -97,13 +103,12 @@ class EpochRunner:
     if key not in self._compiled:
       t0, by_fold, n_folds = time.perf_counter(), parallel.fold_sharded(self._mesh), len(self._folds)
       spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=by_fold)
-      rows_spec = spec((n_folds, n_steps, self._config.batch_size), jnp.int32)
+      rows_spec = spec((n_folds, n_steps, self._optim.batch_size), jnp.int32)
       active_spec = spec((n_folds, n_steps), jnp.bool_) if masked else None
       self._compiled[key] = steps.compile_fold_train_steps(
           state, self._data, rows_spec, self._key, active_spec, mesh=self._mesh, fold_map=self._fold_map,
-          seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._config),
-          canvas=self._config.input_size,
-          compiler_options=steps.train_compiler_options(self._config.cpu_ynn_fusion))
+          seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._loss), canvas=self._canvas,
+          compiler_options=steps.train_compiler_options(self._ynn_fusion))
       logging.info("compiled %d %s train steps of %d fold(s) per call%s in %.1f s", n_steps, seg_loss,
                    n_folds, " (masked)" if masked else "", time.perf_counter() - t0)
       self._on_compile()

@@ -10,11 +10,10 @@ import json
 import math
 from typing import Any, Callable, Dict, List, Optional
 
-import jax
 import numpy as np
 from absl import logging
 
-from salt_jax import checkpoints, configlib, rundir, schedules, steps
+from salt_jax import checkpoints, rundir, schedules, steps
 
 
 @dataclasses.dataclass
@@ -45,25 +44,27 @@ def update_bests(bests: Dict[str, Dict[str, float]], cycle: int, result: Dict[st
 
 
 class FoldGroup:
-  """The folds of `configlib.fold_list(config)` in one run directory."""
+  """The folds of one run trained together in one run directory."""
 
-  def __init__(self, config, run: rundir.RunDir, samples):
-    self.config, self.run = config, run
-    self.total = schedules.run_epochs(config)
-    self.folds = [self._make_fold(k, samples) for k in configlib.fold_list(config)]
+  def __init__(self, s, folds: List[int], run: rundir.RunDir, samples):
+    """s: the config's sections (configlib.sections; read: data, optim, model.model,
+    eval.keep_min_loss, runtime.keep_checkpoints); folds: configlib.fold_list(config)."""
+    self.s, self.run = s, run
+    self.total = schedules.run_epochs(s.optim)
+    self.folds = [self._make_fold(k, samples) for k in folds]
     self.todo: List[Fold] = []
 
   def _make_fold(self, fold: int, samples) -> Fold:
-    train_idx, valid_idx = self.run.fold_rows(configlib.for_fold(self.config, fold), samples.ids,
-                                              samples.masks)
-    steps = len(train_idx) // self.config.batch_size
+    train_idx, valid_idx = self.run.fold_rows(self.s.data, fold, samples.ids, samples.masks, self.s.optim.seed)
+    batch = self.s.optim.batch_size
+    steps = len(train_idx) // batch
     if steps == 0:
       raise ValueError(f"fold {fold} has {len(train_idx)} training images, fewer than one batch")
     latest = checkpoints.LatestCheckpoint(self.run.checkpoints_dir(fold),
                                           self.run.corrupt_checkpoints_dir(fold),
-                                          keep=self.config.keep_checkpoints)
+                                          keep=self.s.runtime.keep_checkpoints)
     logging.info("fold %d: %d train images (%d steps of %d), %d validation images", fold, len(train_idx),
-                 steps, self.config.batch_size, len(valid_idx))
+                 steps, batch, len(valid_idx))
     return Fold(fold, train_idx, samples.images[valid_idx], samples.masks[valid_idx], steps, latest)
 
   def restore(self, abstract) -> List[Optional[Any]]:
@@ -109,20 +110,14 @@ class FoldGroup:
         raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {f.index})")
       record.update(result)
       for kind in update_bests(f.bests, cycle, result):
-        if kind == "min_loss" and not self.config.keep_min_loss:
+        if kind == "min_loss" and not self.s.eval.keep_min_loss:
           continue
-        meta = dict(result, epoch=epoch, cycle=cycle, fold=f.index, model=self.config.model, kind=kind)
+        meta = dict(result, epoch=epoch, cycle=cycle, fold=f.index, model=self.s.model.model, kind=kind)
         checkpoints.save_snapshot(self.run.snapshot_dir(f.index, cycle, kind), variables, meta)
     f.latest.save(epoch, state, {"bests": f.bests})
     f.done = epoch
     f.history.append(record)
     return record
-
-  def record_configs(self) -> None:
-    """Writes run.json and each fold's config.json (process 0; after check_run, under the lock)."""
-    if jax.process_index() == 0:
-      for f in self.folds:
-        self.run.record_run(self.config, f.index)
 
   def close(self) -> None:
     for f in self.folds:

@@ -8,8 +8,10 @@ models, part k on fold `part_folds[k]`, with pseudo labels from the stage-1 subm
 from that fold's own stage-1 models (stage2.labels='fold'), from random weights or fine-tuning the stage-1
 model (stage2.init); predict, ensemble, post-process -> final submission. Every finished step leaves a
 marker under <outdir>/done/, so re-running after a crash continues where it stopped (training itself also
-resumes mid-fold). Every step reads the data through one `salt_jax.data.kaggle.DataSource` (config.data_dir
-and the decoded-data cache, by default <outdir>/cache), so the PNGs are decoded once.
+resumes mid-fold). Every step reads the data through one `salt_jax.data.sources.Source`, the one the
+models' configs name (the Kaggle folder config.data_dir with the decoded-data cache, by default
+<outdir>/cache, or train_overrides' TFDS build), so the data is decoded once and the steps' records carry
+its fingerprint.
 
 Ends with the stage table (<outdir>/stages.csv): per stage, each step's out-of-fold mAP on the trained
 folds' validation tiles; the jigsaw rows apply the rules per fold with that fold's labels hidden and the
@@ -81,15 +83,16 @@ def _train_inputs(config, folds: List[int], data: str) -> Dict[str, Any]:
   return dict({k: config[k] for k in sorted(configlib.fixed_keys(config))}, folds=folds, data=data)
 
 
-def model_config(entry, source: kaggle.DataSource, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
-  """A model entry {name, config (path), overrides} -> its training config, reading `source`."""
+def model_config(entry, folder: kaggle.DataSource, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """A model entry {name, config (path), overrides} -> its training config, reading the Kaggle `folder` (or
+  the TFDS build that the overrides name)."""
   path = pathlib.Path(entry["config"])
   if not path.exists() and not path.is_absolute():
     path = pathlib.Path(__file__).resolve().parents[1] / path  # relative to the repository
   config = configlib.load_config_file(path)
   config.update(dict(overrides))
   config.update(dict(entry.get("overrides", {})))
-  config.data_dir, config.cache_dir = source.data_dir, source.cache_dir or ""
+  config.data_dir, config.cache_dir = folder.data_dir, folder.cache_dir or ""
   try:
     configlib.validate(config)
   except configlib.ConfigError as e:
@@ -97,12 +100,22 @@ def model_config(entry, source: kaggle.DataSource, overrides: Dict[str, Any]) ->
   return config
 
 
+def one_source(configs: Sequence[ml_collections.ConfigDict]) -> sources.Source:
+  """The source every model config reads (their source sections agree), which every step then reads;
+  ConfigError when two models would read different data."""
+  found = {sources.of(configlib.section(c, "source")) for c in configs}
+  if len(found) != 1:
+    raise configlib.ConfigError(f"pipeline models read different data ({', '.join(sorted(map(str, found)))}); "
+                                "set the data keys in train_overrides")
+  return found.pop()
+
+
 def _oof(table: pd.DataFrame) -> Dict[str, Any]:
   return {"oof": table.to_dict(orient="records"),
           "breakdown": table.attrs["breakdown"].to_dict(orient="records")}
 
 
-def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: kaggle.DataSource,
+def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: sources.Source,
               mosaics: str, data: str, steps: Sequence[str]) -> str:
   """Trains, predicts, ensembles and post-processes one stage; returns its post-processed CSV. `data` is
   the source's fingerprint, recorded with each step; `steps` are the jigsaw rule steps applied."""
@@ -119,7 +132,7 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: ka
     pipe.step(f"{stage}/predict/{run['name']}",
               lambda w=workdir: {"snapshots": [{k: m[k] for k in ("fold", "cycle", "val_map", "threshold")}
                                                 for m in predict.predict_workdir(w, source=source)]},
-              dict(configlib.group_values(config, "eval"), data=data))
+              dict(configlib.section(config, "eval").items(), data=data))
   sub = sdir / "ensemble.csv"
   pipe.step(f"{stage}/ensemble", lambda: _oof(ensemble.ensemble(workdirs, str(sub), source,
                                                                 save_png=str(sdir / "ensemble.png"),
@@ -136,7 +149,7 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: ka
   return str(sub_pp)
 
 
-def held_out(source: kaggle.DataSource, workdirs: Sequence[str], mosaics: str, out_dir: pathlib.Path,
+def held_out(source: sources.Source, workdirs: Sequence[str], mosaics: str, out_dir: pathlib.Path,
              steps: Sequence[str]) -> Dict[str, Any]:
   """Per fold: the vote of that fold's snapshots (all models) on its validation and the test tiles, then
   the jigsaw rules with the fold's labels hidden (jigsaw.held_out). Writes the fold's post-processed test
@@ -230,19 +243,18 @@ def check_stage2(config, stage1_runs) -> None:
 def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
   """Runs (or continues) both stages; writes <outdir>/submission.csv, the stage table (stages.csv) and the
   steps' wall times (steps.csv), and returns the stage table."""
-  config = with_defaults(config)
+  config = with_pipeline_defaults(config)
   overrides = dict(config.train_overrides)
-  source = kaggle.DataSource(config.data_dir, overrides.get("cache_dir") or pathlib.Path(outdir) / "cache")
+  folder = kaggle.DataSource(config.data_dir, overrides.get("cache_dir") or pathlib.Path(outdir) / "cache")
   steps = jigsaw.check_steps(config.jigsaw_steps)
   # Every model config is built and validated before anything is written.
   stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
-                 config=model_config(e, source, overrides)) for e in config.stage1.models]
-  stage2_base = [(e, model_config(e, source, dict(overrides, **config.stage2.get("overrides", {}))))
+                 config=model_config(e, folder, overrides)) for e in config.stage1.models]
+  stage2_base = [(e, model_config(e, folder, dict(overrides, **config.stage2.get("overrides", {}))))
                  for e in config.stage2.models]
   check_stage2(config, stage1)
+  source = one_source([r["config"] for r in stage1] + [c for _, c in stage2_base])
   source.train()  # fail early on bad data, before any output
-  if stage1[0]["config"].data_source == "tfds":
-    sources.load_train(stage1[0]["config"])  # and on the built TFDS dataset that training reads
   data = source.fingerprint()
   pipe = Pipeline(outdir)
   mosaics = pipe.outdir / "mosaics.csv"
@@ -250,7 +262,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
   pseudo_csv = run_stage(pipe, "stage1", stage1, source, str(mosaics), data, steps)
   stage2 = stage2_runs(config, stage2_base, stage1, pipe, pseudo_csv)
   final = run_stage(pipe, "stage2", stage2, source, str(mosaics), data, steps) if stage2 else pseudo_csv
-  submission.check_file(final, submission.read_sample_ids(source.data_dir))
+  submission.check_file(final, source.test_ids().tolist())
   with fileio.atomic_path(pipe.outdir / "submission.csv") as tmp:
     shutil.copyfile(final, tmp)
   table, times = stage_table(pipe.records), step_times(pipe.records)
@@ -268,7 +280,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame
 STAGE2_DEFAULTS = dict(labels="ensemble", halves=True, init="random", pseudo_tiles=0)
 
 
-def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def with_pipeline_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The pipeline config with the faithful values of the keys it may omit (jigsaw_steps: every rule;
   stage2: STAGE2_DEFAULTS, the seed README's protocol)."""
   config = ml_collections.ConfigDict(config.to_dict())

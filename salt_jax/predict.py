@@ -24,7 +24,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from salt_jax import (checkpoints, cli, configlib, fileio, gating, geometry, inference, models, parallel, pseudo,
-                      rundir)
+                      rundir, weights)
 from salt_jax.data import kaggle, sources
 
 
@@ -82,13 +82,15 @@ def has_logits(path) -> bool:
     return "test_logits" in z.files
 
 
-def test_rows(config, run: rundir.RunDir, test_ids) -> np.ndarray:
+def test_rows(pseudo_section, run: rundir.RunDir, test_ids) -> np.ndarray:
   """Which test tiles a snapshot predicts: all (the original), or, for a pseudo-label model with
-  `pseudo_predict_other_half`, only the half it was not trained on (the README's protocol, SPEC 9)."""
-  if not (config.get("pseudo_csv") and config.get("pseudo_predict_other_half")):
+  `pseudo_predict_other_half` (the fold config's pseudo section), only the half it was not trained on (the
+  README's protocol, SPEC 9)."""
+  p = pseudo_section
+  if not (p.pseudo_csv and p.pseudo_predict_other_half):
     return np.arange(len(test_ids))
-  half = pseudo.load_or_make_split(run.pseudo_split_csv(config), test_ids, config.pseudo_seed)
-  return np.flatnonzero(half != config.pseudo_split)
+  half = pseudo.load_or_make_split(run.pseudo_split_csv(p), test_ids, p.pseudo_seed)
+  return np.flatnonzero(half != p.pseudo_split)
 
 
 def abstract_variables(model, size: int) -> Any:
@@ -100,23 +102,23 @@ def abstract_variables(model, size: int) -> Any:
   return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
 
 
-def load_snapshot(config, snap) -> Tuple[Any, Dict[str, Any]]:
-  """(variables, metadata) of a snapshot of `config`'s model (checkpoints.load_snapshot on this machine's
-  devices)."""
-  return checkpoints.load_snapshot(snap, abstract_variables(models.from_config(config), config.input_size))
+def load_snapshot(s, snap) -> Tuple[Any, Dict[str, Any]]:
+  """(variables, metadata) of a snapshot of the network of a fold config's sections `s` (model,
+  data.input_size), loaded by checkpoints.load_snapshot on this machine's devices."""
+  return checkpoints.load_snapshot(snap, abstract_variables(models.build(**s.model), s.data.input_size))
 
 
-def predictor_key(config) -> Tuple:
-  """What makes two folds' compiled predictors the same: the model, its options, dtype and canvas."""
-  return (json.dumps(models.config_options(config), sort_keys=True), config.model, config.dtype,
-          config.input_size)
+def predictor_key(s) -> Tuple:
+  """What makes two folds' compiled predictors the same: the model section (options resolved) and canvas."""
+  return (json.dumps(models.resolved_options(s.model), sort_keys=True), s.model.model, s.model.dtype,
+          s.data.input_size)
 
 
-def make_predictor(config, mesh, batch_size: Optional[int] = None) -> inference.Predictor:
-  """The flip-TTA predictor of `config`'s model on the canvas it was trained on (batch: the config's
-  eval_batch_size unless given)."""
-  return inference.Predictor(models.from_config(config).apply, mesh, batch_size or config.eval_batch_size,
-                             config.input_size)
+def make_predictor(s, mesh, batch_size: Optional[int] = None) -> inference.Predictor:
+  """The flip-TTA predictor of the network of sections `s` on the canvas it was trained on (batch: the
+  eval section's eval_batch_size unless given)."""
+  return inference.Predictor(models.build(**s.model).apply, mesh, batch_size or s.eval.eval_batch_size,
+                             s.data.input_size)
 
 
 def prediction_meta(path) -> Dict[str, Any]:
@@ -129,7 +131,7 @@ def prediction_meta(path) -> Dict[str, Any]:
 
 
 def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]] = None,
-                    source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
+                    source: Optional[sources.Source] = None, batch_size: Optional[int] = None,
                     save_logits: bool = False, overwrite: bool = False) -> List[Dict[str, Any]]:
   """Predicts every snapshot of `kind` in the workdir (or of the listed folds); returns their metadata.
 
@@ -146,47 +148,48 @@ def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]
   if not snapshots:
     raise rundir.WorkdirError(f"no {kind} snapshots in {workdir}; train a fold first")
   with run.lock(jax.process_index()):
-    predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
-    return [predictor(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
+    writer = _PredictionWriter(run, kind, source, batch_size, save_logits)
+    return [writer(fold, cycle, snap, overwrite) for fold, cycle, snap in snapshots]
 
 
 def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
-                     source: Optional[kaggle.DataSource] = None, batch_size: Optional[int] = None,
+                     source: Optional[sources.Source] = None, batch_size: Optional[int] = None,
                      save_logits: bool = False) -> Dict[str, Any]:
   """Predicts a whole-model checkpoint of the original solution (config.init_from) as the `kind` snapshot
   (config.fold, cycle) of `workdir`; records the config there (as training would) and returns the metadata.
 
   Always predicts (the checkpoint file has no snapshot time to compare with).
   """
-  from salt_jax.models import convert  # torch is only needed for .pth files
-  if not config.get("init_from"):
+  if not config.init_from:
     raise configlib.ConfigError("predicting an original checkpoint needs --config.init_from=<file.pth>")
   configlib.validate(config)
   run = rundir.RunDir(workdir)
   run.check_run(config)
-  variables = convert.checked_weights(config, "init_from")  # before anything is written
+  variables = weights.torch_weights("init_from", config.init_from, config.model)  # before anything is written
   with run.lock(jax.process_index()):
     run.check_run(config)
     if jax.process_index() == 0:
       run.record_run(config)
-    predictor = _SnapshotPredictor(run, kind, source, batch_size, save_logits)
+    writer = _PredictionWriter(run, kind, source, batch_size, save_logits)
     meta = dict(fold=config.fold, cycle=cycle, model=config.model, kind=kind, init_from=str(config.init_from))
-    return predictor.predict(config, config.fold, cycle, variables, meta, str(config.init_from))
+    return writer.predict(configlib.sections(config), cycle, variables, meta, str(config.init_from))
 
 
-def tune_gate(config, valid: inference.Outputs, truth: np.ndarray) -> Tuple[float, gating.Gate]:
+def tune_gate(eval_section, valid: inference.Outputs, truth: np.ndarray) -> Tuple[float, gating.Gate]:
   """(validation mAP, Gate) of a snapshot: the pixel threshold swept (SPEC 6.2) jointly with the empty
-  handling candidates the fold's config names (config.gate_*; none: the plain threshold)."""
+  handling candidates the fold config's eval section names (gate_*; none: the plain threshold)."""
+  e = eval_section
   return gating.sweep(valid.logits, truth, valid.p_empty,
-                      min_areas=gating.parse_candidates(config.get("gate_min_areas", ""), int),
-                      empty_aboves=gating.parse_candidates(config.get("gate_empty_above", "")),
-                      salt_belows=gating.parse_candidates(config.get("gate_salt_below", "")))
+                      min_areas=gating.parse_candidates(e.gate_min_areas, int),
+                      empty_aboves=gating.parse_candidates(e.gate_empty_above),
+                      salt_belows=gating.parse_candidates(e.gate_salt_below))
 
 
-class _SnapshotPredictor:
-  """Predicts the snapshots of one workdir, loading each data folder and compiling each model once."""
+class _PredictionWriter:
+  """Writes the prediction files of one workdir's snapshots (with an inference.Predictor per model
+  configuration, compiled once), loading each data source once."""
 
-  def __init__(self, run: rundir.RunDir, kind: str, source: Optional[kaggle.DataSource],
+  def __init__(self, run: rundir.RunDir, kind: str, source: Optional[sources.Source],
                batch_size: Optional[int], save_logits: bool):
     self.run, self.kind, self.source, self.batch_size, self.save_logits = (run, kind, source, batch_size,
                                                                            save_logits)
@@ -194,17 +197,17 @@ class _SnapshotPredictor:
     self.mesh = parallel.make_mesh()
     self._data, self._predictors = {}, {}
 
-  def _load(self, config):
+  def _load(self, source_section):
     """(train set, test set) of the source, or of the folder and cache the fold was trained with."""
-    source = self.source or sources.of(config)
+    source = self.source or sources.of(source_section)
     if source not in self._data:
       self._data[source] = (source.train(), source.test())
     return self._data[source]
 
-  def _predictor(self, config) -> inference.Predictor:
-    key = predictor_key(config)
+  def _predictor(self, s) -> inference.Predictor:
+    key = predictor_key(s)
     if key not in self._predictors:
-      self._predictors[key] = make_predictor(config, self.mesh, self.batch_size)
+      self._predictors[key] = make_predictor(s, self.mesh, self.batch_size)
     return self._predictors[key]
 
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:
@@ -214,24 +217,25 @@ class _SnapshotPredictor:
         and (not self.save_logits or has_logits(out_path))):
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
       return load_prediction(out_path)["meta"]
-    config = self.run.fold_config(fold)
-    variables, meta = load_snapshot(config, snap)
-    return self.predict(config, fold, cycle, variables, meta, str(snap))
+    s = configlib.sections(self.run.fold_config(fold))
+    variables, meta = load_snapshot(s, snap)
+    return self.predict(s, cycle, variables, meta, str(snap))
 
-  def predict(self, config, fold: int, cycle: int, variables, meta: Dict[str, Any], source: str
-              ) -> Dict[str, Any]:
-    """Predicts one set of variables of `config`'s model as snapshot (fold, cycle); writes and returns the
-    metadata (`meta` plus the re-derived threshold and metrics; source names the weights)."""
+  def predict(self, s, cycle: int, variables, meta: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """Predicts one set of variables of the network of a fold config's sections `s` as snapshot
+    (s.data.fold, cycle); writes and returns the metadata (`meta` plus the re-derived threshold and
+    metrics; source names the weights)."""
+    fold = s.data.fold
     out_path = self.run.prediction_file(self.kind, fold, cycle)
-    train_set, test = self._load(config)
-    _, valid_idx = self.run.fold_rows(config, train_set.ids, train_set.masks)
-    predictor = self._predictor(config)
+    train_set, test = self._load(s.source)
+    _, valid_idx = self.run.fold_rows(s.data, fold, train_set.ids, train_set.masks, s.optim.seed)
+    predictor = self._predictor(s)
     variables = parallel.replicate(variables, self.mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
     valid = predictor.outputs(variables, v_images, v_masks, desc=f"fold {fold} cycle {cycle} valid")
-    val_map, gate = tune_gate(config, valid, v_masks)
-    test_idx = test_rows(config, self.run, test.ids)
+    val_map, gate = tune_gate(s.eval, valid, v_masks)
+    test_idx = test_rows(s.pseudo, self.run, test.ids)
     tested = predictor.outputs(variables, test.images[test_idx], desc=f"fold {fold} cycle {cycle} test")
     thr = gate.threshold
     meta = dict(meta, snapshot=source, snapshot_val_map=meta.get("val_map"),

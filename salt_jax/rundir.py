@@ -101,9 +101,9 @@ class RunDir:
   def prediction_file(self, kind: str, fold: int, cycle: int) -> pathlib.Path:
     return self.predictions_dir(kind) / f"fold_{fold}_cycle_{cycle}.npz"
 
-  def pseudo_split_csv(self, config) -> pathlib.Path:
-    """The test-half split of a pseudo-label run: the config's file, else the workdir's."""
-    return pathlib.Path(config.pseudo_split_file) if config.pseudo_split_file else self.root / "pseudo_split.csv"
+  def pseudo_split_csv(self, pseudo) -> pathlib.Path:
+    """The test-half split of a pseudo-label run: the pseudo section's pseudo_split_file, else the workdir's."""
+    return pathlib.Path(pseudo.pseudo_split_file) if pseudo.pseudo_split_file else self.root / "pseudo_split.csv"
 
   # Listings.
   def folds(self) -> List[int]:
@@ -179,7 +179,7 @@ class RunDir:
     fold = config.fold if fold is None else fold
     if not self.run_json.is_file():
       fileio.write_json(self.run_json, {"model": config.model})
-    record = json.loads(configlib.for_fold(config, fold).to_json_best_effort())
+    record = configlib.for_fold(config, fold)
     path = self.config_json(fold)
     if not path.is_file() or _read_json(path) != record:
       fileio.write_json(path, record)
@@ -189,18 +189,20 @@ class RunDir:
     """(N,) int fold of each id: the workdir's folds.csv (made on first use, then reused)."""
     return folds_lib.load_or_make_folds(self.folds_csv, ids, masks, num_folds, fold_seed)
 
-  def fold_rows(self, config, ids: np.ndarray, masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows) of `config.fold` into the train set, with the config's subsets.
+  def fold_rows(self, data, fold: int, ids: np.ndarray, masks: np.ndarray, seed: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) of `fold` into the train set: the data section's split (num_folds,
+    fold_seed) and subsets (train_subset: a choice seeded by `seed`, the config's; valid_subset).
 
     The one place the selection is made: training and prediction both call it, so they see the same
     validation tiles.
     """
-    assignment = self.fold_assignment(ids, masks, config.num_folds, config.fold_seed)
-    train_idx, valid_idx = folds_lib.fold_split(assignment, config.fold)
-    if config.train_subset:
-      train_idx = np.random.default_rng(config.seed).permutation(train_idx)[:config.train_subset]
-    if config.valid_subset:
-      valid_idx = valid_idx[:config.valid_subset]
+    assignment = self.fold_assignment(ids, masks, data.num_folds, data.fold_seed)
+    train_idx, valid_idx = folds_lib.fold_split(assignment, fold)
+    if data.train_subset:
+      train_idx = np.random.default_rng(seed).permutation(train_idx)[:data.train_subset]
+    if data.valid_subset:
+      valid_idx = valid_idx[:data.valid_subset]
     return train_idx, valid_idx
 
   # Lock.

@@ -6,7 +6,7 @@ optimiser, evaluated in the train step from the optimiser's step count and the f
 (which lives in the optimiser state, so folds trained together each follow their own epochs); the host
 never writes it.
 
-`config.lr_schedule`:
+`lr_schedule` (the config's optim section):
   restarts       SPEC 5: lr during the warm-up, then per epoch eta_min + (lr-eta_min)/2 (1 + cos(pi t/T)).
   warmup_cosine  linear warm-up over lr_warmup_epochs, then cosine decay to eta_min at the end of the run.
   warmup_linear  the same with a linear decay.
@@ -68,37 +68,38 @@ def is_eval_epoch(epoch: int, *, warmup_epochs: int, cycle_len: int, eval_start:
   return (e + 1) >= eval_start and (e + 1) % eval_every == 0
 
 
-def run_epochs(config) -> int:
-  return total_epochs(config.warmup_epochs, config.cycle_num, config.cycle_len)
+def run_epochs(optim) -> int:
+  """Epochs of a run: the warm-up and every cycle (`optim`: the config's optim section)."""
+  return total_epochs(optim.warmup_epochs, optim.cycle_num, optim.cycle_len)
 
 
-def restarts_schedule(config) -> EpochSchedule:
+def restarts_schedule(optim) -> EpochSchedule:
   """SPEC 5's per-epoch rates (float32 of lr_at_epoch), looked up by the step's epoch count // spe."""
-  table = np.asarray([lr_at_epoch(e, lr=config.lr, eta_min=config.eta_min, warmup_epochs=config.warmup_epochs,
-                                  cycle_len=config.cycle_len) for e in range(run_epochs(config))], np.float32)
+  table = np.asarray([lr_at_epoch(e, lr=optim.lr, eta_min=optim.eta_min, warmup_epochs=optim.warmup_epochs,
+                                  cycle_len=optim.cycle_len) for e in range(run_epochs(optim))], np.float32)
   return lambda count, steps_per_epoch: jnp.asarray(table)[jnp.minimum(count // steps_per_epoch,
                                                                        len(table) - 1)]
 
 
-def warmup_decay_schedule(config, decay: str) -> EpochSchedule:
+def warmup_decay_schedule(optim, decay: str) -> EpochSchedule:
   """optax's warm-up + cosine (or linear) decay to eta_min over the whole run, in fractional epochs
   count / steps_per_epoch: the rate changes every step."""
-  total, warmup = run_epochs(config), min(config.lr_warmup_epochs, run_epochs(config))
+  total, warmup = run_epochs(optim), min(optim.lr_warmup_epochs, run_epochs(optim))
   if decay == "cosine":
-    fn = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total, end_value=config.eta_min)
+    fn = optax.warmup_cosine_decay_schedule(0.0, optim.lr, warmup, total, end_value=optim.eta_min)
   else:
-    fn = optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup),
-                               optax.linear_schedule(config.lr, config.eta_min, total - warmup)], [warmup])
+    fn = optax.join_schedules([optax.linear_schedule(0.0, optim.lr, warmup),
+                               optax.linear_schedule(optim.lr, optim.eta_min, total - warmup)], [warmup])
   return lambda count, steps_per_epoch: fn(count / steps_per_epoch)
 
 
-def epoch_schedule(config) -> EpochSchedule:
-  """The (count, steps_per_epoch) -> learning rate function that config.lr_schedule names."""
-  if config.lr_schedule == "restarts":
-    return restarts_schedule(config)
-  if config.lr_schedule in ("warmup_cosine", "warmup_linear"):
-    return warmup_decay_schedule(config, config.lr_schedule.split("_")[1])
-  raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
+def epoch_schedule(optim) -> EpochSchedule:
+  """The (count, steps_per_epoch) -> learning rate function that optim.lr_schedule names."""
+  if optim.lr_schedule == "restarts":
+    return restarts_schedule(optim)
+  if optim.lr_schedule in ("warmup_cosine", "warmup_linear"):
+    return warmup_decay_schedule(optim, optim.lr_schedule.split("_")[1])
+  raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {optim.lr_schedule!r}")
 
 
 class _ScheduleState(NamedTuple):
@@ -134,19 +135,20 @@ def _adamw(learning_rate, weight_decay: float) -> optax.GradientTransformation:
   return optax.adamw(learning_rate, weight_decay=weight_decay)
 
 
-def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """config.optimizer (sgd: SPEC 5's; adamw: decoupled weight decay) driven by config.lr_schedule.
+def make_optimizer(optim, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The config's optim section -> optim.optimizer (sgd: SPEC 5's; adamw: decoupled weight decay) driven
+  by optim.lr_schedule.
 
   The rate used by the last update is opt_state.hyperparams["learning_rate"] (float32 scalar).
   """
-  schedule = FoldSchedule(epoch_schedule(config), steps_per_epoch)
-  if config.optimizer == "sgd":
+  schedule = FoldSchedule(epoch_schedule(optim), steps_per_epoch)
+  if optim.optimizer == "sgd":
     sgd = optax.inject_hyperparams(_sgd, static_args=("momentum", "weight_decay"), hyperparam_dtype=jnp.float32)
-    return sgd(learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay)
-  if config.optimizer == "adamw":
+    return sgd(learning_rate=schedule, momentum=optim.momentum, weight_decay=optim.weight_decay)
+  if optim.optimizer == "adamw":
     adamw = optax.inject_hyperparams(_adamw, static_args=("weight_decay",), hyperparam_dtype=jnp.float32)
-    return adamw(learning_rate=schedule, weight_decay=config.weight_decay)
-  raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    return adamw(learning_rate=schedule, weight_decay=optim.weight_decay)
+  raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optim.optimizer!r}")
 
 
 def learning_rate(opt_state) -> jax.Array:

@@ -15,8 +15,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from salt_jax import ensemble, metrics, rundir, segment
-from salt_jax.data import kaggle
+from salt_jax import configlib, ensemble, metrics, rundir, segment
+from salt_jax.data import sources
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import tables
 
@@ -108,7 +108,7 @@ def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells
   return {"masks": masks, "windows": windows, "seconds": time.perf_counter() - t0}
 
 
-def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strides: Sequence[int] = (101, 50),
+def fold_check(workdir, fold: int, source: sources.Source, mosaics_csv, strides: Sequence[int] = (101, 50),
                kind: str = "max_map", batch_size: Optional[int] = None,
                phases: Sequence[int] = (0,)) -> pd.DataFrame:
   """The table: predict's per-tile masks, then the mosaic sections at each stride and window phase (the
@@ -116,9 +116,9 @@ def fold_check(workdir, fold: int, source: kaggle.DataSource, mosaics_csv, strid
   the fold's validation tiles that lie in mosaics (attrs: "mosaics" count, each row's windows and seconds,
   and "tiles", the per-tile scores)."""
   run = rundir.RunDir(workdir)
-  config = run.fold_config(fold)
-  train = source.train(verify_rle=False)
-  _, valid_idx = run.fold_rows(config, train.ids, train.masks)
+  s = configlib.sections(run.fold_config(fold))
+  train = source.train()
+  _, valid_idx = run.fold_rows(s.data, fold, train.ids, train.masks, s.optim.seed)
   cells = scored_cells(tables.read_mosaics(mosaics_csv), train.ids[valid_idx])
   if not len(cells):
     raise rundir.WorkdirError(f"no validation tile of fold {fold} lies in a mosaic of {mosaics_csv}")

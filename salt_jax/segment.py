@@ -47,8 +47,8 @@ import tqdm
 from absl import app, flags, logging
 from scipy import special
 
-from salt_jax import cli, fileio, parallel, predict, rundir, sections, segy, viz
-from salt_jax.data import kaggle
+from salt_jax import cli, configlib, fileio, parallel, predict, rundir, sections, segy, viz
+from salt_jax.data import kaggle, sources
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import render, tables
 
@@ -153,14 +153,14 @@ def file_sections(path, percentiles: Tuple[float, float] = DEFAULT_PERCENTILES) 
   return [Section(p.stem, str(p), lambda p=p: read_section(p, percentiles)) for p in files]
 
 
-def mosaic_sections(source: kaggle.DataSource, mosaics_csv, mosaic_ids: Sequence[int]) -> List[Section]:
+def mosaic_sections(source: sources.Source, mosaics_csv, mosaic_ids: Sequence[int]) -> List[Section]:
   """The grey sections (rows*101, cols*101) uint8 of jigsaw mosaics, named mosaic_<id>, from the tiles of
   the data folder placed as the mosaic table says (empty cells 0)."""
   table = tables.read_mosaics(mosaics_csv)
   unknown = sorted(set(mosaic_ids) - set(table["mosaic_id"]))
   if unknown:
     raise InputError(f"{mosaics_csv}: no mosaic {unknown[0]} in this table")
-  train, test = source.train(verify_rle=False), source.test()
+  train, test = source.train(), source.test()
   images = dict(zip(train.ids.tolist(), train.images))
   images.update(zip(test.ids.tolist(), test.images))
   out = []
@@ -221,17 +221,17 @@ class Runner:
     return self._kept[snap]
 
   def _load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
-    config = rundir.RunDir(snap.workdir).fold_config(snap.fold)
-    variables, meta = predict.load_snapshot(config, snap.path)
+    s = configlib.sections(rundir.RunDir(snap.workdir).fold_config(snap.fold))
+    variables, meta = predict.load_snapshot(s, snap.path)
     threshold, recorded_in = snapshot_threshold(snap, self.kind, meta)
     logging.info("fold %d cycle %d of %s: threshold %+.4f (from %s)", snap.fold, snap.cycle, snap.workdir,
                  threshold, recorded_in)
-    key = predict.predictor_key(config)
+    key = predict.predictor_key(s)
     if key not in self._predictors:
-      self._predictors[key] = predict.make_predictor(config, self.mesh, self.batch_size)
+      self._predictors[key] = predict.make_predictor(s, self.mesh, self.batch_size)
     predictor = self._predictors[key]
     variables = parallel.replicate(variables, self.mesh)
-    batch = config.eval_batch_size if self.batch_size is None else self.batch_size
+    batch = s.eval.eval_batch_size if self.batch_size is None else self.batch_size
     return lambda w: special.expit(predictor.outputs(variables, w).logits), threshold, batch
 
 

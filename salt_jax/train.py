@@ -20,77 +20,30 @@ import tqdm
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (checkpoints, cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo,
-                      records, rundir, schedules, steps)
+from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo, records,
+                      rundir, schedules, steps, weights)
 from salt_jax.data import sources
 
 
-def load_weights(config) -> Dict[str, Any]:
-  """{"pretrained": encoder variables, "init_from": whole-model variables} of the weight files the config
-  names, read and checked before anything is written (one ConfigError line for a bad file). A salt_jax
-  snapshot folder as init_from fine-tunes that snapshot (its recorded model must be config.model)."""
-  weights = {}
-  if config.pretrained:
-    weights["pretrained"] = _torch_weights(config, "pretrained")
-  if config.init_from:
-    weights["init_from"] = (_snapshot_weights(config) if os.path.isdir(config.init_from)
-                            else _torch_weights(config, "init_from"))
-  return weights
-
-
-def _torch_weights(config, key: str) -> Any:
-  from salt_jax.models import convert  # pylint: disable=import-outside-toplevel  (torch: only for .pth)
-  return convert.checked_weights(config, key)
-
-
-def _snapshot_weights(config) -> Dict[str, Any]:
-  """{"params", "batch_stats"} of the salt_jax snapshot folder config.init_from."""
-  try:
-    meta = checkpoints.snapshot_meta(config.init_from)
-    if meta.get("model") != config.model:
-      raise configlib.ConfigError(f"config.init_from: {config.init_from} is a snapshot of {meta.get('model')}, "
-                                  f"not of {config.model}")
-    shapes = jax.eval_shape(lambda: models.init_variables(models.from_config(config), jax.random.key(0),
-                                                          size=config.input_size))
-    variables, _ = checkpoints.load_snapshot(config.init_from, {"params": shapes["params"],
-                                                                "batch_stats": shapes.get("batch_stats", {})})
-  except rundir.WorkdirError as e:
-    raise configlib.ConfigError(f"config.init_from: {e}") from None
-  return variables
-
-
-def with_weights(state, weights: Dict[str, Any]):
-  """The state with the ImageNet encoder (pretrained) merged in, then every weight of init_from (the
-  original solution's checkpoint or a salt_jax snapshot)."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  if "pretrained" in weights:
-    from salt_jax.models import convert  # pylint: disable=import-outside-toplevel
-    variables = convert.merge_encoder_weights(variables, weights["pretrained"])
-    logging.info("loaded ImageNet encoder weights")
-  if "init_from" in weights:
-    variables = weights["init_from"]
-    logging.info("initialised every weight from config.init_from")
-  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-
-
-def pseudo_data(config, run: rundir.RunDir):
-  """(images, masks) of the pseudo-labelled test tiles (config.pseudo_split's half, or all; at most
-  config.pseudo_tiles of them), or empty arrays without a pseudo CSV."""
-  if not config.pseudo_csv:
+def pseudo_data(s, run: rundir.RunDir):
+  """(images, masks) of the pseudo-labelled test tiles (the pseudo section's pseudo_split half, or all; at
+  most pseudo_tiles of them), or empty arrays without a pseudo CSV. s: the config's sections."""
+  p = s.pseudo
+  if not p.pseudo_csv:
     empty = np.zeros((0, *geometry.TILE_SHAPE), np.uint8)
     return empty, empty
-  test = sources.load_test(config)
-  split_csv = run.pseudo_split_csv(config)
-  half = pseudo.load_or_make_split(split_csv, test.ids, config.pseudo_seed, save=False)
-  chosen = np.flatnonzero(half == config.pseudo_split) if config.pseudo_split >= 0 else np.arange(len(half))
-  confidence = (pseudo.read_confidence(config.pseudo_confidence_csv, test.ids[chosen])
-                if config.pseudo_confidence_csv else None)
-  chosen = chosen[pseudo.keep(len(chosen), config.pseudo_tiles, confidence, config.pseudo_seed)]
-  masks = pseudo.read_pseudo_masks(config.pseudo_csv, test.ids[chosen])
+  test = sources.of(s.source).test()
+  split_csv = run.pseudo_split_csv(p)
+  half = pseudo.load_or_make_split(split_csv, test.ids, p.pseudo_seed, save=False)
+  chosen = np.flatnonzero(half == p.pseudo_split) if p.pseudo_split >= 0 else np.arange(len(half))
+  confidence = (pseudo.read_confidence(p.pseudo_confidence_csv, test.ids[chosen])
+                if p.pseudo_confidence_csv else None)
+  chosen = chosen[pseudo.keep(len(chosen), p.pseudo_tiles, confidence, p.pseudo_seed)]
+  masks = pseudo.read_pseudo_masks(p.pseudo_csv, test.ids[chosen])
   if not split_csv.exists():  # saved once the pseudo masks were read: a refused start writes nothing
     pseudo.save_split(split_csv, test.ids, half)
-  logging.info("pseudo labels: %d test tiles (split %d) from %s, p=%.2f", len(chosen), config.pseudo_split,
-               config.pseudo_csv, config.pseudo_prob)
+  logging.info("pseudo labels: %d test tiles (split %d) from %s, p=%.2f", len(chosen), p.pseudo_split,
+               p.pseudo_csv, p.pseudo_prob)
   return test.images[chosen], masks
 
 
@@ -106,44 +59,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """
   phases = _Phases()
   configlib.validate(config)
-  folds, run = configlib.fold_list(config), rundir.RunDir(workdir)
+  s, folds, run = configlib.sections(config), configlib.fold_list(config), rundir.RunDir(workdir)
   for k in folds:
     run.check_run(config, k)
-  set_compilation_cache(config.compilation_cache_dir)
-  parallel.maybe_initialize_distributed(config.distributed)
-  fold_map = parallel.resolve_fold_map(config.fold_map, len(folds))
+  set_compilation_cache(s.runtime.compilation_cache_dir)
+  parallel.maybe_initialize_distributed(s.runtime.distributed)
+  fold_map = parallel.resolve_fold_map(s.runtime.fold_map, len(folds))
   mesh = parallel.make_mesh(parallel.fold_axis_size(len(folds), jax.device_count(), fold_map))
   eval_mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.batch_size, mesh)
-  parallel.check_batch_size(config.eval_batch_size, eval_mesh)
-  weights = load_weights(config)
+  parallel.check_batch_size(s.optim.batch_size, mesh)
+  parallel.check_batch_size(s.eval.eval_batch_size, eval_mesh)
+  start_weights = weights.load(s)
   with run.lock(jax.process_index()):
     for k in folds:
       run.check_run(config, k)  # again under the lock: another run may have recorded in between
-    samples = sources.load_train(config)
-    return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(config, run), weights,
+    samples = sources.of(s.source).train()
+    return _train(config, run, (mesh, eval_mesh, fold_map), samples, pseudo_data(s, run), start_weights,
                   phases)
 
 
-def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, weights, phases: "_Phases"
+def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, start_weights, phases: "_Phases"
            ) -> Dict[int, Dict[str, Any]]:
   """The training loop: set-up, then per epoch run the epoch, end it per fold, write the records."""
   mesh, eval_mesh, fold_map = meshes
-  group = foldgroup.FoldGroup(config, run, samples)
+  s = configlib.sections(config)
+  group = foldgroup.FoldGroup(s, configlib.fold_list(config), run, samples)
   logging.info("%d fold(s) on %d devices (mesh %s, fold_map %s)", len(group.folds), mesh.devices.size,
                dict(mesh.shape), fold_map)
   data = _device_data(samples, pseudo_arrays, mesh)
   phases.done("data")
-  model = models.from_config(config)
-  initial, step_key = _initial_state(config, model, mesh, weights)
+  model = models.build(**s.model)
+  initial, step_key = _initial_state(s, model, mesh, start_weights)
   phases.done("init")
-  state = _restored_state(config, group, initial, mesh)
+  state = _restored_state(s.optim, group, initial, mesh)
   phases.done("restore")
-  group.record_configs()
+  if jax.process_index() == 0:  # the folds' config.json, after check_run, under the lock
+    for f in group.folds:
+      run.record_run(config, f.index)
   if group.todo:
-    runner = epochs.EpochRunner(config, group.todo, data, len(pseudo_arrays[0]), step_key, mesh, fold_map,
+    runner = epochs.EpochRunner(s, group.todo, data, len(pseudo_arrays[0]), step_key, mesh, fold_map,
                                 on_compile=lambda: phases.done("compile"))
-    predictor = inference.Predictor(model.apply, eval_mesh, config.eval_batch_size, config.input_size)
+    predictor = inference.Predictor(model.apply, eval_mesh, s.eval.eval_batch_size, s.data.input_size)
     writer = records.MetricsWriter(run, [f.index for f in group.todo], group.total)
     unstack = _unstacker(len(group.todo), eval_mesh)
     for epoch in tqdm.tqdm(range(group.start_epoch, group.total), desc=_progress_name(group.todo),
@@ -153,8 +109,8 @@ def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, weights, 
       seconds, fold_states = time.perf_counter() - t_epoch, unstack(state)
       for f, on, fold_state, fold_metrics in zip(group.todo, training, fold_states, metrics):
         if on:
-          record = _epoch_record(config, f, epoch, fold_metrics, seconds, phases.first_record(f.index))
-          validate = _validation(config, epoch, predictor, f)
+          record = _epoch_record(s, f, epoch, fold_metrics, seconds, phases.first_record(f.index))
+          validate = _validation(s, epoch, predictor, f)
           group.end_epoch(f, epoch, fold_state, record, validate)
           record["epoch_seconds"] = time.perf_counter() - t_epoch
           writer.write(f.index, f.history)
@@ -208,24 +164,24 @@ def _device_data(samples, pseudo_arrays, mesh) -> Dict[str, jax.Array]:
                              "mask": np.concatenate([samples.masks, pseudo_masks])}, mesh)
 
 
-def _initial_state(config, model, mesh, weights: Dict[str, Any]):
-  """(initial train state, step key), replicated: one compiled initialisation from config.seed, then
-  the ImageNet encoder (config.pretrained) or the original solution's weights (config.init_from)."""
-  tx = schedules.make_optimizer(config, steps_per_epoch=1)
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=config.input_size,
-                                    ema_decay=config.ema_decay),
+def _initial_state(s, model, mesh, start_weights: Dict[str, Any]):
+  """(initial train state, step key), replicated: one compiled initialisation from the seed, then the
+  ImageNet encoder (pretrained) or every weight of init_from. s: the config's sections."""
+  tx = schedules.make_optimizer(s.optim, steps_per_epoch=1)
+  init_key, step_key = jax.random.split(jax.random.key(s.optim.seed))
+  state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=s.data.input_size,
+                                    ema_decay=s.optim.ema_decay),
                   out_shardings=parallel.replicated(mesh),
                   compiler_options=models.init_compiler_options())(parallel.replicate(init_key, mesh))
-  state = with_weights(state, weights)
+  state = weights.merge(state, start_weights)
   if state.ema is not None:  # the average starts at the weights training starts from
     state = state.replace(ema=steps.eval_variables(state.replace(ema=None)))
   return parallel.replicate(state, mesh), parallel.replicate(step_key, mesh)
 
 
-def _restored_state(config, group: foldgroup.FoldGroup, initial, mesh):
+def _restored_state(optim, group: foldgroup.FoldGroup, initial, mesh):
   """The stacked (leading fold axis) state of the folds still to train: each fold's restored state, or
-  the initial state with an optimiser that knows the fold's steps per epoch."""
+  the initial state with an optimiser (of the optim section) that knows the fold's steps per epoch."""
   repl = parallel.replicated(mesh)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), initial)
   restored = group.restore(abstract)
@@ -234,7 +190,7 @@ def _restored_state(config, group: foldgroup.FoldGroup, initial, mesh):
   states = []
   for f, state in zip(group.todo, restored):
     if state is None:
-      fold_init = jax.jit(schedules.make_optimizer(config, f.steps).init, out_shardings=repl)
+      fold_init = jax.jit(schedules.make_optimizer(optim, f.steps).init, out_shardings=repl)
       state = initial.replace(opt_state=fold_init(initial.params))
     states.append(parallel.replicate(state, mesh))
   stack = jax.jit(lambda *trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees),
@@ -252,22 +208,23 @@ def _progress_name(folds) -> str:
   return f"fold{'s' * (len(folds) > 1)} {','.join(str(f.index) for f in folds)}"
 
 
-def _epoch_record(config, f: foldgroup.Fold, epoch: int, metrics, seconds: float, startup) -> Dict[str, Any]:
+def _epoch_record(s, f: foldgroup.Fold, epoch: int, metrics, seconds: float, startup) -> Dict[str, Any]:
   """A fold's epoch record before validation: the means of its step metrics, where the epoch sits in the
   schedule, throughput, and the start-up phases on the first record this process writes for the fold."""
+  optim = s.optim
   record = records.epoch_record(metrics, f.index, epoch, epoch * f.steps)
-  record.update(epoch=epoch, cycle=schedules.cycle_of_epoch(epoch, config.warmup_epochs, config.cycle_len),
-                seg_loss=epochs.seg_loss_of_epoch(config, epoch), seconds=seconds,
-                images_per_s=f.steps * config.batch_size / seconds)
+  record.update(epoch=epoch, cycle=schedules.cycle_of_epoch(epoch, optim.warmup_epochs, optim.cycle_len),
+                seg_loss=epochs.seg_loss_of_epoch(optim, s.loss.cycle_loss, epoch), seconds=seconds,
+                images_per_s=f.steps * optim.batch_size / seconds)
   if startup is not None:
     record["startup"] = startup
   return record
 
 
-def _validation(config, epoch: int, predictor: inference.Predictor, f: foldgroup.Fold):
+def _validation(s, epoch: int, predictor: inference.Predictor, f: foldgroup.Fold):
   """variables -> validation metrics of fold f after this epoch, or None when the epoch is not validated."""
-  if not schedules.is_eval_epoch(epoch, warmup_epochs=config.warmup_epochs, cycle_len=config.cycle_len,
-                                 eval_start=config.eval_start, eval_every=config.eval_every):
+  if not schedules.is_eval_epoch(epoch, warmup_epochs=s.optim.warmup_epochs, cycle_len=s.optim.cycle_len,
+                                 eval_start=s.eval.eval_start, eval_every=s.eval.eval_every):
     return None
   return functools.partial(predictor.validate, images=f.valid_images, masks=f.valid_masks)
 

@@ -85,8 +85,8 @@ def random_workdir(config_file, root) -> str:
   """A workdir with one max_map snapshot of random weights (He-scaled kernels, unit BatchNorm statistics)."""
   import jax
   config = configlib.load_config_file(config_file)
-  shapes = jax.eval_shape(lambda: models.init_variables(models.from_config(config), jax.random.key(0),
-                                                      size=config.input_size))
+  model = models.build(**configlib.section(config, "model"))
+  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), size=config.input_size))
   rng = np.random.default_rng(0)
 
   def fill(path, leaf):

@@ -46,7 +46,7 @@ def main():
   state = parallel.replicate(state, mesh)
   key = parallel.replicate(jax.random.key(1), mesh)
   spec = {k: jax.ShapeDtypeStruct((global_batch, 101, 101), np.uint8, sharding=sharded) for k in ("image", "mask")}
-  weights = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
+  weights = configlib.loss_weights(configlib.section(configlib.base_config(), "loss"))  # the faithful ones (SPEC 4)
   step = jax.jit(functools.partial(steps.train_step, seg_loss=args.seg_loss, loss_weights=weights,
                                    canvas=128),
                  in_shardings=(repl, sharded, repl), out_shardings=(repl, repl), donate_argnums=(0,))

@@ -46,7 +46,7 @@ def _lowered_gflop_per_image(name, batch=2):
   tx = optim.constant_sgd(0.01)
   state = jax.eval_shape(lambda: steps.create_train_state(model, tx, jax.random.key(0), image_size=128))
   data = {k: jax.ShapeDtypeStruct((batch, 101, 101), jnp.uint8) for k in ("image", "mask")}
-  weights = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
+  weights = configlib.loss_weights(configlib.section(configlib.base_config(), "loss"))  # the faithful ones (SPEC 4)
   fn = jax.jit(functools.partial(steps.train_step, seg_loss="lovasz", loss_weights=weights, canvas=128))
   return bench.flops_of(fn.lower(state, data, jax.random.key(1))) / batch / 1e9
 
@@ -165,7 +165,7 @@ def test_loop_efficiency_is_epoch_over_compiled_step(capsys):
   figures["process_s"] = 12.0
   args = types.SimpleNamespace(folds=1, train_subset=0, epoch_warmup=2, epoch_cycle=3,
                                   compilation_cache_dir="")
-  rows = bench.epoch_rows(figures, 128 / 3, {"model": "model_tiny"}, args)
+  rows = bench.epoch_report(figures, 128 / 3, {"model": "model_tiny"}, args)
   assert [r["figure"] for r in rows] == ["epoch_images_per_s", "loop_efficiency", "startup_s"]
   assert rows[1]["value"] == 0.5 and rows[1]["whole_epoch_efficiency"] == 0.375
 

@@ -27,7 +27,7 @@ def test_bfloat16_train_and_predict_smoke(tmp_path):
   assert np.isfinite(history[1]["val_loss"]) and 0 <= history[1]["val_map"] <= 1
   run = rundir.RunDir(workdir)
   variables, meta = checkpoints.load_snapshot(run.snapshot_dir(0, 0, "max_map"),
-                                              predict.abstract_variables(models.from_config(config),
+                                              predict.abstract_variables(models.build(**configlib.section(config, "model")),
                                                                          config.input_size))
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {np.dtype("float32")}
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables))

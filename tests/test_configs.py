@@ -34,10 +34,10 @@ def test_faithful_configs_keep_the_original_schedule(name):
       16, 0.01, 0.001, 0.9, 2e-4)
   assert (config.warmup_epochs, config.cycle_num, config.cycle_len, config.eval_start, config.eval_every) == (
       10, 7, 50, 20, 5)
-  options = models.config_options(config)  # unset in the configs: the variants' defaults apply
+  options = models.resolved_options(configlib.section(config, "model"))  # unset: the variants' defaults
   assert options["head_dropout"] == (0.5 if name in ("model_101A", "model_101B") else 0.0)
   assert options["decoder_dropout"] == 0.0 and options["align_corners"] is True
-  model = models.from_config(config)
+  model = models.build(**configlib.section(config, "model"))
   assert (model.head_dropout, model.decoder_dropout, model.align_corners) == (
       options["head_dropout"], 0.0, True)
 
@@ -65,7 +65,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.stem)
 def test_pipeline_config_names_existing_model_configs(path):
   from salt_jax import pipeline
-  config = pipeline.with_defaults(configlib.load_config_file(path))
+  config = pipeline.with_pipeline_defaults(configlib.load_config_file(path))
   entries = list(config.stage1.models) + list(config.stage2.models)
   assert entries and config.stage1.folds and config.stage2.part_folds
   stage1 = [dict(name=e["name"]) for e in config.stage1.models]

@@ -19,7 +19,7 @@ import optim
 from conftest import TWO_CPU_DEVICES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
+WEIGHTS = configlib.loss_weights(configlib.section(configlib.base_config(), "loss"))  # the faithful ones (SPEC 4)
 
 
 def _config(**overrides):
@@ -53,7 +53,8 @@ def test_bad_fold_map_is_refused():
 def test_for_fold_sets_only_the_fold():
   config = _config(folds="1,4")
   one = configlib.for_fold(config, 4)
-  assert one.fold == 4 and config.fold == 3
+  assert one["fold"] == 4 and config.fold == 3
+  assert set(one) == set(config.keys())
   assert {k: v for k, v in one.items() if k != "fold"} == {k: v for k, v in config.items() if k != "fold"}
 
 
@@ -138,7 +139,7 @@ def test_fold_steps_equal_each_fold_alone(fold_map, highest_precision):
 def _final_state(config, workdir, fold):
   run = rundir.RunDir(workdir)
   latest = checkpoints.LatestCheckpoint(run.checkpoints_dir(fold))
-  abstract = jax.eval_shape(functools.partial(steps.create_train_state, models.from_config(config),
+  abstract = jax.eval_shape(functools.partial(steps.create_train_state, models.build(**configlib.section(config, "model")),
                                               optim.constant_sgd(config.lr), image_size=config.input_size),
                             jax.random.key(0))
   one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # also for states written on 2 devices
@@ -172,7 +173,7 @@ def _assert_same_fold(config, workdir_a, workdir_b, fold, atol=1e-5):
   assert cycles(ra) == cycles(rb)
   for kind in rundir.SNAPSHOT_KINDS:
     # one device, also for 2-device saves
-    abstract = predict.abstract_variables(models.from_config(config), config.input_size)
+    abstract = predict.abstract_variables(models.build(**configlib.section(config, "model")), config.input_size)
     ma = checkpoints.load_snapshot(ra.snapshot_dir(fold, 0, kind), abstract)[1]
     mb = checkpoints.load_snapshot(rb.snapshot_dir(fold, 0, kind), abstract)[1]
     assert ma["epoch"] == mb["epoch"] and ma["fold"] == mb["fold"] == fold

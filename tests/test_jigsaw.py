@@ -12,7 +12,7 @@ import pytest
 from salt_jax import cli
 from salt_jax.data import DataError, DataSource
 from salt_jax.data import rle as rle_lib
-from salt_jax.data import submission
+from salt_jax.data import kaggle, submission
 from salt_jax.data.submission import Submission
 from salt_jax.jigsaw import __main__ as jigsaw_main
 from salt_jax.jigsaw import edges, effect, render, rules, solver, tables, tasks
@@ -448,7 +448,7 @@ def test_solve_postprocess_render_tasks_on_real_tiles(mini_data_dir, tmp_path):
   table = tables.read_mosaics(mosaics)
   assert res["stats"]["placed"] == len(table) == 120  # 514 mosaics: the singletons too
   assert res["stats"]["mosaics"] == table["mosaic_id"].nunique()
-  sample_ids = submission.read_sample_ids(mini_data_dir)
+  sample_ids = kaggle.read_sample_ids(mini_data_dir)
   masks = np.zeros((len(sample_ids), S, S), np.uint8)
   masks[::2, 50:] = 1
   submission.write_submission(tmp_path / "sub.csv", Submission(sample_ids, masks), sample_ids)

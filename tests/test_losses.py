@@ -11,7 +11,7 @@ import pytest
 
 from salt_jax import configlib, losses
 
-WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
+WEIGHTS = configlib.loss_weights(configlib.section(configlib.base_config(), "loss"))  # the faithful ones (SPEC 4)
 BCE_DICE = {k: WEIGHTS[k] for k in ("dice_weight", "bce_weight")}
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import epochs, inference, parallel, pseudo, rundir, train
+from salt_jax import configlib, epochs, inference, parallel, pseudo, rundir, train
 from salt_jax.data import kaggle, rle
 
 
@@ -93,7 +93,8 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
   for image in images[is_pseudo]:
     assert (half_images == image).all(axis=(1, 2)).any()
   samples = kaggle.load_train(config.data_dir)
-  _, valid_idx = rundir.RunDir(workdir).fold_rows(config, samples.ids, samples.masks)
+  s = configlib.sections(config)
+  _, valid_idx = rundir.RunDir(workdir).fold_rows(s.data, config.fold, samples.ids, samples.masks, s.optim.seed)
   valid_images, valid_masks = samples.images[valid_idx], samples.masks[valid_idx]
   assert len(seen_valid) == 1
   np.testing.assert_array_equal(seen_valid[0][0], valid_images)
@@ -137,10 +138,11 @@ def test_pseudo_data_keeps_the_most_confident_of_every_test_tile(tiny_config, mi
   conf_csv = tmp_path / "confidence.csv"
   pd.DataFrame({"id": test.ids, "confidence": confidence}).to_csv(conf_csv, index=False)
   config = tiny_config(pseudo_csv=str(csv), pseudo_split=-1, pseudo_tiles=5, pseudo_confidence_csv=str(conf_csv))
-  images, got = train.pseudo_data(config, rundir.RunDir(tmp_path / "run"))
+  images, got = train.pseudo_data(configlib.sections(config), rundir.RunDir(tmp_path / "run"))
   best = np.sort(np.argsort(-confidence)[:5])
   np.testing.assert_array_equal(images, test.images[best])
   np.testing.assert_array_equal(got, masks[best])
-  images, got = train.pseudo_data(tiny_config(pseudo_csv=str(csv), pseudo_split=-1), rundir.RunDir(tmp_path / "r2"))
+  images, got = train.pseudo_data(configlib.sections(tiny_config(pseudo_csv=str(csv), pseudo_split=-1)),
+                                  rundir.RunDir(tmp_path / "r2"))
   assert len(images) == len(test.ids)
   np.testing.assert_array_equal(got, masks)

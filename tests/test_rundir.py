@@ -53,7 +53,7 @@ def run_copy(tiny_run, tmp_path):
 def _final_params(config, workdir):
   run = rundir.RunDir(workdir)
   restored = checkpoints.LatestCheckpoint(run.checkpoints_dir(0))
-  abstract = jax.eval_shape(functools.partial(train.steps.create_train_state, train.models.from_config(config),
+  abstract = jax.eval_shape(functools.partial(train.steps.create_train_state, train.models.build(**configlib.section(config, "model")),
                                               optim.constant_sgd(config.lr), image_size=config.input_size),
                             jax.random.key(0))
   epoch, state, _ = restored.restore_latest(abstract)
@@ -75,7 +75,8 @@ def test_rerun_with_a_changed_fixed_key_is_refused_and_changes_nothing(run_copy,
   # predict still reads the recorded config and re-derives the recorded threshold.
   meta = predict.predict_workdir(workdir, overwrite=True)[0]
   assert meta["val_map"] == pytest.approx(meta["snapshot_val_map"], abs=1e-6)
-  assert meta["n_valid"] == len(rundir.RunDir(workdir).fold_rows(config, *_ids_masks(config))[1])
+  s = configlib.sections(config)
+  assert meta["n_valid"] == len(rundir.RunDir(workdir).fold_rows(s.data, 0, *_ids_masks(config), s.optim.seed)[1])
 
 
 def _with(config, **overrides):

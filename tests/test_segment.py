@@ -196,7 +196,7 @@ def _random_variables(model, size: int, seed: int = 0):
 def tiny_model():
   config = configlib.load_config_file(REPO / "configs" / "tiny.py")
   config.eval_batch_size = 8
-  return config, _random_variables(models.from_config(config), config.input_size)
+  return config, _random_variables(models.build(**configlib.section(config, "model")), config.input_size)
 
 
 def _workdir(root, tiny_model, threshold: float = 0.0) -> pathlib.Path:
@@ -303,7 +303,7 @@ def test_stride_tile_matches_the_per_tile_prediction_of_predict(tmp_path, tiny_m
   config, variables = tiny_model
   tiles = _real_tiles(data_dir, 6)
   mesh = parallel.make_mesh()
-  logits = predict.make_predictor(config, mesh, 8).outputs(parallel.replicate(variables, mesh), tiles).logits
+  logits = predict.make_predictor(configlib.sections(config), mesh, 8).outputs(parallel.replicate(variables, mesh), tiles).logits
   threshold = float(np.quantile(logits, 0.4))  # a threshold that splits the random model's logits
   workdir = _workdir(tmp_path / "wd", tiny_model, threshold)
   section = tiles.reshape(2, 3, TILE, TILE).transpose(0, 2, 1, 3).reshape(2 * TILE, 3 * TILE)

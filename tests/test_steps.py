@@ -18,7 +18,7 @@ import optim
 from conftest import FAST_COMPILE, TWO_CPU_DEVICES
 
 WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
-WEIGHTS = configlib.loss_weights(configlib.base_config())  # the faithful ones (SPEC 4)
+WEIGHTS = configlib.loss_weights(configlib.section(configlib.base_config(), "loss"))  # the faithful ones (SPEC 4)
 
 
 @pytest.fixture(scope="module")

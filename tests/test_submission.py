@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax.data import DataError, submission
+from salt_jax.data import DataError, kaggle, submission
 
 
 def test_submission_ids_must_match_sample():
@@ -35,8 +35,8 @@ def test_check_ids_names_a_few_plain_ids_of_each_problem():
 def test_sample_ids_are_read_in_file_order(tmp_path):
   pd.DataFrame({"id": ["b", "a"], "rle_mask": ["1 1", ""]}).to_csv(tmp_path / "sample_submission.csv",
                                                                    index=False)
-  assert submission.read_sample_ids(tmp_path) == ["b", "a"]
-  assert all(type(i) is str for i in submission.read_sample_ids(tmp_path))
+  assert kaggle.read_sample_ids(tmp_path) == ["b", "a"]
+  assert all(type(i) is str for i in kaggle.read_sample_ids(tmp_path))
 
 
 @pytest.mark.parametrize("content,match", [
@@ -52,7 +52,7 @@ def test_bad_sample_submission_is_an_error_naming_the_file(tmp_path, content, ma
   if content is not None:
     path.write_bytes(content)
   with pytest.raises(DataError, match=match) as err:
-    submission.read_sample_ids(tmp_path)
+    kaggle.read_sample_ids(tmp_path)
   assert str(path) in str(err.value)
 
 

@@ -108,12 +108,12 @@ def test_tfds_source_gives_the_kaggle_folders_arrays(mini_data_dir, mini_tfds, t
   kaggle_config, tfds_config = _configs(mini_data_dir, mini_tfds, cache_dir=str(tmp_path / "cache"))
   assert isinstance(sources.of(kaggle_config), kaggle.DataSource)
   assert sources.of(tfds_config) == sources.TfdsSource(str(mini_tfds))
-  train, test = sources.load_train(tfds_config), sources.load_test(tfds_config)
+  train, test = sources.of(tfds_config).train(), sources.of(tfds_config).test()
   assert len(train) == 96 and len(test) == 24 and test.masks is None
   assert train.masks.any() and set(np.unique(train.masks)) <= {0, 1} and np.isfinite(train.depths).all()
   for _ in range(2):   # the second Kaggle read comes from its npz cache
-    _assert_same_samples(sources.load_train(kaggle_config), train)
-    _assert_same_samples(sources.load_test(kaggle_config), test)
+    _assert_same_samples(sources.of(kaggle_config).train(), train)
+    _assert_same_samples(sources.of(kaggle_config).test(), test)
   assert "tensorflow" not in sys.modules
 
 
@@ -122,12 +122,12 @@ def test_tfds_source_gives_the_same_folds(mini_data_dir, mini_tfds, tmp_path):
                                         valid_subset=9)
   runs = {}
   for name, config in (("kaggle", kaggle_config), ("tfds", tfds_config)):
-    train = sources.load_train(config)
+    train = sources.of(config).train()
     run = rundir.RunDir(tmp_path / name)
     rows = []
     for fold in range(config.num_folds):
       config.fold = fold
-      rows.append(run.fold_rows(config, train.ids, train.masks))
+      rows.append(run.fold_rows(configlib.section(config, "data"), fold, train.ids, train.masks, config.seed))
     runs[name] = (run.folds_csv.read_text(), rows)
   assert runs["kaggle"][0] == runs["tfds"][0]          # the same folds.csv
   for (a_train, a_valid), (b_train, b_valid) in zip(runs["kaggle"][1], runs["tfds"][1]):
@@ -153,7 +153,7 @@ def test_training_from_tfds_equals_training_from_the_folder(tiny_config, mini_tf
   rundir.RunDir(tmp_path / "kaggle").check_run(tiny_config(**settings, **from_tfds))   # may resume from tfds
   [meta] = predict.predict_workdir(tmp_path / "tfds")
   pred = predict.load_prediction(rundir.RunDir(tmp_path / "tfds").prediction_file("max_map", 0, 0))
-  assert list(pred["test_ids"]) == list(sources.load_test(tiny_config(**from_tfds)).ids)
+  assert list(pred["test_ids"]) == list(sources.of(tiny_config(**from_tfds)).test().ids)
   assert meta["val_map"] == pytest.approx(histories["tfds"][-1]["val_map"], abs=1e-6)
 
 
@@ -161,7 +161,7 @@ def test_missing_or_incomplete_build_is_one_line_naming_the_path(mini_tfds, tmp_
   config = configlib.base_config()
   config.update(dict(data_source="tfds", tfds_data_dir=str(tmp_path / "nowhere")))
   with pytest.raises(DataError, match=f"no tgs_salt dataset at {tmp_path / 'nowhere'}/tgs_salt/1.0.0") as e:
-    sources.load_train(config)
+    sources.of(config).train()
   assert "\n" not in str(e.value) and "python -m salt_jax.data.tfds_tgs_salt" in str(e.value)
 
   broken = tmp_path / "broken"
@@ -169,14 +169,14 @@ def test_missing_or_incomplete_build_is_one_line_naming_the_path(mini_tfds, tmp_
   shard = broken / "tgs_salt" / "1.0.0" / "tgs_salt-test.array_record-00000-of-00001"
   shard.unlink()
   config.tfds_data_dir = str(broken)
-  sources.load_train(config)                                # the train split is whole
+  sources.of(config).train()                                # the train split is whole
   with pytest.raises(DataError, match=f"incomplete tgs_salt dataset at .*: missing {shard}") as e:
-    sources.load_test(config)
+    sources.of(config).test()
   assert "\n" not in str(e.value)
 
   shard.write_bytes(b"not an array record")                 # present but unreadable
   with pytest.raises(DataError, match=f"cannot read the test split of {broken}/tgs_salt/1.0.0") as e:
-    sources.load_test(config)
+    sources.of(config).test()
   assert "\n" not in str(e.value)
 
 
@@ -193,8 +193,8 @@ def test_data_source_keys_are_checked():
 
 
 def test_recorded_configs_without_the_key_read_the_folder_and_predict_data_dir_wins():
-  old = ml_collections.ConfigDict(dict(data_dir="/data/tgs", cache_dir=""))
-  assert sources.of(old) == kaggle.DataSource("/data/tgs", None)
+  old = configlib.with_defaults(dict(data_dir="/data/tgs", cache_dir=""))  # as rundir.fold_config reads it
+  assert sources.of(configlib.section(old, "source")) == kaggle.DataSource("/data/tgs", None)
   config = configlib.base_config()
   config.update(dict(data_source="tfds", tfds_data_dir="gs://bucket/tfds", cache_dir="/c"))
   assert sources.of(config) == sources.TfdsSource("gs://bucket/tfds")
@@ -213,3 +213,19 @@ def test_pipeline_checks_the_tfds_build_before_any_output(mini_data_dir, tmp_pat
   with pytest.raises(DataError, match=f"no tgs_salt dataset at {tmp_path / 'nowhere'}"):
     pipeline.run_pipeline(c, str(tmp_path / "out"))
   assert not list((tmp_path / "out").rglob("*.json"))       # no step ran (only the decoded-PNG cache)
+
+
+def test_a_tfds_pipeline_reads_one_source(mini_data_dir, mini_tfds):
+  """Every model of a pipeline reads the TFDS build that train_overrides names, and so does every step
+  (one Source, whose fingerprint the steps record); models that would read different data are refused."""
+  from salt_jax import pipeline
+  folder = kaggle.DataSource(str(mini_data_dir), None)
+  overrides = dict(cache_dir="", data_source="tfds", tfds_data_dir=str(mini_tfds))
+  configs = [pipeline.model_config(dict(name=n, config="configs/tiny.py"), folder, overrides) for n in "ab"]
+  source = pipeline.one_source(configs)
+  assert source == sources.TfdsSource(str(mini_tfds)) and isinstance(source, sources.Source)
+  assert source.fingerprint() == sources.TfdsSource(str(mini_tfds)).fingerprint()
+  kaggle_model = pipeline.model_config(dict(name="c", config="configs/tiny.py",
+                                            overrides=dict(data_source="kaggle")), folder, overrides)
+  with pytest.raises(configlib.ConfigError, match="pipeline models read different data"):
+    pipeline.one_source(configs + [kaggle_model])

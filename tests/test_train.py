@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, epochs, models, rundir, train
+from salt_jax import checkpoints, configlib, epochs, models, rundir, train, weights
 import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -67,8 +67,8 @@ def test_rerun_of_a_finished_fold_does_no_work(finished_run):
 def test_epoch_chunks_cover_every_step_once():
   assert epochs.chunks(202, 0) == [(0, 202)]
   assert epochs.chunks(202, 100) == [(0, 100), (100, 100), (200, 2)]
-  rows = epochs.epoch_rows(ml_collections.ConfigDict(dict(seed=0, fold=1, batch_size=4, pseudo_prob=0.5)),
-                           1, 3, n_real=10, n_pseudo=0, steps_per_epoch=2)
+  rows = epochs.epoch_rows(ml_collections.ConfigDict(dict(seed=0, batch_size=4)), 0.5, 1, 3, n_real=10,
+                           n_pseudo=0, steps_per_epoch=2)
   assert rows.shape == (2, 4) and rows.dtype == np.int32 and len(set(rows.ravel())) == 8
   np.testing.assert_array_equal(rows.ravel(), np.random.default_rng([0, 1, 3]).permutation(10)[:8])
 
@@ -97,7 +97,7 @@ def _final_params(workdir, config):
   ckpt = checkpoints.LatestCheckpoint(pathlib.Path(workdir) / "fold_0" / "checkpoints")
   epoch = ckpt.latest_epoch()
   assert epoch is not None
-  model = models.from_config(config)
+  model = models.build(**configlib.section(config, "model"))
   from salt_jax import steps
   state = steps.create_train_state(model, optim.constant_sgd(config.lr), jax.random.key(0),
                                    image_size=config.input_size)
@@ -152,19 +152,19 @@ def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
 def test_init_from_a_snapshot_fine_tunes_its_weights(tiny_run, tiny_config, tmp_path):
   """config.init_from may name a salt_jax snapshot folder: training starts from exactly its weights (the
   EMA too); a snapshot of another model, or a folder that is no snapshot, is one ConfigError line."""
-  from salt_jax import configlib, predict
+  from salt_jax import predict
   config, workdir, _ = tiny_run
   snap = rundir.RunDir(workdir).snapshot_dir(0, 0, "max_map")
-  saved, _ = predict.load_snapshot(config, snap)
-  weights = train.load_weights(tiny_config(init_from=str(snap)))
-  jax.tree.map(np.testing.assert_array_equal, weights["init_from"], saved)
-  model = models.from_config(config)
-  state, _ = train._initial_state(tiny_config(init_from=str(snap), ema_decay=0.9), model,
-                                  train.parallel.make_mesh(), weights)
+  saved, _ = predict.load_snapshot(configlib.sections(config), snap)
+  loaded = weights.load(configlib.sections(tiny_config(init_from=str(snap))))
+  jax.tree.map(np.testing.assert_array_equal, loaded["init_from"], saved)
+  model = models.build(**configlib.section(config, "model"))
+  state, _ = train._initial_state(configlib.sections(tiny_config(init_from=str(snap), ema_decay=0.9)), model,
+                                  train.parallel.make_mesh(), loaded)
   jax.tree.map(np.testing.assert_array_equal, state.params, saved["params"])
   jax.tree.map(np.testing.assert_array_equal, state.ema["params"], saved["params"])
   with pytest.raises(configlib.ConfigError, match=f"config.init_from: {snap} is a snapshot of model_tiny, "
                                                   "not of model_tiny_s2"):
-    train.load_weights(tiny_config(init_from=str(snap), model="model_tiny_s2"))
+    weights.load(configlib.sections(tiny_config(init_from=str(snap), model="model_tiny_s2")))
   with pytest.raises(configlib.ConfigError, match="is neither a weight file nor a salt_jax snapshot folder"):
     configlib.validate(tiny_config(init_from=str(tmp_path)))

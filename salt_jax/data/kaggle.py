@@ -16,7 +16,7 @@ import json
 import os
 import pathlib
 import zipfile
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -74,6 +74,22 @@ def read_frame(path, columns: Sequence[str], dtype=str) -> pd.DataFrame:
   if list(frame.columns) != list(columns):
     raise DataError(f"{path}: expected columns {','.join(columns)}, got {','.join(map(str, frame.columns))}")
   return frame
+
+
+SAMPLE_SUBMISSION = "sample_submission.csv"
+
+
+def read_sample_ids(data_dir) -> List[str]:
+  """The ids of `<data_dir>/sample_submission.csv`, in file order (a submission's rows).
+
+  Raises DataError naming the file when it is missing, empty, not UTF-8, has columns other than id,rle_mask,
+  or an empty or duplicate id.
+  """
+  path = pathlib.Path(data_dir) / SAMPLE_SUBMISSION
+  ids = read_csv(path, ["id", "rle_mask"])["id"].tolist()
+  if not ids:
+    raise DataError(f"{path} lists no ids")
+  return ids
 
 
 def read_csv(path: pathlib.Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -181,7 +197,7 @@ def _split_files(data_dir: pathlib.Path, split: str) -> Tuple[pathlib.Path, np.n
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   _require(data_dir, "folder")
-  csv = data_dir / ("train.csv" if split == "train" else "sample_submission.csv")
+  csv = data_dir / ("train.csv" if split == "train" else SAMPLE_SUBMISSION)
   frame = read_csv(csv, ["id", "rle_mask"])
   ids = frame["id"].to_numpy(str)
   _check_ids(ids, data_dir / split / "images", csv, f"{split} image")
@@ -321,13 +337,17 @@ class DataSource:
     object.__setattr__(self, "data_dir", str(self.data_dir))
     object.__setattr__(self, "cache_dir", str(self.cache_dir) if self.cache_dir else None)
 
-  def train(self, verify_rle: bool = True) -> Samples:
-    """`load_train` of the folder, through the cache."""
-    return load_train(self.data_dir, cache_dir=self.cache_dir, verify_rle=verify_rle)
+  def train(self) -> Samples:
+    """`load_train` of the folder, through the cache (every RLE checked against its mask)."""
+    return load_train(self.data_dir, cache_dir=self.cache_dir)
 
   def test(self) -> Samples:
     """`load_test` of the folder, through the cache."""
     return load_test(self.data_dir, cache_dir=self.cache_dir)
+
+  def test_ids(self) -> np.ndarray:
+    """(18399,) str: the test ids in sample_submission.csv order, without reading an image."""
+    return np.asarray(read_sample_ids(self.data_dir), str)
 
   def fingerprint(self) -> str:
     """A SHA-256 of what both splits read (the cache's fingerprints: names, sizes and mtimes of every file),

@@ -1,18 +1,37 @@
-"""Which data a run reads (config.data_source): the Kaggle folder or the built tgs_salt TFDS dataset.
+"""Which data a run reads (the config's source section): the Kaggle folder or the built tgs_salt TFDS dataset.
 
 Both give the same `kaggle.Samples` (ids in train.csv / sample_submission.csv order, images, masks {0,1},
 depths; tests/test_tfds.py checks them equal, and so the folds), so the rest of the program does not know
-which one it read. Each source is a hashable value with `train()`, `test()` and `fingerprint()`, made by
-`of(config)`: `kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports
-tensorflow_datasets only when it loads.
+which one it read. Each is a hashable value that implements `Source`, made by `of(source_section)`:
+`kaggle.DataSource` (the folder and its npz cache) or `TfdsSource`, which imports tensorflow_datasets only
+when it loads. A program chooses its source once and hands it to every step (the pipeline: the source of
+its models' configs).
 """
 import dataclasses
 import hashlib
-from typing import Optional, Union
+from typing import Optional, Protocol, runtime_checkable
+
+import numpy as np
 
 from salt_jax.data import kaggle
 
 SOURCES = ("kaggle", "tfds")
+
+
+@runtime_checkable
+class Source(Protocol):
+  """The competition's tiles: `train()` the 3,601 labelled ones in train.csv order, `test()` the 18,399
+  unlabelled ones in sample_submission.csv order, `test_ids()` their ids alone (a submission's rows), and a
+  `fingerprint()` string that changes when the data does (for records that must notice it). Sources are
+  hashable values: two equal sources read the same data."""
+
+  def train(self) -> kaggle.Samples: ...
+
+  def test(self) -> kaggle.Samples: ...
+
+  def test_ids(self) -> np.ndarray: ...
+
+  def fingerprint(self) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,9 +39,8 @@ class TfdsSource:
   """The tgs_salt build under a TFDS data dir (a path or gs:// URL), read without TensorFlow."""
   tfds_data_dir: str
 
-  def train(self, verify_rle: bool = True) -> kaggle.Samples:
+  def train(self) -> kaggle.Samples:
     """The Kaggle folder's train tiles, from the build (its RLEs were verified when it was built)."""
-    del verify_rle
     from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
     return tfds_tgs_salt.load_split(self.tfds_data_dir, "train")
 
@@ -30,6 +48,11 @@ class TfdsSource:
     """The Kaggle folder's test tiles (masks None), from the build."""
     from salt_jax.data import tfds_tgs_salt  # pylint: disable=import-outside-toplevel
     return tfds_tgs_salt.load_split(self.tfds_data_dir, "test")
+
+  def test_ids(self) -> np.ndarray:
+    """The test split's ids in sample_submission.csv order (read with its images: the build keeps them
+    together)."""
+    return self.test().ids
 
   def fingerprint(self) -> str:
     """A SHA-256 of the build's dataset_info.json and the name, size and mtime of every file beside it,
@@ -43,27 +66,11 @@ class TfdsSource:
     return digest.hexdigest()
 
 
-Source = Union[kaggle.DataSource, TfdsSource]
-
-
-def of(config, data_dir: Optional[str] = None) -> Source:
-  """The source of a run's config; `data_dir` (predict --data_dir) reads that Kaggle folder instead.
-
-  Configs recorded before `data_source` existed read the Kaggle folder.
-  """
-  kind = config.get("data_source", "kaggle")
-  if kind not in SOURCES:
-    raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {kind!r}")
-  if data_dir or kind == "kaggle":
-    return kaggle.DataSource(str(data_dir or config.data_dir), config.get("cache_dir") or None)
-  return TfdsSource(str(config.tfds_data_dir))
-
-
-def load_train(config) -> kaggle.Samples:
-  """The train tiles of the config's source."""
-  return of(config).train()
-
-
-def load_test(config) -> kaggle.Samples:
-  """The test tiles of the config's source."""
-  return of(config).test()
+def of(source, data_dir: Optional[str] = None) -> Source:
+  """The source a config's source section names (data_source, data_dir, cache_dir, tfds_data_dir);
+  `data_dir` (predict --data_dir) reads that Kaggle folder instead."""
+  if source.data_source not in SOURCES:
+    raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {source.data_source!r}")
+  if data_dir or source.data_source == "kaggle":
+    return kaggle.DataSource(str(data_dir or source.data_dir), source.cache_dir or None)
+  return TfdsSource(str(source.tfds_data_dir))

@@ -8,7 +8,6 @@ of the offending ids.
 import collections.abc
 import dataclasses
 import functools
-import pathlib
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -19,7 +18,7 @@ from salt_jax.data import kaggle, rle
 from salt_jax.data.errors import DataError, plain, preview
 
 COLUMNS = ["id", "rle_mask"]
-SAMPLE = "sample_submission.csv"
+SAMPLE = kaggle.SAMPLE_SUBMISSION
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -90,19 +89,6 @@ def write_csv_atomic(frame: pd.DataFrame, path) -> None:
   """Writes `frame` (no index) through `fileio.atomic_path`, so a crash never leaves a half-written CSV."""
   with fileio.atomic_path(path) as tmp:
     frame.to_csv(tmp, index=False)
-
-
-def read_sample_ids(data_dir) -> List[str]:
-  """The ids of `<data_dir>/sample_submission.csv`, in file order.
-
-  Raises DataError naming the file when it is missing, empty, not UTF-8, has columns other than id,rle_mask,
-  or an empty or duplicate id.
-  """
-  path = pathlib.Path(data_dir) / SAMPLE
-  ids = kaggle.read_csv(path, COLUMNS)["id"].tolist()
-  if not ids:
-    raise DataError(f"{path} lists no ids")
-  return ids
 
 
 def _duplicates(ids: Sequence[str]) -> List[str]:

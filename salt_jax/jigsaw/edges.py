@@ -52,8 +52,8 @@ def tile_set_from_arrays(train_ids, train_images, test_ids, test_images) -> Tile
 
 
 def load_tile_set(source) -> TileSet:
-  """Reads train and test images of a `salt_jax.data.kaggle.DataSource` (train.csv order, then test)."""
-  train, test = source.train(verify_rle=False), source.test()
+  """Reads train and test images of a `salt_jax.data.sources.Source` (train.csv order, then test)."""
+  train, test = source.train(), source.test()
   return tile_set_from_arrays(train.ids, train.images, test.ids, test.images)
 
 

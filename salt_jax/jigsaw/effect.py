@@ -17,7 +17,7 @@ import pandas as pd
 
 from salt_jax import metrics
 from salt_jax.data import folds as folds_lib
-from salt_jax.data import kaggle, submission
+from salt_jax.data import sources, submission
 from salt_jax.data.errors import preview
 from salt_jax.data.submission import Submission
 from salt_jax.jigsaw import rules, tables
@@ -34,7 +34,16 @@ def _score(masks: Masks, truth: Masks, ids) -> float:
 def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, truth: Masks,
                 extra_unknown: Optional[Submission] = None, steps: Iterable[str] = rules.STEPS,
                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID) -> pd.DataFrame:
-  """Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each rule step.
+  """Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each rule step (the
+  table of chain_effect)."""
+  return chain_effect(mosaics, known, predicted, truth, extra_unknown, steps, max_mosaic_id)[0]
+
+
+def chain_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, truth: Masks,
+                 extra_unknown: Optional[Submission] = None, steps: Iterable[str] = rules.STEPS,
+                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID) -> Tuple[pd.DataFrame, rules.RuleResult]:
+  """(table, chain): Kaggle mAP of the `predicted` tiles (scored against `truth`) before and after each
+  rule step, and the rules' chain over every unknown tile (rules.apply_rules: its stages and changes).
 
   Args:
     mosaics: table id,mosaic_id,x,y.
@@ -71,16 +80,16 @@ def rule_effect(mosaics: pd.DataFrame, known: Masks, predicted: Submission, trut
     rows.append(row("alone", step, unknown, alone.stages[step], alone.changed[step]))
   out = pd.DataFrame(rows)
   out["n_tiles"] = len(ids)
-  return out
+  return out, chain
 
 
-def fold_rule_effect(source: kaggle.DataSource, mosaics, folds_csv, fold: int, predictions, *,
+def fold_rule_effect(source: sources.Source, mosaics, folds_csv, fold: int, predictions, *,
                      test_predictions=None, max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID
                      ) -> Tuple[pd.DataFrame, int]:
   """`rule_effect` on validation fold `fold` of the split `folds_csv` (id,fold): its tiles unknown, with the
   masks of the submission CSV `predictions`; the other train tiles known; optionally the test tiles of
   `test_predictions` as further unknown tiles. -> (the table, how many of the fold's tiles are in mosaics)."""
-  train = source.train(verify_rle=False)
+  train = source.train()
   ids = train.ids.tolist()
   num_folds = int(pd.read_csv(folds_csv)["fold"].max()) + 1
   _, valid = folds_lib.fold_split(folds_lib.read_folds(folds_csv, ids, num_folds), fold)

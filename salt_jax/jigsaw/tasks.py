@@ -1,10 +1,10 @@
 """The jigsaw steps as library functions (SPEC 8): each reads its inputs, writes its outputs atomically and
 returns what it did as plain JSON-ready values. `python -m salt_jax.jigsaw` and the pipeline call these.
 
-Each reads the data through the `salt_jax.data.kaggle.DataSource` it is handed (the pipeline hands every
+Each reads the data through the `salt_jax.data.sources.Source` it is handed (the pipeline hands every
 step the same one, so the PNGs are decoded once). Inputs are checked before anything is written: a
-submission must hold exactly the ids of the data folder's `sample_submission.csv` (each once), otherwise a
-`DataError` names the file and a few ids.
+submission must hold exactly the source's test ids (those of `sample_submission.csv`, each once), otherwise
+a `DataError` names the file and a few ids.
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from salt_jax.data import kaggle
+from salt_jax.data import sources
 from salt_jax.data import submission as submission_lib
 from salt_jax.data.errors import preview
 from salt_jax.jigsaw import edges, effect, render as render_lib, rules, solver, tables
 
 
-def solve(source: kaggle.DataSource, out, *, knn: str = "brute", mutual: bool = False,
+def solve(source: sources.Source, out, *, knn: str = "brute", mutual: bool = False,
           check_collisions: bool = False, all_mosaics: bool = False,
           mark_seed: bool = False) -> Dict[str, Any]:
   """Assembles mosaics from all train+test tiles and writes the table `id,mosaic_id,x,y` to `out`.
@@ -56,12 +56,12 @@ def intermediate_path(out, steps: Sequence[str]) -> pathlib.Path:
   return out.with_name(f"{out.stem}.{'-'.join(steps)}{out.suffix}")
 
 
-def postprocess(source: kaggle.DataSource, submission, mosaics, out, *, steps: Sequence[str] = rules.STEPS,
+def postprocess(source: sources.Source, submission, mosaics, out, *, steps: Sequence[str] = rules.STEPS,
                 max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID,
                 keep_intermediate: bool = False) -> Dict[str, Any]:
   """Applies the SPEC 8.3 rules (in `steps` order) to the submission CSV and writes the result to `out`.
 
-  The submission must hold exactly the ids of `<data_dir>/sample_submission.csv`; every check runs before
+  The submission must hold exactly the source's test ids (sample_submission.csv's); every check runs before
   anything is written. The output keeps the submission's row order.
   Args:
     max_mosaic_id: the empty and smooth rules touch mosaics 0..max_mosaic_id only (None: all mosaics).
@@ -71,10 +71,9 @@ def postprocess(source: kaggle.DataSource, submission, mosaics, out, *, steps: S
      "intermediate": [str paths], "out": str}.
   """
   steps = check_steps(steps)
-  sample_ids = submission_lib.read_sample_ids(source.data_dir)
-  sub = submission_lib.read_submission(submission, sample_ids=sample_ids)
+  sub = submission_lib.read_submission(submission, sample_ids=source.test_ids().tolist())
   mosaic_table = tables.read_mosaics(mosaics)
-  train = source.train(verify_rle=False)
+  train = source.train()
   known = dict(zip(train.ids.tolist(), train.masks))
   res = rules.apply_rules(mosaic_table, known, sub, steps, max_mosaic_id)
   out = pathlib.Path(out)
@@ -94,7 +93,7 @@ def postprocess(source: kaggle.DataSource, submission, mosaics, out, *, steps: S
   return {"steps": report, "tiles": len(sub), "intermediate": written, "out": str(out)}
 
 
-def held_out(source: kaggle.DataSource, mosaics, valid: submission_lib.Submission,
+def held_out(source: sources.Source, mosaics, valid: submission_lib.Submission,
              test: submission_lib.Submission, *, steps: Sequence[str] = rules.STEPS,
              max_mosaic_id: Optional[int] = rules.MAX_MOSAIC_ID):
   """The rules on one fold's out-of-fold predictions, with that fold's labels hidden.
@@ -107,30 +106,29 @@ def held_out(source: kaggle.DataSource, mosaics, valid: submission_lib.Submissio
   ground truth; the validation masks after the chain; the test masks after the chain).
   """
   steps = check_steps(steps)
-  train = source.train(verify_rle=False)
+  train = source.train()
   hidden = set(valid.ids.tolist())
   known = {i: m for i, m in zip(train.ids.tolist(), train.masks) if i not in hidden}
   truth = {i: m for i, m in zip(train.ids.tolist(), train.masks) if i in hidden}
   table = tables.read_mosaics(mosaics)
-  report = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps,
-                              max_mosaic_id=max_mosaic_id)
+  report, chain = effect.chain_effect(table, known, valid, truth, extra_unknown=test, steps=steps,
+                                      max_mosaic_id=max_mosaic_id)
   for step in (s for s in rules.STEPS if s not in steps):
     extra = effect.rule_effect(table, known, valid, truth, extra_unknown=test, steps=steps + (step,),
                                max_mosaic_id=max_mosaic_id)
     row = extra[extra["mode"] == "cumulative"].iloc[[-1]].assign(mode="not applied")
     report = pd.concat([report, row], ignore_index=True)
-  chain = rules.apply_rules(table, known, submission_lib.Submission.concat([valid, test]), steps, max_mosaic_id)
   final = chain.stages[steps[-1]] if steps else chain.stages["input"]
   return report, final.select(list(valid.ids)), final.select(list(test.ids))
 
 
-def render(source: kaggle.DataSource, mosaics, out_dir, *, submission=None, top: int = 3,
+def render(source: sources.Source, mosaics, out_dir, *, submission=None, top: int = 3,
            grid: bool = False) -> List[pathlib.Path]:
   """Writes `mosaic_<id>.png` for the `top` largest mosaics (train masks green, the optional submission's
   masks red) and returns the paths."""
   mosaic_table = tables.read_mosaics(mosaics)
   pred = submission_lib.read_submission(submission) if submission else None
-  train, test = source.train(verify_rle=False), source.test()
+  train, test = source.train(), source.test()
   images = dict(zip(train.ids.tolist(), train.images))
   images.update(zip(test.ids.tolist(), test.images))
   known = dict(zip(train.ids.tolist(), train.masks))

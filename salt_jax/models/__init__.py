@@ -1,21 +1,20 @@
 """The seven model variants of the solution (SPEC 3), plus the CPU-sized `model_tiny` and `model_tiny_s2`:
-`MODELS` registry, `get_model` and `from_config`, the one way every program builds the model of a training
-config.
+`MODELS` registry, `get_model`, and `build`, the one way every program builds the model of a training
+config from its model section.
 
     model = get_model("model_34", dtype=jnp.bfloat16)
-    model = from_config(config)                               # config.model, .dtype and the switches
+    model = build(**configlib.section(config, "model"))     # model, dtype and the variant's switches
     variables = init_variables(model, rng, size=config.input_size)  # {'params', 'batch_stats'}
     class_logits, no_empty_logits, final_logits = model.apply(variables, images, train=False)
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from salt_jax import configlib
 from salt_jax.models.unet import HypercolumnUNet, IBNDecoderUNet, SlimHypercolumnUNet
 
 # name -> (family, default kwargs); SPEC 3.3 table for the encoders.
@@ -52,8 +51,6 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Config keys that switch a model option; None in a config means "the variant's default" (MODELS, family).
-CONFIG_OPTIONS = configlib.group_keys("model_option")
 
 
 def compute_dtype(name: str):
@@ -63,24 +60,22 @@ def compute_dtype(name: str):
   return DTYPES[name]
 
 
-def default_options(name: str) -> Dict[str, Any]:
-  """The values of CONFIG_OPTIONS that variant `name` uses when a config leaves them unset."""
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-  family, defaults = MODELS[name]
+def build(model: str, dtype: str = "float32", **options: Any) -> nn.Module:
+  """The network of a config's model section, `build(**section)`: the variant `model` computing in `dtype`
+  ('float32' | 'bfloat16') with its switches (align_corners, decoder_dropout, ...); a switch left None
+  takes the variant's default."""
+  return get_model(model, dtype=compute_dtype(dtype), **{k: v for k, v in options.items() if v is not None})
+
+
+def resolved_options(section: Mapping[str, Any]) -> Dict[str, Any]:
+  """The switches of a model section (every key but model and dtype) with those left None set to the
+  variant's defaults: two sections build the same network exactly when these (and model, dtype) agree."""
+  if section["model"] not in MODELS:
+    raise ValueError(f"unknown model {section['model']!r}; valid names: {', '.join(MODELS)}")
+  family, defaults = MODELS[section["model"]]
   fields = {f.name: f.default for f in dataclasses.fields(family)}
-  return {k: defaults.get(k, fields[k]) for k in CONFIG_OPTIONS}
-
-
-def config_options(config) -> Dict[str, Any]:
-  """CONFIG_OPTIONS of a training config, unset (None or absent) ones filled from the variant's defaults."""
-  return {k: (config.get(k) if config.get(k) is not None else v)
-          for k, v in default_options(config.model).items()}
-
-
-def from_config(config, **overrides: Any) -> nn.Module:
-  """The model a training config describes: `config.model` with its dtype and the options it sets."""
-  return get_model(config.model, dtype=compute_dtype(config.dtype), **{**config_options(config), **overrides})
+  return {k: (v if v is not None else defaults.get(k, fields[k]))
+          for k, v in section.items() if k not in ("model", "dtype")}
 
 
 def init_compiler_options() -> Optional[Dict[str, Any]]:
@@ -111,20 +106,17 @@ def init_variables(model: nn.Module, rng: jax.Array, *, size: int, batch: int = 
   return _compiled_init(jax.default_backend())(model, rng, batch, size)
 
 
-def check_input_size(config) -> None:
-  """Raises configlib.ConfigError unless config.model maps a (1, input_size, input_size, 3) input to masks of
-  the same size (traced with jax.eval_shape: nothing is computed)."""
-  size = config.input_size
+def check_input_size(model: nn.Module, size: int) -> None:
+  """Raises ValueError unless `model` maps a (1, size, size, 3) input to (1, size, size) masks (traced with
+  jax.eval_shape: nothing is computed)."""
   try:
-    shapes = jax.eval_shape(lambda: from_config(config).init_with_output(
-        jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)[0])
+    shapes = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                                           train=False)[0])
   except (TypeError, ValueError) as e:
-    raise configlib.ConfigError(f"config.input_size={size} does not fit {config.model} "
-                                f"({str(e).splitlines()[0][:120]})") from None
+    raise ValueError(str(e).splitlines()[0][:120]) from None
   if shapes[2].shape[1:3] != (size, size):
-    raise configlib.ConfigError(f"config.input_size={size}: {config.model} returns "
-                                f"{shapes[2].shape[1]}x{shapes[2].shape[2]} masks")
+    raise ValueError(f"it returns {shapes[2].shape[1]}x{shapes[2].shape[2]} masks")
 
 
-__all__ = ["MODELS", "DTYPES", "get_model", "from_config", "compute_dtype", "config_options",
-           "init_variables", "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]
+__all__ = ["MODELS", "DTYPES", "get_model", "build", "compute_dtype", "resolved_options", "init_variables",
+           "HypercolumnUNet", "SlimHypercolumnUNet", "IBNDecoderUNet"]

@@ -297,23 +297,3 @@ def _set_in(tree: Dict[str, Any], path: Tuple[str, ...], value: Any) -> Dict[str
   tree = dict(tree)
   tree[path[0]] = value if len(path) == 1 else _set_in(tree[path[0]], path[1:], value)
   return tree
-
-
-def checked_weights(config, key: str) -> Dict[str, Any]:
-  """The variables a config's weight file gives (key "init_from": the whole model, see load_original;
-  "pretrained": the encoder's, see torch_to_flax), read and converted before anything is written: an
-  unreadable file, a state dict of another variant or a tensor of the wrong shape is one ConfigError line
-  naming the file (and the first keys and shapes at fault)."""
-  from salt_jax import configlib  # pylint: disable=import-outside-toplevel
-  from salt_jax.models import MODELS  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(config[key])
-  try:
-    if key == "init_from":
-      return load_original(path, config.model)
-    return torch_to_flax(MODELS[config.model][1]["encoder"], load_torch_state_dict(path))
-  except Exception as e:  # torch/pickle/safetensors raise many types; the user needs the file and the cause
-    text = " ".join(str(e).split()) or type(e).__name__
-    text = text if len(text) <= 300 else text[:297] + "..."
-    raise configlib.ConfigError(f"config.{key}: cannot use {path} as {config.model} weights "
-                                f"({type(e).__name__}: {text})") from None
-
