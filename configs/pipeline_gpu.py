@@ -8,7 +8,8 @@ fine-tuned for 6 Lovasz epochs (peak lr 5e-4) on every test tile, pseudo-labelle
 stage-1 models after the jigsaw rules with the fold's labels hidden (stage2.labels='fold'), p=0.25; vote;
 jigsaw -> submission.
 What carries over from the CPU measurements (docs/recipes.md, "The pipeline on the budget recipe"): the
-stage-2 protocol and the jigsaw steps. Unmeasured on a GPU: all of it; gpu_quick's own target is ~8 min
+stage-2 protocol and the jigsaw steps; on CPU stage 2 added +0.0001 and is off in pipeline_cpu, here it
+stays on for the stronger model until measured. Unmeasured on a GPU: all of it; gpu_quick's own target is ~8 min
 and >= 0.83 per fold on an H100, which would put stage 1 near 160 min and the whole run near 4 h.
 """
 import pathlib
