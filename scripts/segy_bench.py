@@ -43,6 +43,7 @@ def define_flags() -> None:
   flags.DEFINE_enum("sections", "inline", ["inline", "crossline", "both"], "segment --sections.")
   flags.DEFINE_integer("stride", 101, "segment --stride.")
   flags.DEFINE_integer("batch_size", 16, "segment --batch_size.")
+  flags.DEFINE_list("folds", None, "segment --folds: only these folds' snapshots vote (default: all).")
   flags.DEFINE_integer("seed", 0, "Which tiles (or noise) build the volume.")
   flags.DEFINE_string("tmp_dir", None, "Where the temporary folder goes (default: the system's).")
 
@@ -114,6 +115,8 @@ def main(argv):
     command = [sys.executable, "-m", "salt_jax.segment", f"--workdirs={','.join(workdirs)}",
                f"--input={source}", f"--out={tmp / 'out'}", f"--sections={FLAGS.sections}",
                f"--stride={FLAGS.stride}", f"--batch_size={FLAGS.batch_size}"]
+    if FLAGS.folds:
+      command.append(f"--folds={','.join(FLAGS.folds)}")
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -126,7 +129,7 @@ def main(argv):
               "build_s": round(built, 1), "segment_wall_s": round(wall, 1),
               "peak_rss_gib": round(peak_kib / 2 ** 20, 3), "sections": record["sections"],
               "sections_per_s": record["sections_per_s"], "segment_seconds": record["seconds"],
-              "stride": FLAGS.stride, "batch_size": FLAGS.batch_size, "workdirs": FLAGS.workdirs or
+              "stride": FLAGS.stride, "batch_size": FLAGS.batch_size, "folds": FLAGS.folds, "workdirs": FLAGS.workdirs or
               f"random {FLAGS.random_model}"}
   print(json.dumps(result))
   return result
