@@ -87,6 +87,25 @@ def test_unchanged_real_folder_is_served_from_the_cache(mini, monkeypatch):
       np.testing.assert_array_equal(getattr(warm, name), getattr(cold, name))
 
 
+def test_fingerprint_follows_the_bytes_not_the_place_or_the_mtimes(mini, tmp_path):
+  """A moved, re-copied folder (new path, new mtimes) keeps its fingerprint, so a pipeline outdir resumes;
+  one changed mask byte, a removed depths.csv or an extra test tile change it."""
+  root, _ = mini
+  first = kaggle.DataSource(str(root)).fingerprint()
+  copy = tmp_path / "elsewhere" / "tgs"
+  shutil.copytree(root, copy, copy_function=shutil.copy)  # new mtimes
+  assert os.stat(copy / "train.csv").st_mtime_ns != os.stat(root / "train.csv").st_mtime_ns
+  assert kaggle.DataSource(str(copy), cache_dir=str(tmp_path / "c")).fingerprint() == first
+  mask = sorted((copy / "train/masks").glob("*.png"))[3]
+  data = bytearray(mask.read_bytes())
+  data[-20] ^= 1
+  mask.write_bytes(bytes(data))
+  changed = kaggle.DataSource(str(copy)).fingerprint()
+  assert changed != first
+  (copy / "depths.csv").unlink()
+  assert kaggle.DataSource(str(copy)).fingerprint() not in (first, changed)
+
+
 def test_cache_sees_a_png_rewritten_with_new_pixels(mini):
   root, cache = mini
   test = load_test(root, cache_dir=cache)

@@ -236,6 +236,26 @@ def _fingerprint(data_dir: pathlib.Path, split: str, csv: pathlib.Path) -> str:
                      "files": digest.hexdigest()}, sort_keys=True)
 
 
+def content_digest(data_dir: pathlib.Path) -> str:
+  """SHA-256 over the relative name and bytes of the folder's CSVs (a missing depths.csv counts as absent)
+  and of every PNG of train/images, train/masks and test/images, in name order: the same for a moved or
+  re-copied folder, different for any changed byte. ~2 s for the competition's 259 MB (26,000 files)."""
+  digest = hashlib.sha256()
+  files = [data_dir / name for name in ("train.csv", "sample_submission.csv", "depths.csv")]
+  for folder in ("train/images", "train/masks", "test/images"):
+    files += sorted((data_dir / folder).glob("*.png"))
+  for path in files:
+    name = path.relative_to(data_dir).as_posix()
+    try:
+      data = path.read_bytes()
+    except FileNotFoundError:
+      digest.update(f"{name}\0absent\n".encode("utf-8", "surrogateescape"))
+      continue
+    digest.update(f"{name}\0{len(data)}\n".encode("utf-8", "surrogateescape"))
+    digest.update(data)
+  return digest.hexdigest()
+
+
 def cache_path(cache_dir, split: str) -> pathlib.Path:
   """Where `load_split` caches a split (an uncompressed npz; masks bit-packed)."""
   return pathlib.Path(cache_dir) / f"tgs_{split}.npz"
@@ -350,9 +370,6 @@ class DataSource:
     return np.asarray(read_sample_ids(self.data_dir), str)
 
   def fingerprint(self) -> str:
-    """A SHA-256 of what both splits read (the cache's fingerprints: names, sizes and mtimes of every file),
-    for records that must notice changed data."""
-    root = pathlib.Path(self.data_dir)
-    parts = [_fingerprint(root, split, root / csv) for split, csv in (("train", "train.csv"),
-                                                                        ("test", "sample_submission.csv"))]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    """A SHA-256 of the bytes of every file both splits read (the CSVs, every PNG), by name within the
+    folder: records (the pipeline's step markers) notice changed data, not a moved or re-copied folder."""
+    return content_digest(pathlib.Path(self.data_dir))
