@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 from absl import flags, logging
 
-from salt_jax import breakdown, cli, fileio, geometry, metrics, predict, rundir, viz
+from salt_jax import fileio, geometry, metrics, viz
 from salt_jax.data import kaggle, sources, submission
 from salt_jax.data.submission import Submission
+from salt_jax.inference import breakdown, predict
+from salt_jax.workdir import rundir
 
 MODES = ("vote", "prob")
 
@@ -237,6 +239,7 @@ def save_grid(path: str, sub: Submission, test: kaggle.Samples, n: int = 32) -> 
 
 
 FLAGS = flags.FLAGS
+ERRORS = (ValueError, OSError)  # refused in one line, besides cli.REFUSED
 
 
 def define_flags() -> None:
@@ -260,7 +263,3 @@ def main(argv) -> Optional[pd.DataFrame]:
   return ensemble(FLAGS.workdirs, FLAGS.out, kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir),
                   mode=FLAGS.mode, kind=FLAGS.kind, save_png=FLAGS.save_png, oof=FLAGS.oof,
                   oof_csv=FLAGS.oof_csv, report_png=FLAGS.report)
-
-
-if __name__ == "__main__":
-  cli.run(main, define_flags, prog="salt_jax.ensemble", errors=(ValueError, OSError))

@@ -23,9 +23,10 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (checkpoints, cli, configlib, fileio, gating, geometry, inference, models, parallel, pseudo,
-                      rundir, weights)
-from salt_jax.data import kaggle, sources
+from salt_jax import configlib, fileio, geometry, models, parallel, weights
+from salt_jax.data import kaggle, pseudo, sources
+from salt_jax.inference import gating, tta
+from salt_jax.workdir import checkpoints, rundir
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
@@ -93,19 +94,11 @@ def test_rows(pseudo_section, run: rundir.RunDir, test_ids) -> np.ndarray:
   return np.flatnonzero(half != p.pseudo_split)
 
 
-def abstract_variables(model, size: int) -> Any:
-  """Shapes of the model's variables (traced on a (1,size,size,3) input), replicated over this machine's
-  devices (whatever devices wrote the snapshot: a fold trained on 2 GPUs predicts on 1)."""
-  shapes = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), size=size))
-  repl = parallel.replicated(parallel.make_mesh())
-  shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
-  return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
-
-
-def load_snapshot(s, snap) -> Tuple[Any, Dict[str, Any]]:
+def load_snapshot(s, snap, mesh) -> Tuple[Any, Dict[str, Any]]:
   """(variables, metadata) of a snapshot of the network of a fold config's sections `s` (model,
-  data.input_size), loaded by checkpoints.load_snapshot on this machine's devices."""
-  return checkpoints.load_snapshot(snap, abstract_variables(models.build(**s.model), s.data.input_size))
+  data.input_size), replicated over `mesh` (whatever devices wrote it: a fold trained on 2 GPUs predicts
+  on 1)."""
+  return checkpoints.load_model_snapshot(snap, s.model, s.data.input_size, parallel.replicated(mesh))
 
 
 def predictor_key(s) -> Tuple:
@@ -114,11 +107,27 @@ def predictor_key(s) -> Tuple:
           s.data.input_size)
 
 
-def make_predictor(s, mesh, batch_size: Optional[int] = None) -> inference.Predictor:
+def make_predictor(s, mesh, batch_size: Optional[int] = None) -> tta.Predictor:
   """The flip-TTA predictor of the network of sections `s` on the canvas it was trained on (batch: the
   eval section's eval_batch_size unless given)."""
-  return inference.Predictor(models.build(**s.model).apply, mesh, batch_size or s.eval.eval_batch_size,
-                             s.data.input_size)
+  return tta.Predictor(models.build(**s.model).apply, mesh, batch_size or s.eval.eval_batch_size,
+                       s.data.input_size)
+
+
+class Predictors:
+  """The flip-TTA predictors of the model configurations met, one per predictor_key on one mesh, so the
+  snapshots (and workdirs) of one configuration share its compiled programs."""
+
+  def __init__(self, mesh, batch_size: Optional[int] = None):
+    self.mesh, self.batch_size = mesh, batch_size
+    self._made: Dict[Tuple, tta.Predictor] = {}
+
+  def __call__(self, s) -> tta.Predictor:
+    """The predictor of the network of a fold config's sections `s` (make_predictor, made once)."""
+    key = predictor_key(s)
+    if key not in self._made:
+      self._made[key] = make_predictor(s, self.mesh, self.batch_size)
+    return self._made[key]
 
 
 def prediction_meta(path) -> Dict[str, Any]:
@@ -175,7 +184,7 @@ def predict_original(workdir, config, *, cycle: int = 0, kind: str = "max_map",
     return writer.predict(configlib.sections(config), cycle, variables, meta, str(config.init_from))
 
 
-def tune_gate(eval_section, valid: inference.Outputs, truth: np.ndarray) -> Tuple[float, gating.Gate]:
+def tune_gate(eval_section, valid: tta.Outputs, truth: np.ndarray) -> Tuple[float, gating.Gate]:
   """(validation mAP, Gate) of a snapshot: the pixel threshold swept (SPEC 6.2) jointly with the empty
   handling candidates the fold config's eval section names (gate_*; none: the plain threshold)."""
   e = eval_section
@@ -186,16 +195,17 @@ def tune_gate(eval_section, valid: inference.Outputs, truth: np.ndarray) -> Tupl
 
 
 class _PredictionWriter:
-  """Writes the prediction files of one workdir's snapshots (with an inference.Predictor per model
-  configuration, compiled once), loading each data source once."""
+  """Writes the prediction files of one workdir's snapshots (Predictors: one tta.Predictor per model
+  configuration), loading each data source once."""
 
   def __init__(self, run: rundir.RunDir, kind: str, source: Optional[sources.Source],
                batch_size: Optional[int], save_logits: bool):
     self.run, self.kind, self.source, self.batch_size, self.save_logits = (run, kind, source, batch_size,
                                                                            save_logits)
     fileio.check_writable(run.prediction_file(kind, 0, 0), "predictions")  # before predicting, not after
-    self.mesh = parallel.make_mesh()
-    self._data, self._predictors = {}, {}
+    self.predictors = Predictors(parallel.make_mesh(), batch_size)
+    self.mesh = self.predictors.mesh
+    self._data = {}
 
   def _load(self, source_section):
     """(train set, test set) of the source, or of the folder and cache the fold was trained with."""
@@ -203,12 +213,6 @@ class _PredictionWriter:
     if source not in self._data:
       self._data[source] = (source.train(), source.test())
     return self._data[source]
-
-  def _predictor(self, s) -> inference.Predictor:
-    key = predictor_key(s)
-    if key not in self._predictors:
-      self._predictors[key] = make_predictor(s, self.mesh, self.batch_size)
-    return self._predictors[key]
 
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:
     """Predicts one snapshot (or reads its finished predictions); returns its metadata."""
@@ -218,7 +222,7 @@ class _PredictionWriter:
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
       return load_prediction(out_path)["meta"]
     s = configlib.sections(self.run.fold_config(fold))
-    variables, meta = load_snapshot(s, snap)
+    variables, meta = load_snapshot(s, snap, self.mesh)
     return self.predict(s, cycle, variables, meta, str(snap))
 
   def predict(self, s, cycle: int, variables, meta: Dict[str, Any], source: str) -> Dict[str, Any]:
@@ -229,7 +233,7 @@ class _PredictionWriter:
     out_path = self.run.prediction_file(self.kind, fold, cycle)
     train_set, test = self._load(s.source)
     _, valid_idx = self.run.fold_rows(s.data, fold, train_set.ids, train_set.masks, s.optim.seed)
-    predictor = self._predictor(s)
+    predictor = self.predictors(s)
     variables = parallel.replicate(variables, self.mesh)
     t0 = time.perf_counter()
     v_images, v_masks = train_set.images[valid_idx], train_set.masks[valid_idx]
@@ -256,6 +260,7 @@ class _PredictionWriter:
 
 
 FLAGS = flags.FLAGS
+ERRORS = (OSError,)  # refused in one line, besides cli.REFUSED
 
 
 def define_flags() -> None:
@@ -289,7 +294,3 @@ def main(argv) -> List[Dict[str, Any]]:
   for r in results:
     print(json.dumps({k: r[k] for k in ("fold", "cycle", "val_map", "threshold") if k in r}))
   return results
-
-
-if __name__ == "__main__":
-  cli.run(main, define_flags, prog="salt_jax.predict", errors=(OSError,))

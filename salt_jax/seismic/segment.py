@@ -11,7 +11,7 @@ uint8 array is used as it is; any other array is clipped to its `--clip_percenti
 jigsaw mosaic from its tiles (empty cells black, as `jigsaw render` draws them, without its tints).
 
 Each section is cut into 101x101 windows every `--stride` pixels (default 101) of its reflect-padded copy
-(salt_jax.sections); each window is predicted exactly as `predict` predicts a tile (the same compiled
+(salt_jax.seismic.sections); each window is predicted exactly as `predict` predicts a tile (the same compiled
 flip TTA, padded to the model's canvas), in batches of `--batch_size` windows (a positive integer; unset,
 the config's eval_batch_size). Per snapshot the windows' probabilities are blended with a smooth weight
 and binarised at the snapshot's threshold (the one `predict` recorded for it when its prediction file is
@@ -28,8 +28,8 @@ that already exists (a second run into the same --out), unless `--overwrite` let
     python -m salt_jax.segment --workdirs=runs/model_34 --input=volume.sgy --out=seg/ --sections=both \
         --inlines=1200:1400 --write=mask --png_inlines=1300
 
-A `.sgy`/`.segy` input is a SEG-Y 3-D volume or 2-D line (salt_jax.segy): its amplitudes are scaled with
-the percentiles of the whole file, its inline sections, crossline sections or both (averaged) are
+A `.sgy`/`.segy` input is a SEG-Y 3-D volume or 2-D line (salt_jax.seismic.segy): its amplitudes are scaled
+with the percentiles of the whole file, its inline sections, crossline sections or both (averaged) are
 segmented as (samples, traces) images, depth down, and `<stem>_probs.sgy` (or `_mask.sgy`) is a copy of
 the file with the float32 result in its traces (segment_segy; README "Whole sections").
 """
@@ -47,10 +47,13 @@ import tqdm
 from absl import app, flags, logging
 from scipy import special
 
-from salt_jax import cli, configlib, fileio, parallel, predict, rundir, sections, segy, viz
+from salt_jax import configlib, fileio, parallel, viz
 from salt_jax.data import kaggle, sources
 from salt_jax.geometry import TILE
+from salt_jax.inference import predict
 from salt_jax.jigsaw import render, tables
+from salt_jax.seismic import sections, segy
+from salt_jax.workdir import rundir
 
 SUFFIXES = (".png", ".npy")
 DEFAULT_STRIDE = 101  # overlapping windows lowered the pixel IoU and mAP of every model measured (README)
@@ -199,16 +202,17 @@ def snapshot_threshold(snap: Snapshot, kind: str, meta: Dict[str, Any]) -> Tuple
   return float(meta["val_threshold"]), str(snap.path)
 
 
-class Runner:
+class SnapshotLoader:
   """Per snapshot, a window function (B,101,101) uint8 -> (B,101,101) float32 probabilities and its
-  threshold; compiles each model configuration once (predict.make_predictor)."""
+  threshold; each model configuration's predictor is made once (predict.Predictors)."""
 
   def __init__(self, kind: str = "max_map", batch_size: Optional[int] = None, keep: bool = False):
     if batch_size is not None and batch_size < 1:
       raise ValueError("batch_size must be a positive number of windows (unset: the config's "
                        f"eval_batch_size), got {batch_size}")
-    self.kind, self.batch_size, self.mesh = kind, batch_size, parallel.make_mesh()
-    self._predictors: Dict[Tuple, Any] = {}
+    self.kind, self.batch_size = kind, batch_size
+    self.predictors = predict.Predictors(parallel.make_mesh(), batch_size)
+    self.mesh = self.predictors.mesh
     self._kept: Optional[Dict[Snapshot, Tuple]] = {} if keep else None
 
   def load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
@@ -222,14 +226,11 @@ class Runner:
 
   def _load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
     s = configlib.sections(rundir.RunDir(snap.workdir).fold_config(snap.fold))
-    variables, meta = predict.load_snapshot(s, snap.path)
+    variables, meta = predict.load_snapshot(s, snap.path, self.mesh)
     threshold, recorded_in = snapshot_threshold(snap, self.kind, meta)
     logging.info("fold %d cycle %d of %s: threshold %+.4f (from %s)", snap.fold, snap.cycle, snap.workdir,
                  threshold, recorded_in)
-    key = predict.predictor_key(s)
-    if key not in self._predictors:
-      self._predictors[key] = predict.make_predictor(s, self.mesh, self.batch_size)
-    predictor = self._predictors[key]
+    predictor = self.predictors(s)
     variables = parallel.replicate(variables, self.mesh)
     batch = s.eval.eval_batch_size if self.batch_size is None else self.batch_size
     return lambda w: special.expit(predictor.outputs(variables, w).logits), threshold, batch
@@ -243,14 +244,14 @@ class Result(NamedTuple):
   windows: int                 # windows run per snapshot
 
 
-def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]], runner: Runner,
+def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]], loader: SnapshotLoader,
                     stride: int = DEFAULT_STRIDE, save_probs: bool = False,
                     progress: Optional[Callable[[int], None]] = None,
                     needed: Optional[np.ndarray] = None, phase: int = 0) -> Result:
   """Votes the snapshots of each workdir (snapshots[m]: workdir m's) on a (H,W) uint8 section.
 
   The padded section and the weight sum are computed once; per snapshot one float64 sum of the section's
-  padded size is held, and the windows go through the model `runner`'s batch at a time. With `needed`
+  padded size is held, and the windows go through the model `loader`'s batch at a time. With `needed`
   ((H,W) bool) only the windows overlapping those pixels run (sections.blend): they get exactly the
   whole section's result, the other pixels no salt (and NaN votes and probabilities). `phase` shifts the
   windows (sections.axis_windows).
@@ -264,7 +265,7 @@ def segment_section(section: np.ndarray, snapshots: Sequence[Sequence[Snapshot]]
     model_votes = np.zeros(section.shape, np.float32)
     model_probs = np.zeros(section.shape, np.float32) if save_probs else None
     for snap in workdir_snaps:
-      window_fn, threshold, batch = runner.load(snap)
+      window_fn, threshold, batch = loader.load(snap)
       p = sections.blend(padded, lay, window_fn, batch, weights, progress, needed)
       model_votes += np.where(np.isnan(p), np.nan, p > special.expit(np.float32(threshold)))
       if save_probs:
@@ -357,7 +358,7 @@ def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind
   workdirs' locks while it reads their snapshots.
   """
   sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
-  runner = Runner(kind, batch_size)    # ValueError for a batch size below 1
+  loader = SnapshotLoader(kind, batch_size)    # ValueError for a batch size below 1
   snapshots = workdir_snapshots(workdirs, kind, folds)
   for item in inputs:
     item.load()
@@ -365,11 +366,11 @@ def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind
   records = []
   with locked(workdirs):
     for item in inputs:
-      records.append(_segment_one(item, snapshots, runner, out_dir, stride, save_probs))
+      records.append(_segment_one(item, snapshots, loader, out_dir, stride, save_probs))
   return records
 
 
-def _segment_one(item: Section, snapshots, runner: Runner, out_dir, stride: int, save_probs: bool
+def _segment_one(item: Section, snapshots, loader: SnapshotLoader, out_dir, stride: int, save_probs: bool
                  ) -> Dict[str, Any]:
   """Segments one input, writes its outputs and returns its record (shape, windows, speed, paths)."""
   section = item.load()
@@ -377,7 +378,7 @@ def _segment_one(item: Section, snapshots, runner: Runner, out_dir, stride: int,
   total = sections.layout(section.shape, stride).n_windows * n_snaps
   t0 = time.perf_counter()
   with tqdm.tqdm(total=total, desc=item.name, unit="window", disable=None, leave=False) as bar:
-    result = segment_section(section, snapshots, runner, stride, save_probs, bar.update)
+    result = segment_section(section, snapshots, loader, stride, save_probs, bar.update)
   seconds = time.perf_counter() - t0
   paths = output_paths(out_dir, item.name, save_probs)
   write_outputs(paths, section, result)
@@ -423,7 +424,7 @@ def cube_section(cube: np.ndarray, direction: str, k: int) -> np.ndarray:
 
 
 def segment_cube(cube: np.ndarray, directions: Sequence[str], snapshots: Sequence[Sequence[Snapshot]],
-                 runner: Runner, stride: int = DEFAULT_STRIDE, value: str = "probs",
+                 loader: SnapshotLoader, stride: int = DEFAULT_STRIDE, value: str = "probs",
                  progress: Optional[Callable[[int], None]] = None, keep: Sequence[int] = ()
                  ) -> Tuple[np.ndarray, Dict[int, np.ndarray]]:
   """Segments every section of a (n_il, n_xl, n_samples) uint8 cube in each direction ("inline",
@@ -438,7 +439,7 @@ def segment_cube(cube: np.ndarray, directions: Sequence[str], snapshots: Sequenc
   kept = {int(i): np.zeros(cube.shape[1:], np.float32) for i in keep}
   for direction in directions:
     for k in range(cube.shape[0] if direction == "inline" else cube.shape[1]):
-      result = segment_section(cube_section(cube, direction, k), snapshots, runner, stride, value == "probs")
+      result = segment_section(cube_section(cube, direction, k), snapshots, loader, stride, value == "probs")
       values, votes = (result.probs if value == "probs" else result.votes).T, result.votes.T
       if direction == "inline":
         volume[k] += values
@@ -504,7 +505,7 @@ def segment_segy(workdirs: Sequence[str], path, out_dir, *, directions: str = "i
   if write not in WRITES or directions not in DIRECTIONS:
     raise ValueError(f"write must be one of {WRITES} and directions one of {tuple(DIRECTIONS)}")
   sections.axis_windows(TILE, stride)
-  runner = Runner(kind, batch_size, keep=True)
+  loader = SnapshotLoader(kind, batch_size, keep=True)
   snapshots = workdir_snapshots(workdirs, kind, folds)
   volume = segy.open_volume(path, iline_byte, xline_byte)
   il_index, xl_index = segy.select(volume, inlines, crosslines)
@@ -517,7 +518,7 @@ def segment_segy(workdirs: Sequence[str], path, out_dir, *, directions: str = "i
   n_sections = sum(cube.shape[0] if d == "inline" else cube.shape[1] for d in DIRECTIONS[directions])
   with locked(workdirs), tqdm.tqdm(total=n_sections, desc=volume.path.name, unit="section", disable=None,
                                    leave=False) as bar:
-    values, kept = segment_cube(cube, DIRECTIONS[directions], snapshots, runner, stride,
+    values, kept = segment_cube(cube, DIRECTIONS[directions], snapshots, loader, stride,
                                 "probs" if write == "probs" else "votes", bar.update, png_index)
   seconds = time.perf_counter() - t0
   if write == "mask":
@@ -650,7 +651,3 @@ def _main_segy() -> Dict[str, Any]:
                         stride=FLAGS.stride, batch_size=FLAGS.batch_size, overwrite=FLAGS.overwrite)
   print(json.dumps(record))
   return record
-
-
-if __name__ == "__main__":
-  cli.run(main, define_flags, prog="salt_jax.segment", errors=ERRORS)

@@ -47,7 +47,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from salt_jax import cli, configlib, geometry, losses, metrics, models, parallel, rundir, schedules, steps
+from salt_jax import configlib, geometry, losses, metrics, models, parallel, schedules
+from salt_jax.inference import tta
+from salt_jax.training import steps
+from salt_jax.workdir import rundir
 
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
@@ -142,7 +145,7 @@ def bench_infer(model, batch: int, steps_: int, warmup: int, canvas: int):
   """Flip-TTA inference, (batch,canvas,canvas,3) inputs: (images/s, compile s, lowered FLOPs, s per batch)."""
   variables = models.init_variables(model, jax.random.key(0), size=canvas)
   images = jnp.asarray(fake_batch(batch)["image"])
-  fn = jax.jit(lambda v, x: steps.tta_logits(model.apply, v, x, canvas))
+  fn = jax.jit(lambda v, x: tta.tta_logits(model.apply, v, x, canvas))
   lowered, compiled, compile_s = compile_timed(fn, variables, images)
   sec = timed(compiled, (variables, images), steps_, warmup)
   return batch / sec, compile_s, flops_of(lowered), sec
@@ -470,7 +473,3 @@ def main(argv) -> List[Dict]:
                      together_process_s=round(epoch["process_s"], 1),
                      sequential_process_s=[round(t, 1) for t in sequential]))
   return rows
-
-
-if __name__ == "__main__":
-  cli.run(main, define_flags, prog="salt_jax.bench")

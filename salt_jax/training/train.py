@@ -20,9 +20,11 @@ import tqdm
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import (cli, configlib, epochs, foldgroup, geometry, inference, models, parallel, pseudo, records,
-                      rundir, schedules, steps, weights)
-from salt_jax.data import sources
+from salt_jax import configlib, geometry, models, parallel, schedules, weights
+from salt_jax.data import pseudo, sources
+from salt_jax.inference import tta
+from salt_jax.training import epochs, foldgroup, records, steps
+from salt_jax.workdir import rundir
 
 
 def pseudo_data(s, run: rundir.RunDir):
@@ -99,7 +101,7 @@ def _train(config, run: rundir.RunDir, meshes, samples, pseudo_arrays, start_wei
   if group.todo:
     runner = epochs.EpochRunner(s, group.todo, data, len(pseudo_arrays[0]), step_key, mesh, fold_map,
                                 on_compile=lambda: phases.done("compile"))
-    predictor = inference.Predictor(model.apply, eval_mesh, s.eval.eval_batch_size, s.data.input_size)
+    predictor = tta.Predictor(model.apply, eval_mesh, s.eval.eval_batch_size, s.data.input_size)
     writer = records.MetricsWriter(run, [f.index for f in group.todo], group.total)
     unstack = _unstacker(len(group.todo), eval_mesh)
     for epoch in tqdm.tqdm(range(group.start_epoch, group.total), desc=_progress_name(group.todo),
@@ -221,7 +223,7 @@ def _epoch_record(s, f: foldgroup.Fold, epoch: int, metrics, seconds: float, sta
   return record
 
 
-def _validation(s, epoch: int, predictor: inference.Predictor, f: foldgroup.Fold):
+def _validation(s, epoch: int, predictor: tta.Predictor, f: foldgroup.Fold):
   """variables -> validation metrics of fold f after this epoch, or None when the epoch is not validated."""
   if not schedules.is_eval_epoch(epoch, warmup_epochs=s.optim.warmup_epochs, cycle_len=s.optim.cycle_len,
                                  eval_start=s.eval.eval_start, eval_every=s.eval.eval_every):
@@ -230,6 +232,9 @@ def _validation(s, epoch: int, predictor: inference.Predictor, f: foldgroup.Fold
 
 
 FLAGS = flags.FLAGS
+# Refused in one line besides cli.REFUSED: a record the disk cannot take (e.g. ENOSPC writing history.jsonl).
+ERRORS = (OSError,)
+
 
 
 def define_flags() -> None:
@@ -242,8 +247,3 @@ def define_flags() -> None:
 def main(argv) -> Dict[int, Dict[str, Any]]:
   del argv
   return train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
-if __name__ == "__main__":
-  # OSError: a record the disk cannot take (e.g. ENOSPC writing history.jsonl), named in one line.
-  cli.run(main, define_flags, prog="salt_jax.train", errors=(OSError,))
