@@ -16,6 +16,9 @@ A program module defines its flags in a function, reads them in `main` and hands
     if __name__ == "__main__":
       cli.run(main, define_flags, prog="salt_jax.train")
 
+A command's module at the top of the package (salt_jax/train.py) is only that last block, importing `main` and
+`define_flags` from where they live (salt_jax.training.train); `run` gives --help that module's docstring.
+
 Flags are defined only when the program runs, so modules whose flags share names (`--data_dir`) import side
 by side. `run` parses the command line with `configlib.parse_flags` (an unknown `--config.key` names the
 closest known keys; without a config flag it is absl's own parsing) and turns what `main` does into exit
@@ -43,8 +46,9 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Type
 from absl import app, flags
 from absl import logging as absl_logging
 
-from salt_jax import configlib, fileio, rundir
+from salt_jax import configlib, fileio
 from salt_jax.data.errors import DataError
+from salt_jax.workdir import rundir
 
 REFUSED: Tuple[Type[BaseException], ...] = (configlib.ConfigError, rundir.WorkdirError, DataError,
                                             fileio.UnwritableError)
@@ -67,6 +71,7 @@ def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[]
     define_flags()
   refused, commands = REFUSED + tuple(errors), tuple(commands)
   if argv is None:
+    _describe_program(main, set(flags.FLAGS) - before)
     def program(args):
       route_logs(prog)
       _call(main, args, prog, refused, commands)  # app.run passes what main returns to sys.exit
@@ -76,6 +81,18 @@ def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[]
   finally:
     for name in set(flags.FLAGS) - before:
       delattr(flags.FLAGS, name)
+
+
+def _describe_program(main: Callable, names) -> None:
+  """--help and --helpshort of a program started through a thin entry module (`python -m salt_jax.train`
+  runs salt_jax/train.py, which hands salt_jax.training.train's main to `run`) describe the module that
+  defines `main`: its docstring, and the flags define_flags made (absl shows __main__'s)."""
+  entry = sys.modules["__main__"]
+  implementation = sys.modules.get(main.__module__)
+  if implementation is not None and implementation is not entry and implementation.__doc__:
+    entry.__doc__ = implementation.__doc__
+  for name in names:
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
 PACKAGE_DIRS = tuple(str(pathlib.Path(__file__).resolve().parents[i]) + os.sep + d

@@ -176,7 +176,7 @@ def threshold_sweep(logits, truth, thresholds=SWEEP_THRESHOLDS) -> np.ndarray:
 
 def sweep_hits(logits, truth, thresholds=SWEEP_THRESHOLDS) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Per-image hits (N,K) int in 0..10 of P = logits > thresholds[j], with |P| (N,K) and |T| (N,): what
-  any per-tile decision on top of the threshold (e.g. salt_jax.gating) needs to be scored exactly."""
+  any per-tile decision on top of the threshold (e.g. inference.gating) needs to be scored exactly."""
   thresholds = np.asarray(thresholds, np.float64).reshape(-1)
   order = np.argsort(thresholds, kind="stable")
   inter, tsum, psum = _sweep_counts(logits, truth, thresholds[order])

@@ -30,10 +30,13 @@ import pandas as pd
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import breakdown, cli, configlib, ensemble, fileio, predict, rundir, train
+from salt_jax import cli, configlib, fileio
 from salt_jax.data import kaggle, sources, submission
+from salt_jax.inference import breakdown, ensemble, predict
 from salt_jax.jigsaw import rules as jigsaw_rules
 from salt_jax.jigsaw import tasks as jigsaw
+from salt_jax.training import train
+from salt_jax.workdir import rundir
 
 PSEUDO_LABELS = ("ensemble", "fold")
 STAGE2_INITS = ("random", "stage1")

@@ -5,10 +5,10 @@ import os
 import pathlib
 from typing import Any, Dict
 
-import jax
 from absl import logging
 
-from salt_jax import checkpoints, configlib, models, rundir
+from salt_jax import configlib, models
+from salt_jax.workdir import checkpoints, rundir
 
 
 def load(s) -> Dict[str, Any]:
@@ -50,10 +50,7 @@ def snapshot_weights(path: str, model_section, input_size: int) -> Dict[str, Any
     if meta.get("model") != model_section.model:
       raise configlib.ConfigError(f"config.init_from: {path} is a snapshot of {meta.get('model')}, "
                                   f"not of {model_section.model}")
-    shapes = jax.eval_shape(lambda: models.init_variables(models.build(**model_section), jax.random.key(0),
-                                                          size=input_size))
-    variables, _ = checkpoints.load_snapshot(path, {"params": shapes["params"],
-                                                    "batch_stats": shapes.get("batch_stats", {})})
+    variables, _ = checkpoints.load_model_snapshot(path, model_section, input_size)
   except rundir.WorkdirError as e:
     raise configlib.ConfigError(f"config.init_from: {e}") from None
   return variables

@@ -1,7 +1,8 @@
 """Kaggle mAP of a fold's validation tiles segmented inside their whole jigsaw mosaics vs one by one.
 
 Only the fold's snapshots segment; train tiles of the fold and test tiles are context and are never scored
-(salt_jax.section_check). Needs `python -m salt_jax.predict` run on the workdir first (the per-tile masks).
+(salt_jax.tools.section_check). Needs `python -m salt_jax.predict` run on the workdir first (the per-tile
+masks).
 
   python scripts/segment_check.py --workdir=runs/model_34 --fold=0 --mosaics=mosaics.csv \
       --data_dir=../shared/tgs [--strides=101,50] [--phases=0,50] [--batch_size=16] [--out=table.csv] \
@@ -12,8 +13,10 @@ import json
 import pandas as pd
 from absl import flags
 
-from salt_jax import cli, fileio, rundir, section_check
+from salt_jax import cli, fileio
 from salt_jax.data import kaggle, submission
+from salt_jax.tools import section_check
+from salt_jax.workdir import rundir
 
 FLAGS = flags.FLAGS
 

@@ -26,8 +26,9 @@ import pandas as pd
 import segyio
 from absl import flags
 
-from salt_jax import checkpoints, cli, configlib, models, rundir
+from salt_jax import cli, configlib, models
 from salt_jax.geometry import TILE
+from salt_jax.workdir import checkpoints, rundir
 
 FLAGS = flags.FLAGS
 AMPLITUDE_SCALE = 100.0  # grey level -> amplitude: (grey - 128) * scale, any positive scale will do

@@ -121,7 +121,9 @@ def busy_union(intervals: List[Tuple[float, float]]) -> float:
 def profile_jax(a) -> Dict:
   import jax
   import jax.numpy as jnp
-  from salt_jax import bench, models, steps
+  from salt_jax import models
+  from salt_jax.tools import bench
+  from salt_jax.training import steps
   model = models.get_model(a.model, dtype=jnp.float32)
   fn, (state, data, key) = bench.train_setup(model, a.batch, canvas=a.input_size)
   compiled = fn.lower(state, data, key).compile(steps.train_compiler_options(a.cpu_ynn_fusion))

@@ -95,7 +95,7 @@ def tiny_config(mini_data_dir):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_config, tmp_path_factory):
   """(config, workdir, summary) of one finished tiny training run of fold 0 (shared by several tests)."""
-  from salt_jax import train
+  from salt_jax.training import train
   workdir = tmp_path_factory.mktemp("tiny_run") / "model_tiny"
   config = tiny_config()
   return config, workdir, train.train_and_evaluate(config, str(workdir))[config.fold]

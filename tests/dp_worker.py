@@ -29,7 +29,8 @@ def main():
                                process_id=args.process_id)
   from jax.sharding import Mesh
   import functools
-  from salt_jax import configlib, models, parallel, schedules, steps
+  from salt_jax import configlib, models, parallel, schedules
+  from salt_jax.training import steps
 
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = Mesh(np.asarray(devices), ("data",))

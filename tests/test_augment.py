@@ -26,14 +26,12 @@ def tiles(data_dir):
 
 
 def _cv2_pad(img, top, left):
-  return cv2.copyMakeBorder(img, top, augment.PAD_TOTAL - top, left, augment.PAD_TOTAL - left,
+  return cv2.copyMakeBorder(img, top, geometry.PAD_TOTAL - top, left, geometry.PAD_TOTAL - left,
                             cv2.BORDER_REPLICATE)
 
 
 def test_constants():
-  assert (augment.TILE, augment.CANVAS, augment.PAD_TOTAL, augment.PAD_CENTER) == (101, 128, 27, 13)
-  assert (augment.TILE, augment.CANVAS, augment.PAD_TOTAL, augment.PAD_CENTER) == (
-      geometry.TILE, geometry.CANVAS, geometry.PAD_TOTAL, geometry.PAD_CENTER)   # one definition
+  assert (geometry.TILE, geometry.CANVAS, geometry.PAD_TOTAL, geometry.PAD_CENTER) == (101, 128, 27, 13)
   assert augment.SHIFT_RANGE == (-13, 13)
 
 

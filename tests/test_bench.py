@@ -8,7 +8,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from salt_jax import bench, cli, configlib, fileio, models, rundir, steps
+from salt_jax import cli, configlib, fileio, models
+from salt_jax.tools import bench
+from salt_jax.training import steps
+from salt_jax.workdir import rundir
 import optim
 
 

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 
 from fake_kaggle import make_learnable_kaggle
-from salt_jax import checkpoints, configlib, models, predict, rundir, train
+from salt_jax import configlib, parallel
+from salt_jax.inference import predict
+from salt_jax.training import train
+from salt_jax.workdir import checkpoints, rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,9 +29,9 @@ def test_bfloat16_train_and_predict_smoke(tmp_path):
   assert all(np.isfinite(r[k]) for r in history for k in terms)
   assert np.isfinite(history[1]["val_loss"]) and 0 <= history[1]["val_map"] <= 1
   run = rundir.RunDir(workdir)
-  variables, meta = checkpoints.load_snapshot(run.snapshot_dir(0, 0, "max_map"),
-                                              predict.abstract_variables(models.build(**configlib.section(config, "model")),
-                                                                         config.input_size))
+  variables, meta = checkpoints.load_model_snapshot(run.snapshot_dir(0, 0, "max_map"),
+                                                    configlib.section(config, "model"), config.input_size,
+                                                    parallel.replicated(parallel.make_mesh()))
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {np.dtype("float32")}
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables))
 

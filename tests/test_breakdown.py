@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from salt_jax import breakdown, metrics
+from salt_jax import metrics
+from salt_jax.inference import breakdown
 
 
 def _tiles():

@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, configlib, models, parallel, predict, rundir, steps, train
+from salt_jax import configlib, models, parallel
+from salt_jax.training import steps, train
+from salt_jax.workdir import checkpoints, rundir
 import optim
 from conftest import TWO_CPU_DEVICES
 
@@ -173,9 +175,9 @@ def _assert_same_fold(config, workdir_a, workdir_b, fold, atol=1e-5):
   assert cycles(ra) == cycles(rb)
   for kind in rundir.SNAPSHOT_KINDS:
     # one device, also for 2-device saves
-    abstract = predict.abstract_variables(models.build(**configlib.section(config, "model")), config.input_size)
-    ma = checkpoints.load_snapshot(ra.snapshot_dir(fold, 0, kind), abstract)[1]
-    mb = checkpoints.load_snapshot(rb.snapshot_dir(fold, 0, kind), abstract)[1]
+    load = functools.partial(checkpoints.load_model_snapshot, model_section=configlib.section(config, "model"),
+                             input_size=config.input_size, sharding=parallel.replicated(parallel.make_mesh()))
+    ma, mb = load(ra.snapshot_dir(fold, 0, kind))[1], load(rb.snapshot_dir(fold, 0, kind))[1]
     assert ma["epoch"] == mb["epoch"] and ma["fold"] == mb["fold"] == fold
 
 

@@ -3,7 +3,8 @@ sweep picks the known best combination on hand-made tiles; its scores equal the 
 import numpy as np
 import pytest
 
-from salt_jax import gating, metrics
+from salt_jax import metrics
+from salt_jax.inference import gating
 
 
 def _case():

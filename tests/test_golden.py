@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from salt_jax import train
+from salt_jax.training import train
 
 GOLDEN = {
     "tiny": {"loss": [1.454974850018819, 3.1526171366373696, 3.0996147791544595],

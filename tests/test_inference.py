@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import inference, losses, metrics, parallel, steps
+from salt_jax import losses, metrics, parallel
+from salt_jax.inference import tta
 
 
 def _hand_input(images: np.ndarray) -> np.ndarray:
@@ -56,7 +57,7 @@ def _tiles(n: int, seed: int = 1):
 def test_tta_logits_equal_hand_computation():
   apply_fn, variables, forward = _position_model()
   images, masks = _tiles(3)
-  got = np.asarray(steps.tta_logits(apply_fn, variables, jnp.asarray(images), 128))
+  got = np.asarray(tta.tta_logits(apply_fn, variables, jnp.asarray(images), 128))
   want = _hand_tta(forward, images)
   assert got.shape == (3, 101, 101) and got.dtype == np.float32
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
@@ -64,7 +65,7 @@ def test_tta_logits_equal_hand_computation():
   assert np.abs(forward(_hand_input(images))[:, 13:114, 13:114] - want).max() > 0.1
   assert apply_fn.calls == [((6, 128, 128, 3), False)]  # one eval-mode pass on the batch and its mirror
   batch = {"image": jnp.asarray(images), "mask": jnp.asarray(masks)}
-  logits, loss, _ = steps.eval_step(apply_fn, variables, batch, 128)
+  logits, loss, _ = tta.eval_step(apply_fn, variables, batch, 128)
   np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-6, atol=1e-5)
   np.testing.assert_allclose(np.asarray(loss), np.asarray(losses.lovasz_hinge_per_image(
       jnp.asarray(want), jnp.asarray(masks, jnp.float32))), rtol=1e-5, atol=1e-6)
@@ -93,7 +94,7 @@ def test_tta_logits_of_a_flax_model_equal_hand_computation(highest_precision):
                       for i in range(3) for j in range(3))
 
   want = _hand_tta(forward, images)
-  got = np.asarray(steps.tta_logits(model.apply, variables, jnp.asarray(images), 128))
+  got = np.asarray(tta.tta_logits(model.apply, variables, jnp.asarray(images), 128))
   assert np.abs(forward(_hand_input(images))[:, 13:114, 13:114] - want).max() > 1e-2  # not mirror-symmetric
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -105,7 +106,7 @@ def test_predictor_pads_the_last_batch_without_leaking_rows(n, batch):
   same logits and p(empty) come back, and no loss."""
   apply_fn, variables, forward = _position_model(seed=3)
   images, masks = _tiles(n, seed=4)
-  predictor = inference.Predictor(apply_fn, parallel.make_mesh(), batch, 128)
+  predictor = tta.Predictor(apply_fn, parallel.make_mesh(), batch, 128)
   logits, per_image, p_empty = predictor.outputs(variables, images, masks)
   want = _hand_tta(forward, images)
   want_losses = np.asarray(losses.lovasz_hinge_per_image(jnp.asarray(want), jnp.asarray(masks, jnp.float32)))

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 
 from fake_kaggle import make_learnable_kaggle
-from salt_jax import checkpoints, configlib, rundir, train
+from salt_jax import configlib
 from salt_jax.data import rle
+from salt_jax.training import train
+from salt_jax.workdir import checkpoints, rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WARMUP, CYCLES, CYCLE_LEN = 1, 2, 3

@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, cli, ensemble, fileio
+from salt_jax import cli, fileio
 from salt_jax.data import DataSource, kaggle
+from salt_jax.inference import ensemble
+from salt_jax.workdir import checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import ensemble, metrics, pipeline, predict, rundir, train
+from salt_jax import metrics, pipeline
 from salt_jax.data import kaggle, rle, submission
+from salt_jax.inference import ensemble, predict
 from salt_jax.jigsaw import effect, rules, tasks
+from salt_jax.training import train
+from salt_jax.workdir import rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import checkpoints, ensemble, gating, metrics, predict, rundir
+from salt_jax import metrics
 from salt_jax.data import DataError, DataSource, submission
+from salt_jax.inference import ensemble, gating, predict
+from salt_jax.workdir import checkpoints, rundir
 
 
 def test_pack_unpack_round_trip():
@@ -52,11 +54,11 @@ def test_tiles_predicted_by_some_models_average_over_those():
 
 
 def test_missing_predictions_and_snapshots_are_errors(tmp_path):
-  with pytest.raises(checkpoints.WorkdirError, match="run python -m salt_jax.predict"):
+  with pytest.raises(rundir.WorkdirError, match="run python -m salt_jax.predict"):
     ensemble.prediction_files(tmp_path)
-  with pytest.raises(checkpoints.WorkdirError, match="no max_map snapshots"):
+  with pytest.raises(rundir.WorkdirError, match="no max_map snapshots"):
     predict.predict_workdir(tmp_path)
-  with pytest.raises(checkpoints.WorkdirError, match="does not exist"):
+  with pytest.raises(rundir.WorkdirError, match="does not exist"):
     checkpoints.load_snapshot(tmp_path / "fold_0" / "snapshots" / "cycle_0_max_map")
 
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from fake_kaggle import make_learnable_kaggle
-from salt_jax import configlib, predict, rundir
+from salt_jax import configlib
+from salt_jax.inference import predict
+from salt_jax.workdir import rundir
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

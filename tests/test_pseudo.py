@@ -3,8 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import configlib, epochs, inference, parallel, pseudo, rundir, train
-from salt_jax.data import kaggle, rle
+from salt_jax import configlib, parallel
+from salt_jax.data import kaggle, pseudo, rle
+from salt_jax.inference import tta
+from salt_jax.training import epochs, train
+from salt_jax.workdir import rundir
 
 
 def test_split_halves_is_seeded_balanced_and_complete():
@@ -79,7 +82,7 @@ def test_training_mixes_pseudo_tiles_and_validates_on_real_labels_only(tiny_conf
 
   monkeypatch.setattr(epochs, "device_rows", record_rows)
   monkeypatch.setattr(parallel, "replicate", record_data)
-  monkeypatch.setattr(inference.Predictor, "validate", record_validate)
+  monkeypatch.setattr(tta.Predictor, "validate", record_validate)
   workdir = tmp_path / "pseudo_run"
   config = tiny_config(pseudo_csv=str(csv), pseudo_split=1, pseudo_prob=0.5, cycle_len=1, eval_start=1)
   train.train_and_evaluate(config, str(workdir))

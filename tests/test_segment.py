@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from salt_jax import checkpoints, cli, configlib, models, parallel, predict, rundir, sections, segment
+from salt_jax import cli, configlib, models, parallel
 from salt_jax.geometry import TILE
+from salt_jax.inference import predict
+from salt_jax.seismic import sections, segment
+from salt_jax.workdir import checkpoints, rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = [(101, 101), (101, 233), (150, 233), (257, 130), (333, 202)]
@@ -29,8 +32,8 @@ def _contextual(windows: np.ndarray) -> np.ndarray:
   return special.expit((x - x.mean(axis=(1, 2), keepdims=True)) / 40 + ramp[None, :, None]).astype(np.float32)
 
 
-class _FakeRunner:
-  """Runner stand-in: every snapshot is the same pure window function with its own threshold."""
+class _FakeLoader:
+  """SnapshotLoader stand-in: every snapshot is the same pure window function with its own threshold."""
 
   def __init__(self, fn, thresholds):
     self.fn, self.thresholds = fn, thresholds
@@ -97,7 +100,7 @@ def test_stride_tile_on_a_section_of_tiles_gives_each_tile_its_own_prediction():
   np.testing.assert_array_equal(blended, per_tile.transpose(0, 2, 1, 3).reshape(section.shape))
   # Through the vote: two workdirs of two and one snapshots, each thresholding the same probabilities.
   thresholds = {0: 0.1, 1: -0.2, 2: 0.3}
-  result = segment.segment_section(section, _snaps([0, 1], [2]), _FakeRunner(_contextual, thresholds),
+  result = segment.segment_section(section, _snaps([0, 1], [2]), _FakeLoader(_contextual, thresholds),
                                    stride=TILE, save_probs=True)
   p = per_tile.transpose(0, 2, 1, 3).reshape(section.shape)
   above = {c: p > special.expit(np.float32(t)) for c, t in thresholds.items()}
@@ -149,9 +152,9 @@ def test_blending_only_the_needed_pixels_gives_them_the_whole_result():
     np.testing.assert_array_equal(part[needed], full[needed])
     assert np.isnan(part[~needed]).all()
     assert sum(ran) == sections.covering(lay, needed).sum() < lay.n_windows
-  result = segment.segment_section(section, _snaps([0]), _FakeRunner(_contextual, {0: 0.0}), 50,
+  result = segment.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), 50,
                                    needed=needed)
-  whole = segment.segment_section(section, _snaps([0]), _FakeRunner(_contextual, {0: 0.0}), 50)
+  whole = segment.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), 50)
   np.testing.assert_array_equal(result.mask[needed], whole.mask[needed])
   assert not result.mask[~needed].any()
   assert result.windows < whole.windows == sections.layout(section.shape, 50).n_windows
@@ -319,7 +322,7 @@ def test_stride_tile_matches_the_per_tile_prediction_of_predict(tmp_path, tiny_m
 
 
 def test_the_check_scores_only_validation_tiles_that_own_their_cell():
-  from salt_jax import section_check
+  from salt_jax.tools import section_check
   mosaics = pd.DataFrame({"id": ["v1", "t1", "v2", "v3", "t2"], "mosaic_id": [0, 0, 0, 0, 1],
                           "x": [0, 1, 1, 1, 0], "y": [0, 0, 1, 0, 0]})  # v3 lands on t1's cell
   cells = section_check.scored_cells(mosaics, ["v1", "v2", "v3", "absent"])
@@ -382,7 +385,7 @@ def test_outputs_already_in_out_stop_a_second_run_unless_overwrite(tmp_path, tin
   assert capsys.readouterr().err == (f"salt_jax.segment: --out {out / 'a_mask.png'} already exists; pass "
                                      "--overwrite to replace it, or choose another --out\n")
   assert _files(out) == before
-  monkeypatch.setattr(segment, "Runner", lambda kind, batch_size: _FakeRunner(_contextual, {0: 0.0}))
+  monkeypatch.setattr(segment, "SnapshotLoader", lambda kind, batch_size: _FakeLoader(_contextual, {0: 0.0}))
   records = _run(argv + ["--overwrite"])
   assert [r["name"] for r in records] == ["a", "b"]
   assert sorted(_files(out)) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
@@ -391,7 +394,7 @@ def test_outputs_already_in_out_stop_a_second_run_unless_overwrite(tmp_path, tin
 
 
 def test_pixel_iou_pools_every_scored_pixel():
-  from salt_jax import section_check
+  from salt_jax.tools import section_check
   cells = pd.DataFrame({"id": ["a", "b"]})
   a, b = np.zeros((101, 101), np.uint8), np.zeros((101, 101), np.uint8)
   a[:10, :10] = 1                      # 100 true pixels, 50 of them predicted
@@ -407,7 +410,7 @@ def test_pixel_iou_pools_every_scored_pixel():
 def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path, tiny_model, mini_data_dir):
   """section_check end to end on real tiles: a mosaic of 12 train tiles, a random snapshot, its predict
   masks; at stride 101 the validation tiles cropped from the section are exactly predict's."""
-  from salt_jax import section_check
+  from salt_jax.tools import section_check
   from salt_jax.data import DataSource
   config, variables = tiny_model
   config = config.copy_and_resolve_references()

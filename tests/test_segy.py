@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import segyio
 
-from salt_jax import segment, segy
 from salt_jax.geometry import TILE
-from test_segment import _FakeRunner, _contextual, _real_tiles, _run, _workdir, tiny_model  # noqa: F401
+from salt_jax.seismic import segment, segy
+from test_segment import _FakeLoader, _contextual, _real_tiles, _run, _workdir, tiny_model  # noqa: F401
 
 N_SAMPLES = 110
 
@@ -124,7 +124,7 @@ def test_a_3d_volume_and_a_2d_line_through_the_tiny_model(tmp_path, tiny_model, 
   il_index, xl_index = segy.select(volume, (22, 23))
   selected = segment.volume_cube(volume, il_index, xl_index, *segment.volume_range(volume))
   expected, _ = segment.segment_cube(selected, ("inline",), [segment.find_snapshots(workdir)],
-                                     segment.Runner(batch_size=8, keep=True), stride=TILE)
+                                     segment.SnapshotLoader(batch_size=8, keep=True), stride=TILE)
   np.testing.assert_allclose(probs[1:3], expected, rtol=0, atol=1e-6)
   mask_png = cv2.imread(str(out / "ibm_inline23_mask.png"), cv2.IMREAD_UNCHANGED)
   assert mask_png.shape == (N_SAMPLES, len(XLINES)) and set(np.unique(mask_png)) <= {0, 255}
@@ -143,8 +143,8 @@ def test_a_3d_volume_and_a_2d_line_through_the_tiny_model(tmp_path, tiny_model, 
 @pytest.fixture
 def fake_model(tmp_path, tiny_model, monkeypatch):
   """A workdir whose one snapshot is replaced by a window function that depends on the whole window."""
-  monkeypatch.setattr(segment, "Runner", lambda kind="max_map", batch_size=None, keep=False:
-                      _FakeRunner(_contextual, {0: 0.3}))
+  monkeypatch.setattr(segment, "SnapshotLoader", lambda kind="max_map", batch_size=None, keep=False:
+                      _FakeLoader(_contextual, {0: 0.3}))
   return _workdir(tmp_path / "wd", tiny_model)
 
 
@@ -155,7 +155,7 @@ def test_both_directions_average_the_inline_and_crossline_volumes(tmp_path, data
   volume = segy.open_volume(source)
   scaled = segment.volume_cube(volume, *segy.select(volume), *segment.volume_range(volume))
   snaps = [segment.find_snapshots(fake_model)]
-  direction = {(d, v): segment.segment_cube(scaled, (d,), snaps, segment.Runner(), 101, v)[0]
+  direction = {(d, v): segment.segment_cube(scaled, (d,), snaps, segment.SnapshotLoader(), 101, v)[0]
                for d in ("inline", "crossline") for v in ("probs", "votes")}
   assert not np.array_equal(direction["inline", "probs"], direction["crossline", "probs"])
   for write, value in (("probs", "probs"), ("mask", "votes")):

@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from salt_jax import configlib, models, steps
+from salt_jax import configlib, models
 from salt_jax.data import kaggle
+from salt_jax.inference import tta
+from salt_jax.training import steps
 import optim
 from conftest import FAST_COMPILE, TWO_CPU_DEVICES
 
@@ -65,7 +67,7 @@ def test_steps_on_smaller_canvases_with_an_average(real_tiles, canvas, ema_decay
   batch = {"image": jnp.asarray(images[:8]), "mask": jnp.asarray(masks[:8])}
   state, metrics = step(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["lr"]) == pytest.approx(0.01)
-  logits = steps.tta_logits(model.apply, steps.eval_variables(state), jnp.asarray(images[:2]), canvas)
+  logits = tta.tta_logits(model.apply, steps.eval_variables(state), jnp.asarray(images[:2]), canvas)
   assert logits.shape == (2, 101, 101)
   if ema_decay:
     want = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * b, init, state.params)

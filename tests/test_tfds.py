@@ -15,9 +15,10 @@ pytest.importorskip("array_record.python.array_record_module", reason="ArrayReco
 import tensorflow_datasets as tfds  # noqa: E402
 
 from fake_kaggle import make_fake_kaggle  # noqa: E402
-from salt_jax import configlib, geometry, rundir  # noqa: E402
+from salt_jax import configlib, geometry  # noqa: E402
 from salt_jax.data import kaggle, sources, tfds_tgs_salt  # noqa: E402
 from salt_jax.data.errors import DataError  # noqa: E402
+from salt_jax.workdir import rundir  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -139,7 +140,8 @@ def test_tfds_source_gives_the_same_folds(mini_data_dir, mini_tfds, tmp_path):
 def test_training_from_tfds_equals_training_from_the_folder(tiny_config, mini_tfds, tmp_path):
   """A one-epoch cycle of model_tiny on 16 tiles (no warm-up): the same loss and validation; the tfds run
   (its Kaggle folder absent) is then predicted from the build too."""
-  from salt_jax import predict, train as train_lib
+  from salt_jax.inference import predict
+  from salt_jax.training import train as train_lib
   settings = dict(train_subset=16, valid_subset=8, warmup_epochs=0, cycle_len=1)
   from_tfds = dict(data_source="tfds", tfds_data_dir=str(mini_tfds), data_dir=str(tmp_path / "no_folder"))
   histories = {}

@@ -13,7 +13,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from salt_jax import checkpoints, configlib, epochs, models, rundir, train, weights
+from salt_jax import configlib, models, weights
+from salt_jax.training import epochs, train
+from salt_jax.workdir import checkpoints, rundir
 import optim
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def test_epoch_chunks_cover_every_step_once():
 def test_workdir_of_another_model_is_refused(tmp_path, tiny_config):
   run = rundir.RunDir(tmp_path)
   run.record_run(tiny_config(model="model_50A"))
-  with pytest.raises(checkpoints.WorkdirError, match="holds checkpoints of model 'model_50A'"):
+  with pytest.raises(rundir.WorkdirError, match="holds checkpoints of model 'model_50A'"):
     run.check_run(tiny_config(model="model_34"))
 
 
@@ -98,7 +100,7 @@ def _final_params(workdir, config):
   epoch = ckpt.latest_epoch()
   assert epoch is not None
   model = models.build(**configlib.section(config, "model"))
-  from salt_jax import steps
+  from salt_jax.training import steps
   state = steps.create_train_state(model, optim.constant_sgd(config.lr), jax.random.key(0),
                                    image_size=config.input_size)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_put(state))
@@ -152,10 +154,10 @@ def test_kill_9_then_resume_matches_uninterrupted_run(finished_run, tmp_path):
 def test_init_from_a_snapshot_fine_tunes_its_weights(tiny_run, tiny_config, tmp_path):
   """config.init_from may name a salt_jax snapshot folder: training starts from exactly its weights (the
   EMA too); a snapshot of another model, or a folder that is no snapshot, is one ConfigError line."""
-  from salt_jax import predict
   config, workdir, _ = tiny_run
   snap = rundir.RunDir(workdir).snapshot_dir(0, 0, "max_map")
-  saved, _ = predict.load_snapshot(configlib.sections(config), snap)
+  s = configlib.sections(config)
+  saved, _ = checkpoints.load_model_snapshot(snap, s.model, s.data.input_size)
   loaded = weights.load(configlib.sections(tiny_config(init_from=str(snap))))
   jax.tree.map(np.testing.assert_array_equal, loaded["init_from"], saved)
   model = models.build(**configlib.section(config, "model"))

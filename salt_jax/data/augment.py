@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from salt_jax import geometry
-from salt_jax.geometry import CANVAS, PAD_CENTER, PAD_TOTAL, TILE
+from salt_jax.geometry import CANVAS, TILE
 
 
 

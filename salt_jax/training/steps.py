@@ -1,10 +1,11 @@
-"""Pure, jit-compiled steps: training (augment -> forward -> loss -> optimiser) and flip-TTA inference.
+"""Pure, jit-compiled training steps: augment -> forward -> loss -> optimiser (flip-TTA evaluation is
+inference.tta's).
 
 Batches arrive as raw uint8 tiles, {"image": (B,101,101) uint8, "mask": (B,101,101) uint8}; padding,
 flipping and normalisation happen on device inside the step (SPEC 2.1), so the host only gathers rows.
 """
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -131,38 +132,6 @@ def fold_train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Ar
   outs = [fn(jax.tree.map(lambda x: x[f], state), data, rows[f], rng, None if active is None else active[f])
           for f in range(rows.shape[0])]
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-
-
-def tta_outputs(apply_fn: Callable, variables, images: jax.Array, canvas: int) -> Tuple[jax.Array, jax.Array]:
-  """Flip-TTA final logits on the 101x101 crop (SPEC 6.3) and the classifier's p(empty):
-  (B,101,101) uint8 -> (B,101,101) float32, (B,) float32.
-
-  The batch, centre-padded to (B,canvas,canvas) (the model's input size), and its left-right mirror go
-  through one eval-mode forward pass; the mirrored half's logits are flipped back and the two are
-  averaged (logits, not probabilities), then cropped; p(empty) is the mean of the two softmax
-  probabilities of class 1 (empty, as trained: SPEC 4.4).
-  """
-  x = augment.eval_pad(images, canvas=canvas)
-  both = jnp.concatenate([x, augment.hflip(x)], axis=0)
-  class_logits, _, final_logits = apply_fn(variables, both, train=False)
-  final_logits = final_logits[..., 0].astype(jnp.float32)
-  b = images.shape[0]
-  mean = 0.5 * (final_logits[:b] + augment.hflip(final_logits[b:]))
-  p_empty = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)[:, -1]
-  return augment.crop(mean), 0.5 * (p_empty[:b] + p_empty[b:])
-
-
-def tta_logits(apply_fn: Callable, variables, images: jax.Array, canvas: int) -> jax.Array:
-  """The final logits of tta_outputs: (B,101,101) uint8 -> (B,101,101) float32."""
-  return tta_outputs(apply_fn, variables, images, canvas)[0]
-
-
-def eval_step(apply_fn: Callable, variables, batch: Dict[str, jax.Array], canvas: int):
-  """Validation: TTA logits (B,101,101), the per-image Lovasz loss on the crop (B,) (SPEC 4.6) and the
-  classifier's p(empty) (B,)."""
-  logits, p_empty = tta_outputs(apply_fn, variables, batch["image"], canvas)
-  loss = losses.lovasz_hinge_per_image(logits, batch["mask"].astype(jnp.float32))
-  return logits, loss, p_empty
 
 
 def train_compiler_options(cpu_ynn_fusion: str = "") -> Optional[Dict[str, str]]:

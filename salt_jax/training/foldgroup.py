@@ -13,7 +13,9 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 from absl import logging
 
-from salt_jax import checkpoints, rundir, schedules, steps
+from salt_jax import schedules
+from salt_jax.training import steps
+from salt_jax.workdir import checkpoints, rundir
 
 
 @dataclasses.dataclass

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from salt_jax import fileio, rundir
+from salt_jax import fileio
+from salt_jax.workdir import rundir
 
 
 def epoch_record(metrics: Dict[str, np.ndarray], fold: int, epoch: int, first_step: int) -> Dict[str, float]:

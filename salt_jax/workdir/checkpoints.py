@@ -1,6 +1,6 @@
 """Orbax checkpoints: the resumable latest states of a fold run and the per-cycle snapshots.
 
-Where they live is `salt_jax.rundir`'s business; this module only reads and writes them.
+Where they live is `rundir`'s business; this module only reads and writes them.
 """
 import errno
 import os
@@ -12,7 +12,9 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from salt_jax.rundir import SNAPSHOT_KINDS, WorkdirError  # noqa: F401  (re-exported)
+from salt_jax import models
+from salt_jax.workdir.rundir import WorkdirError
+
 
 def _one_line(e: BaseException, width: int = 160) -> str:
   """'Type: first line of the message' cut to `width` characters (tensorstore errors run to pages)."""
@@ -185,6 +187,18 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
   except Exception as e:  # orbax raises many types; the user needs the path.
     raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
   return out.variables, out.meta
+
+
+def load_model_snapshot(path, model_section, input_size: int, sharding=None) -> Tuple[Any, Dict[str, Any]]:
+  """(variables {"params", "batch_stats"}, metadata) of a snapshot of the model section's network; the
+  variables' shapes are traced with jax.eval_shape on a (1,input_size,input_size,3) input (nothing is
+  computed) and restored with `sharding` (e.g. replicated over this machine's devices, whatever devices
+  wrote the snapshot; None: orbax's default placement)."""
+  shapes = jax.eval_shape(lambda: models.init_variables(models.build(**model_section), jax.random.key(0),
+                                                        size=input_size))
+  if sharding is not None:
+    shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+  return load_snapshot(path, {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})})
 
 
 def snapshot_meta(path) -> Dict[str, Any]:

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from salt_jax import configlib, parallel, pseudo, schedules, steps
+from salt_jax import configlib, parallel, schedules
+from salt_jax.data import pseudo
+from salt_jax.training import steps
 
 
 def epoch_rows(optim, pseudo_prob: float, fold: int, epoch: int, n_real: int, n_pseudo: int,

@@ -15,10 +15,13 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from salt_jax import configlib, ensemble, metrics, rundir, segment
+from salt_jax import configlib, metrics
 from salt_jax.data import sources
 from salt_jax.geometry import TILE
+from salt_jax.inference import ensemble
 from salt_jax.jigsaw import tables
+from salt_jax.seismic import segment
+from salt_jax.workdir import rundir
 
 
 def scored_cells(mosaics: pd.DataFrame, valid_ids: Sequence[str]) -> pd.DataFrame:
@@ -95,13 +98,13 @@ def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells
   Only the windows that overlap a scored cell run: the cells get exactly the whole section's masks.
   """
   snaps = [segment.find_snapshots(workdir, kind, [fold])]
-  runner = segment.Runner(kind, batch_size)
+  loader = segment.SnapshotLoader(kind, batch_size)
   masks, windows, t0 = {}, 0, time.perf_counter()
   with rundir.RunDir(workdir).lock():
     for item in sections:
       section = item.load()
       here = cells[cells["mosaic_id"] == int(item.name.split("_")[1])]
-      result = segment.segment_section(section, snaps, runner, stride, needed=cell_mask(section.shape, here),
+      result = segment.segment_section(section, snaps, loader, stride, needed=cell_mask(section.shape, here),
                                        phase=phase)
       masks.update(crop_cells(result.mask, here))
       windows += result.windows * len(snaps[0])
