@@ -105,6 +105,24 @@ def test_head_stride_2_runs_the_heads_at_half_size_and_resizes_their_logits():
     models.get_model("model_tiny", head_stride=2).init(RNGS, x, train=False)
 
 
+def test_model_small_s2_is_model_tiny_s2_at_one_and_a_half_widths():
+  """model_small_s2: every convolution of model_tiny_s2 with 1.5x its channels (2.25x the weights)."""
+  shapes = {}
+  for name in ("model_tiny_s2", "model_small_s2"):
+    model = models.get_model(name)
+    shapes[name] = jax.eval_shape(lambda m=model: models.init_variables(m, jax.random.key(0), size=104))["params"]
+  tiny, small = (jax.tree_util.tree_flatten_with_path(shapes[n])[0] for n in ("model_tiny_s2", "model_small_s2"))
+  assert [path for path, _ in tiny] == [path for path, _ in small]
+  for (path, t), (_, s) in zip(tiny, small):
+    if path[-1].key == "kernel" and len(t.shape) == 4 and t.shape[2] > 3:  # convolutions past the RGB stem
+      assert s.shape[:2] == t.shape[:2] and s.shape[2:] == tuple(3 * c // 2 for c in t.shape[2:]), path
+  assert sum(x.size for _, x in small) == 1_997_108
+  out = jax.eval_shape(lambda: models.get_model("model_small_s2").apply(
+      models.init_variables(models.get_model("model_small_s2"), jax.random.key(0), size=104),
+      jnp.zeros((2, 104, 104, 3)), train=False))
+  assert [o.shape for o in out] == [(2, 2), (2, 104, 104, 1), (2, 104, 104, 1)]
+
+
 def test_quickly_compiled_initialisation_gives_the_default_compilations_values():
   """init_variables' own program (init_compiler_options: no LLVM optimisation on CPU) and the same
   initialisation inside a default-compiled jit give bitwise the same variables."""

@@ -36,6 +36,7 @@ ENCODERS: Dict[str, Callable[..., nn.Module]] = {
     # CPU-sized runs only (configs/cpu_small.py), no ImageNet weights: a quarter-width ResNet-18,
     # layer1..layer4 16, 32, 64, 128 channels.
     "resnet_tiny": partial(ResNet, (2, 2, 2, 2), BasicBlock, widths=(16, 32, 64, 128), stem=((16, 7, 2),)),
+    "resnet_small": partial(ResNet, (2, 2, 2, 2), BasicBlock, widths=(24, 48, 96, 192), stem=((24, 7, 2),)),
 }
 
 
