@@ -22,7 +22,7 @@ SIZES = {"resnet34": 128, "seresnext50_32x4d": 128, "seresnext101_32x4d": 64, "l
          "legacy_senet154": 64, "resnext101_ibn_a": 64}
 # layer1..layer4 widths (SPEC 3.3).
 CHANNELS = {**{name: (256, 512, 1024, 2048) for name in ENCODERS}, "resnet34": (64, 128, 256, 512),
-            "resnet_tiny": (16, 32, 64, 128)}
+            "resnet_tiny": (16, 32, 64, 128), "resnet_small": (24, 48, 96, 192)}
 TOL = 1e-4  # max |flax - torch| / max |torch| per stage, at full float32 precision (GPUs default to TF32)
 pytestmark = pytest.mark.usefixtures("highest_precision")
 
@@ -93,7 +93,7 @@ def test_bfloat16_compute_keeps_float32_params():
   assert {o.dtype for o in outs} == {jnp.dtype(jnp.bfloat16)}
 
 
-IMAGENET_ENCODERS = sorted(set(ENCODERS) - {"resnet_tiny"})  # resnet_tiny has no pretrained weights
+IMAGENET_ENCODERS = sorted(set(ENCODERS) - {"resnet_tiny", "resnet_small"})  # CPU-sized: no pretrained weights
 
 
 @pytest.mark.torch
