@@ -231,7 +231,6 @@ class SnapshotLoader:
     logging.info("fold %d cycle %d of %s: threshold %+.4f (from %s)", snap.fold, snap.cycle, snap.workdir,
                  threshold, recorded_in)
     predictor = self.predictors(s)
-    variables = parallel.replicate(variables, self.mesh)
     batch = s.eval.eval_batch_size if self.batch_size is None else self.batch_size
     return lambda w: special.expit(predictor.outputs(variables, w).logits), threshold, batch
 
