@@ -14,7 +14,8 @@ run"; 2 idle Zen 5 EPYC cores): stage 1 0.8054 out of fold in 108 min; stage 2 (
 fine-tuned for 6 Lovasz epochs at peak lr 5e-4 on every test tile pseudo-labelled by its fold's own models,
 p = 0.25: the keys below) added +0.0001 for 31 min. Set stage2.models (as configs/pipeline_gpu.py does) to
 run it. A third stage-1 seed (small_c, seed 2; docs/recipes.md) measured 0.8075 after vertical + empty
-against this config's 0.8063, for about 56 minutes more (stage 1 ~2 h 42 min); not taken.
+against this config's 0.8063, for about 56 minutes more (stage 1 ~2 h 42 min); not taken. One wide model
+(model_small_s2) in place of the two seeds measured 0.8038 in 89 min (docs/recipes.md); not taken.
 """
 import ml_collections
 
@@ -29,8 +30,8 @@ def get_config():
   c.train_overrides = ml_collections.ConfigDict(dict(cache_dir=""))  # "" = <outdir>/cache
   c.jigsaw_steps = ["vertical", "empty"]  # smooth lost the same fold-0 tile in both full runs (-0.0009)
   c.stage1 = ml_collections.ConfigDict()
-  c.stage1.models = [dict(name="wide", config="configs/cpu_small.py",
-                          overrides=dict(seed=0, model="model_small_s2", **R9_EPOCHS))]
+  c.stage1.models = [dict(name="small", config="configs/cpu_small.py", overrides=dict(seed=0, **R9_EPOCHS)),
+                     dict(name="small_b", config="configs/cpu_small.py", overrides=dict(seed=1, **R9_EPOCHS))]
   c.stage1.folds = [0, 1, 2]
   c.stage2 = ml_collections.ConfigDict()
   c.stage2.models = []  # off: +0.0001 for 31 min (the docstring); the measured models were
