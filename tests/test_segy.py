@@ -177,6 +177,7 @@ def test_both_directions_average_the_inline_and_crossline_volumes(tmp_path, data
   assert not written[:, :2].any() and not written[:, 4:].any()
 
 
+@pytest.mark.filterwarnings("ignore:Unknown trace value format 4:UserWarning")  # segyio, writing fixed.sgy
 def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_model, capsys):
   cube = _real_cube(data_dir, len(ILINES), len(XLINES))
   good = _cube_file(tmp_path / "good.sgy", cube, ILINES, XLINES)
