@@ -107,19 +107,18 @@ def test_head_stride_2_runs_the_heads_at_half_size_and_resizes_their_logits():
 
 def test_model_small_s2_is_model_tiny_s2_at_one_and_a_half_widths():
   """model_small_s2: every convolution of model_tiny_s2 with 1.5x its channels (2.25x the weights)."""
-  shapes = {}
-  for name in ("model_tiny_s2", "model_small_s2"):
-    model = models.get_model(name)
-    shapes[name] = jax.eval_shape(lambda m=model: models.init_variables(m, jax.random.key(0), size=104))["params"]
-  tiny, small = (jax.tree_util.tree_flatten_with_path(shapes[n])[0] for n in ("model_tiny_s2", "model_small_s2"))
+  nets = {name: models.get_model(name) for name in ("model_tiny_s2", "model_small_s2")}
+  variables = {name: jax.eval_shape(lambda m=m: models.init_variables(m, jax.random.key(0), size=104))
+               for name, m in nets.items()}
+  tiny, small = (jax.tree_util.tree_flatten_with_path(variables[n]["params"])[0]
+                 for n in ("model_tiny_s2", "model_small_s2"))
   assert [path for path, _ in tiny] == [path for path, _ in small]
   for (path, t), (_, s) in zip(tiny, small):
     if path[-1].key == "kernel" and len(t.shape) == 4 and t.shape[2] > 3:  # convolutions past the RGB stem
       assert s.shape[:2] == t.shape[:2] and s.shape[2:] == tuple(3 * c // 2 for c in t.shape[2:]), path
   assert sum(x.size for _, x in small) == 1_997_108
-  out = jax.eval_shape(lambda: models.get_model("model_small_s2").apply(
-      models.init_variables(models.get_model("model_small_s2"), jax.random.key(0), size=104),
-      jnp.zeros((2, 104, 104, 3)), train=False))
+  out = jax.eval_shape(lambda v: nets["model_small_s2"].apply(v, jnp.zeros((2, 104, 104, 3)), train=False),
+                       variables["model_small_s2"])
   assert [o.shape for o in out] == [(2, 2), (2, 104, 104, 1), (2, 104, 104, 1)]
 
 

@@ -34,7 +34,7 @@ MODELS: Dict[str, Tuple[Type[nn.Module], Dict[str, Any]]] = {
     "model_tiny_s2": (HypercolumnUNet, dict(encoder="resnet_tiny", center_widths=(64, 32),
                                             decoder_mids=(32, 32, 16, 16), decoder_width=8,
                                             class_features=8, head_hidden=16, head_stride=2)),
-    # model_tiny_s2 at 1.5x every width: twice its step time on CPU (docs/recipes.md, the wide ablation).
+    # model_tiny_s2 at 1.5x every width: 1.75x its step time on CPU (docs/recipes.md, the wide ablation).
     "model_small_s2": (HypercolumnUNet, dict(encoder="resnet_small", center_widths=(96, 48),
                                              decoder_mids=(48, 48, 24, 24), decoder_width=12,
                                              class_features=12, head_hidden=24, head_stride=2)),
