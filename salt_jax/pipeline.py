@@ -30,7 +30,7 @@ import pandas as pd
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import cli, configlib, fileio
+from salt_jax import cli, configlib, fileio, repo
 from salt_jax.data import kaggle, sources, submission
 from salt_jax.inference import breakdown, ensemble, predict
 from salt_jax.jigsaw import rules as jigsaw_rules
@@ -89,10 +89,7 @@ def _train_inputs(config, folds: List[int], data: str) -> Dict[str, Any]:
 def model_config(entry, folder: kaggle.DataSource, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
   """A model entry {name, config (path), overrides} -> its training config, reading the Kaggle `folder` (or
   the TFDS build that the overrides name)."""
-  path = pathlib.Path(entry["config"])
-  if not path.exists() and not path.is_absolute():
-    path = pathlib.Path(__file__).resolve().parents[1] / path  # relative to the repository
-  config = configlib.load_config_file(path)
+  config = configlib.load_config_file(repo.resolve(entry["config"]))
   config.update(dict(overrides))
   config.update(dict(entry.get("overrides", {})))
   config.data_dir, config.cache_dir = folder.data_dir, folder.cache_dir or ""
