@@ -369,6 +369,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"eval_every={config.eval_every}, cycle_len={config.cycle_len} (no snapshot would be kept)")
 
 
+def overrides_dict(**values) -> ml_collections.ConfigDict:
+  """Overrides of training configs (a pipeline's train_overrides) that take every declared key, also by flag
+  (`--config.train_overrides.cycle_len=2`): each key of KEYS, unset (None, typed as its default so that a
+  flag's value is parsed as one) unless given here. `set_overrides` reads back the keys that are set."""
+  unknown = sorted(set(values) - set(KEYS))
+  if unknown:
+    raise ConfigError(_unknown_key_message(unknown[0], list(KEYS)))
+  out = ml_collections.ConfigDict()
+  for name, key in KEYS.items():
+    out[name] = config_dict.placeholder(key.default if isinstance(key.default, type) else type(key.default))
+  out.update(values)
+  return out
+
+
+def set_overrides(overrides: Mapping[str, Any]) -> Dict[str, Any]:
+  """{key: value} of the keys an overrides mapping sets (those of `overrides_dict` left unset are None); a
+  key KEYS does not declare is a ConfigError."""
+  for key in sorted(set(overrides) - set(KEYS)):
+    raise ConfigError(_unknown_key_message(key, list(KEYS)))
+  return {k: v for k, v in overrides.items() if v is not None}
+
+
 def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
   """Every key of a config, model options left None filled with the variant's defaults; absent keys
   (records of older versions) are base defaults."""
