@@ -200,7 +200,10 @@ KEYS: Dict[str, Key] = {
     "ema_decay": Key(0.0, "optim", "moving average of the weights (0 = off); validated, snapshotted, predicted",
                      _below_one),
     "warmup_epochs": Key(10, "optim", "BCE+Dice epochs (at constant lr with `restarts`)", _NON_NEGATIVE),
-    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE),
+    # A restarts run may resume with more cycles (each cycle's rates do not depend on how many follow);
+    # fixed_keys fixes it for the whole-run schedules, RunDir.check_run refuses fewer than a fold trained.
+    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE,
+                     resume_safe=True),
     "cycle_len": Key(50, "optim", "epochs per cycle", _POSITIVE),
     "eval_start": Key(20, "eval", "validate after epoch e of a cycle when e >= eval_start ...", _NON_NEGATIVE),
     "eval_every": Key(5, "eval", "... and e % eval_every == 0 (epochs counted from 1)", _POSITIVE),
@@ -402,7 +405,8 @@ def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def fixed_keys(config: Mapping[str, Any]) -> frozenset:
-  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate)."""
+  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate;
+  with `restarts` more cycles continue the run)."""
   spans_run = config.get("lr_schedule", KEYS["lr_schedule"].default) != "restarts"
   return RESUME_FIXED_KEYS | ({"cycle_num"} if spans_run else set())
 

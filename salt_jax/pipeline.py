@@ -82,8 +82,10 @@ def _changed(old: Dict[str, Any], new: Dict[str, Any]) -> str:
 
 
 def _train_inputs(config, folds: List[int], data: str) -> Dict[str, Any]:
-  """What a training step's results depend on: the data and every key a resume may not change."""
-  return dict({k: config[k] for k in sorted(configlib.fixed_keys(config))}, folds=folds, data=data)
+  """What a training step's results depend on: the data, every key a resume may not change and cycle_num
+  (which a restarts run may change on resume: more cycles are more snapshots to predict)."""
+  keys = sorted(configlib.fixed_keys(config) | {"cycle_num"})
+  return dict({k: config[k] for k in keys}, folds=folds, data=data)
 
 
 def model_config(entry, folder: kaggle.DataSource, overrides: Dict[str, Any],
