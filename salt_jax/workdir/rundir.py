@@ -101,6 +101,14 @@ class RunDir:
   def prediction_file(self, kind: str, fold: int, cycle: int) -> pathlib.Path:
     return self.predictions_dir(kind) / f"fold_{fold}_cycle_{cycle}.npz"
 
+  def current_prediction(self, kind: str, fold: int, cycle: int) -> Optional[pathlib.Path]:
+    """The prediction file of snapshot (fold, cycle, kind) when it is not older than the snapshot (one
+    training rewrote after predict ran is stale), else None (also when either is missing)."""
+    pred, snap = self.prediction_file(kind, fold, cycle), self.snapshot_dir(fold, cycle, kind)
+    if pred.is_file() and snap.exists() and pred.stat().st_mtime >= snap.stat().st_mtime:
+      return pred
+    return None
+
   def pseudo_split_csv(self, pseudo) -> pathlib.Path:
     """The test-half split of a pseudo-label run: the pseudo section's pseudo_split_file, else the workdir's."""
     return pathlib.Path(pseudo.pseudo_split_file) if pseudo.pseudo_split_file else self.root / "pseudo_split.csv"
