@@ -1,8 +1,9 @@
 """salt_jax: the 4th-place TGS Salt Identification solution in JAX/Flax.
 
 Layout (each layer imports only the ones above it; tests/test_architecture.py checks it):
-  geometry, fileio, metrics, losses, schedules, parallel, viz, configlib, cli, weights
-             foundations: tile geometry, files, metric and losses, schedules, meshes, the config, programs
+  repo, geometry, fileio, metrics, losses, schedules, parallel, viz, configlib, cli, weights
+             foundations: the checkout's folders, tile geometry, files, metric and losses, schedules,
+             meshes, the config, programs
   data/      Kaggle loading, RLE, k-fold split, on-device augmentation, pseudo-label tiles
   models/    encoders, decoder blocks, the U-Net variants, PyTorch weight import
   workdir/   a run's folder on disk: layout, records, lock (rundir), states and snapshots (checkpoints)

@@ -46,7 +46,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Type
 from absl import app, flags
 from absl import logging as absl_logging
 
-from salt_jax import configlib, fileio
+from salt_jax import configlib, fileio, repo
 from salt_jax.data.errors import DataError
 from salt_jax.workdir import rundir
 
@@ -95,8 +95,7 @@ def _describe_program(main: Callable, names) -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
-PACKAGE_DIRS = tuple(str(pathlib.Path(__file__).resolve().parents[i]) + os.sep + d
-                     for i, d in ((1, "salt_jax"), (1, "scripts")))
+PACKAGE_DIRS = tuple(str(repo.ROOT / d) + os.sep for d in ("salt_jax", "scripts"))
 
 
 def _ours_or_warning(record: logging.LogRecord) -> bool:

@@ -214,7 +214,10 @@ KEYS: Dict[str, Key] = {
     "ema_decay": Key(0.0, "optim", "moving average of the weights (0 = off); validated, snapshotted, predicted",
                      _below_one),
     "warmup_epochs": Key(10, "optim", "BCE+Dice epochs (at constant lr with `restarts`)", _NON_NEGATIVE),
-    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE),
+    # A restarts run may resume with more cycles (each cycle's rates do not depend on how many follow);
+    # fixed_keys fixes it for the whole-run schedules, RunDir.check_run refuses fewer than a fold trained.
+    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE,
+                     resume_safe=True),
     "cycle_len": Key(50, "optim", "epochs per cycle", _POSITIVE),
     "eval_start": Key(20, "eval", "validate after epoch e of a cycle when e >= eval_start ...", _NON_NEGATIVE),
     "eval_every": Key(5, "eval", "... and e % eval_every == 0 (epochs counted from 1)", _POSITIVE),
@@ -407,6 +410,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"eval_every={config.eval_every}, cycle_len={config.cycle_len} (no snapshot would be kept)")
 
 
+def overrides_dict(**values) -> ml_collections.ConfigDict:
+  """Overrides of training configs (a pipeline's train_overrides) that take every declared key, also by flag
+  (`--config.train_overrides.cycle_len=2`): each key of KEYS, unset (None, typed as its default so that a
+  flag's value is parsed as one) unless given here. `set_overrides` reads back the keys that are set."""
+  unknown = sorted(set(values) - set(KEYS))
+  if unknown:
+    raise ConfigError(_unknown_key_message(unknown[0], list(KEYS)))
+  out = ml_collections.ConfigDict()
+  for name, key in KEYS.items():
+    out[name] = config_dict.placeholder(key.default if isinstance(key.default, type) else type(key.default))
+  out.update(values)
+  return out
+
+
+def set_overrides(overrides: Mapping[str, Any]) -> Dict[str, Any]:
+  """{key: value} of the keys an overrides mapping sets (those of `overrides_dict` left unset are None); a
+  key KEYS does not declare is a ConfigError."""
+  for key in sorted(set(overrides) - set(KEYS)):
+    raise ConfigError(_unknown_key_message(key, list(KEYS)))
+  return {k: v for k, v in overrides.items() if v is not None}
+
+
 def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
   """Every key of a config, model options left None filled with the variant's defaults; absent keys
   (records of older versions) are base defaults."""
@@ -418,7 +443,8 @@ def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def fixed_keys(config: Mapping[str, Any]) -> frozenset:
-  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate)."""
+  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate;
+  with `restarts` more cycles continue the run)."""
   spans_run = config.get("lr_schedule", KEYS["lr_schedule"].default) != "restarts"
   return RESUME_FIXED_KEYS | ({"cycle_num"} if spans_run else set())
 

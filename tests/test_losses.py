@@ -2,7 +2,6 @@
 import functools
 import importlib.util
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -306,41 +305,6 @@ def test_bfloat16_logits_give_float32_loss():
     assert total.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in terms.values())
   grad = jax.jit(jax.grad(lambda z: losses.lovasz_hinge(z, jnp.asarray(y))))(zb)
   assert grad.dtype == jnp.bfloat16 and np.isfinite(np.asarray(grad, np.float32)).all()
-
-
-def test_lovasz_benchmark_print():
-  """Not a check: ms per jitted forward+backward, batch 32 of 101x101, and the torch reference on the same."""
-  rng = np.random.default_rng(0)
-  z = rng.normal(size=(32, 101, 101)).astype(np.float32)
-  y = (rng.random((32, 101, 101)) > 0.6).astype(np.float32)
-  y[:8] = 0
-  fn = jax.jit(jax.value_and_grad(losses.lovasz_hinge))
-  zj, yj = jnp.asarray(z), jnp.asarray(y)
-  jax.block_until_ready(fn(zj, yj))
-  n = 5
-  t = time.perf_counter()
-  for _ in range(n):
-    out = fn(zj, yj)
-  jax.block_until_ready(out)
-  jax_ms = (time.perf_counter() - t) / n * 1e3
-  msg = f"lovasz fwd+bwd B=32 101x101 ({jax.default_backend()}): jax {jax_ms:.2f} ms/call"
-  try:
-    import torch
-    spec = importlib.util.spec_from_file_location("salt_torch_reference", TORCH_REFERENCE)
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
-    zt, yt = torch.from_numpy(z).requires_grad_(True), torch.from_numpy(y)
-    for _ in range(2):
-      ref.lovasz_hinge(zt, yt).backward()
-    t = time.perf_counter()
-    for _ in range(n):
-      zt.grad = None
-      ref.lovasz_hinge(zt, yt).backward()
-    torch_ms = (time.perf_counter() - t) / n * 1e3
-    msg += f", torch reference {torch_ms:.2f} ms/call ({torch.get_num_threads()} threads)"
-  except (ImportError, FileNotFoundError):
-    msg += ", torch reference unavailable"
-  print(msg)
 
 
 def test_lovasz_with_tied_errors_is_exact_and_averages_the_gradient():

@@ -87,21 +87,19 @@ def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Subm
 
 
 def oof_votes(files: Sequence[pathlib.Path], mode: str = "vote") -> Dict[int, Dict]:
-  """Per fold: validation ids, vote fraction (or mean probability) over that fold's cycles, and
-  per-snapshot mAPs."""
-  by_fold: Dict[int, Dict] = {}
+  """Per fold: validation ids, vote fraction (or mean probability) over that fold's cycles (Votes), and
+  per-snapshot mAPs. Every cycle of a fold validates the same tiles."""
+  by_fold: Dict[int, Tuple[Votes, List[float]]] = {}
   for path in files:
     pred = predict.load_prediction(path)
     fold = int(pred["meta"]["fold"])
-    entry = by_fold.setdefault(fold, {"ids": pred["valid_ids"], "sum": np.zeros(pred["valid_masks"].shape,
-                                                                              np.float32), "maps": []})
-    if not np.array_equal(entry["ids"], pred["valid_ids"]):
+    votes, maps = by_fold.setdefault(fold, (Votes(), []))
+    if maps and not np.array_equal(votes.ids, pred["valid_ids"]):
       raise ValueError(f"{path}: validation ids differ between cycles of fold {fold}")
-    entry["sum"] += snapshot_scores(pred, mode, "valid")
-    entry["maps"].append(pred["meta"]["val_map"])
-  for entry in by_fold.values():
-    entry["vote"] = entry.pop("sum") / len(entry["maps"])
-  return by_fold
+    votes.add(pred["valid_ids"], snapshot_scores(pred, mode, "valid"))
+    maps.append(pred["meta"]["val_map"])
+  return {fold: {"ids": votes.ids, "vote": votes.mean(), "maps": maps}
+          for fold, (votes, maps) in by_fold.items()}
 
 
 class FoldVote(NamedTuple):

@@ -190,8 +190,8 @@ def find_snapshots(workdir, kind: str = "max_map", folds: Optional[Sequence[int]
 def snapshot_threshold(snap: Snapshot, kind: str, meta: Dict[str, Any]) -> Tuple[float, str]:
   """(logit threshold, where it was recorded): predict's, when its prediction file of the snapshot is not
   older than the snapshot (as ensemble votes it), else the one training recorded in the snapshot."""
-  pred = rundir.RunDir(snap.workdir).prediction_file(kind, snap.fold, snap.cycle)
-  if pred.is_file() and pred.stat().st_mtime >= snap.path.stat().st_mtime:
+  pred = rundir.RunDir(snap.workdir).current_prediction(kind, snap.fold, snap.cycle)
+  if pred is not None:
     recorded = predict.prediction_meta(pred)
     gate = recorded.get("gate") or {}
     if gate.get("min_area", 0) or gate.get("empty_above", 1.0) < 1 or gate.get("salt_below", 0.0) > 0:
@@ -226,7 +226,7 @@ class SnapshotLoader:
 
   def _load(self, snap: Snapshot) -> Tuple[Callable[[np.ndarray], np.ndarray], float, int]:
     s = configlib.sections(rundir.RunDir(snap.workdir).fold_config(snap.fold))
-    variables, meta = predict.load_snapshot(s, snap.path, self.mesh)
+    variables, meta = predict.load_fold_snapshot(s, snap.path, self.mesh)
     threshold, recorded_in = snapshot_threshold(snap, self.kind, meta)
     logging.info("fold %d cycle %d of %s: threshold %+.4f (from %s)", snap.fold, snap.cycle, snap.workdir,
                  threshold, recorded_in)
