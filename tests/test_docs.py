@@ -10,7 +10,7 @@ How a command is read out of README.md, DEVELOPERS.md, BENCHMARKS.md and docs/*.
   (`[--sections=both]` names a flag that must exist).
 - Values are not checked, only the names: `--flag=VALUE`, `--flag VALUE`, a boolean's `--flag` and
   `--noflag`. A word `...` stands for more flags and is skipped; a program written with a placeholder
-  (`salt_jax.<command>`) is a pattern, not a command.
+  (`salt_jax.<command>`, `salt_jax...`) is a pattern, not a command.
 - A word that is not a flag is a command word (`jigsaw solve`): the program must take it. A program
   written alone (`python -m salt_jax.jigsaw`) is named, not run: only its existence is checked.
 - `--config=FILE` must exist (a `...` value stands for any config), and every `--config.KEY` must be a
@@ -187,7 +187,7 @@ def _pipeline_key_problem(config: ml_collections.ConfigDict, key: str) -> Option
 def problems(command: Command) -> List[str]:
   """What is wrong with a documented command (empty when the program, its flags and keys exist)."""
   program, *args = command.words
-  if "<" in program:
+  if "<" in program or program.endswith("..."):
     return []
   try:
     known = program_flags(program)
@@ -261,7 +261,8 @@ python -m salt_jax.pipeline --config=configs/pipeline_tiny.py --outdir=o --confi
 def test_the_conventions_read_continuations_options_comments_and_pipes():
   got = extract(SNIPPET, "s.md")
   assert [c.words for c in got] == [
-      ("salt_jax.train", "--config=configs/tiny.py", "--workdir=runs/t", "--config.fold=1", "--config.folds=0,1"),
+      ("salt_jax.train", "--config=configs/tiny.py", "--workdir=runs/t", "--config.fold=1",
+       "--config.folds=0,1"),
       ("scripts/load_data.py", "--data_dir=../shared/tgs"),
       ("salt_jax.jigsaw", "solve", "--data_dir=d", "--out=m.csv"),
       ("salt_jax.pipeline", "--config=configs/pipeline_tiny.py", "--outdir=o",
@@ -280,12 +281,16 @@ def test_the_conventions_read_continuations_options_comments_and_pipes():
     ("python -m salt_jax.pipeline --config=configs/pipeline_tiny.py --outdir=o --config.stage2.made_up=1",
      "--config.stage2.made_up: the pipeline config has no stage2.made_up"),
     ("python -m salt_jax.pipeline --config=configs/pipeline_tiny.py --outdir=o "
-     "--config.train_overrides.eval_evry=1", "--config.train_overrides.eval_evry: eval_evry is not a training"),
-    ("python -m salt_jax.train --config=configs/nowhere.py --workdir=w", "--config=configs/nowhere.py: no such"),
+     "--config.train_overrides.eval_evry=1",
+     "--config.train_overrides.eval_evry: eval_evry is not a training"),
+    ("python -m salt_jax.train --config=configs/nowhere.py --workdir=w",
+     "--config=configs/nowhere.py: no such"),
     ("python -m salt_jax.trian --workdir=w", "no program salt_jax.trian"),
     ("python scripts/nowhere.py --x=1", "no program scripts/nowhere.py"),
-    ("python -m salt_jax.jigsaw solv --data_dir=d", "salt_jax.jigsaw takes a command word first, one of solve"),
-    ("python -m salt_jax.segment --workdirs=w --input=s.png --out=o --nosave_prob", "has no flag --nosave_prob"),
+    ("python -m salt_jax.jigsaw solv --data_dir=d",
+     "salt_jax.jigsaw takes a command word first, one of solve"),
+    ("python -m salt_jax.segment --workdirs=w --input=s.png --out=o --nosave_prob",
+     "has no flag --nosave_prob"),
     ("python -m salt_jax.data.tfds_tgs_salt --data_dir=d --out=o --made_up", "has no flag --made_up"),
 ])
 def test_a_made_up_flag_key_program_or_command_word_is_found(snippet, problem):
