@@ -5,7 +5,7 @@
 The tiles are fold `--fold`'s validation tiles (the workdir's folds.csv, or without a workdir the split a
 default config makes), `--tiles` of them spread evenly over salt coverage from the least to the most,
 two of them empty. The true salt is outlined in green. With `--workdir` every snapshot of that fold votes
-on the tiles as `segment` does (each tile is one window; salt_jax.seismic.segment), its masks are outlined
+on the tiles as `segment` does (each tile one window: `salt_jax.load(...).tiles`), its masks are outlined
 in red, each tile is labelled with its competition score, and their mAP is logged.
 """
 import pathlib
@@ -18,10 +18,9 @@ from absl import flags, logging
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import salt_jax  # noqa: E402
 from salt_jax import cli, configlib, fileio, metrics, viz  # noqa: E402
 from salt_jax.data import folds as folds_lib, kaggle  # noqa: E402
-from salt_jax.geometry import TILE  # noqa: E402
-from salt_jax.seismic import segment  # noqa: E402
 from salt_jax.workdir import rundir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -57,14 +56,6 @@ def pick_tiles(masks: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
   return np.concatenate([empty[:2], chosen])
 
 
-def vote(workdir, fold: int, images: np.ndarray) -> np.ndarray:
-  """(N,101,101) bool: the fold's snapshots' vote on each tile, each tile one window (as `segment`)."""
-  snapshots = segment.workdir_snapshots([workdir], "max_map", [fold])
-  row = np.concatenate(list(images), axis=1)  # side by side at stride 101: every window is one tile
-  result = segment.segment_section(row, snapshots, segment.SnapshotLoader(), stride=TILE)
-  return np.stack(np.split(result.mask, len(images), axis=1))
-
-
 def main(argv) -> dict:
   del argv
   train = kaggle.load_split(FLAGS.data_dir, "train", cache_dir=FLAGS.cache_dir)
@@ -74,7 +65,7 @@ def main(argv) -> dict:
   pred = labels = None
   record = {"out": FLAGS.out, "tiles": len(rows), "fold": FLAGS.fold}
   if FLAGS.workdir is not None:
-    pred = vote(FLAGS.workdir, FLAGS.fold, images)
+    pred = salt_jax.load([FLAGS.workdir], folds=[FLAGS.fold]).tiles(images).mask
     scores = metrics.kaggle_scores(pred, truth)
     labels = [f"{s:.1f}" for s in scores]
     record.update(workdir=FLAGS.workdir, map=round(float(scores.mean()), 4))
