@@ -32,8 +32,9 @@ statuses:
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
-printed. On the console, other libraries' INFO lines are dropped unless `--verbosity=1`; `--log_dir=DIR` keeps
-every line in DIR/<prog>.log (route_logs).
+printed. On the console, lines read `HH:MM:SS message` (`--log_format=absl`: absl's full prefix) and other
+libraries' INFO lines are dropped unless `--verbosity=1`; `--log_dir=DIR` keeps every line, with the full
+prefix, in DIR/<prog>.log (route_logs).
 Given `argv` (the arguments after the program name), `run` runs the program in this process as a
 shell would (tests): its flags exist for that call only, and `main`'s result is returned.
 """
@@ -102,10 +103,31 @@ def _ours_or_warning(record: logging.LogRecord) -> bool:
   return record.levelno >= logging.WARNING or os.path.abspath(record.pathname).startswith(PACKAGE_DIRS)
 
 
+LOG_FORMATS = ("short", "absl")
+flags.DEFINE_enum("log_format", "short", list(LOG_FORMATS), "Console lines: short = 'HH:MM:SS message' "
+                  "(warnings and errors with their level), absl = absl's full prefix (level, date, time, "
+                  "thread, file:line). --log_dir files always have the full prefix.")
+
+
+class ShortFormatter(logging.Formatter):
+  """`HH:MM:SS message` for INFO and below, `HH:MM:SS WARNING: message` from WARNING up (tracebacks kept)."""
+
+  def __init__(self):
+    super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
+    self._loud = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%H:%M:%S")
+
+  def format(self, record: logging.LogRecord) -> str:
+    return self._loud.format(record) if record.levelno >= logging.WARNING else super().format(record)
+
+
 def route_logs(prog: str) -> None:
-  """The console drops other libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) unless
-  --verbosity asks for them (>= 1); this package's INFO lines, every warning and error stay. With absl's
-  --log_dir, every line also goes to <log_dir>/<prog>.log, unfiltered."""
+  """Console lines read `HH:MM:SS message` (ShortFormatter) unless --log_format=absl; the console drops other
+  libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) unless --verbosity asks for them
+  (>= 1); this package's INFO lines, every warning and error stay. With absl's --log_dir, every line also
+  goes to <log_dir>/<prog>.log, unfiltered, with absl's full prefix."""
+  console = absl_logging.get_absl_handler()
+  short = flags.FLAGS.log_format == "short"
+  console.setFormatter(ShortFormatter() if short else absl_logging.PythonFormatter())
   if flags.FLAGS.log_dir:
     path = pathlib.Path(flags.FLAGS.log_dir) / f"{prog.replace('/', '_')}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +135,6 @@ def route_logs(prog: str) -> None:
     handler.setFormatter(absl_logging.PythonFormatter())
     logging.getLogger().addHandler(handler)
   if flags.FLAGS.verbosity < 1:
-    console = absl_logging.get_absl_handler()
     if _ours_or_warning not in console.filters:
       console.addFilter(_ours_or_warning)
 

@@ -320,17 +320,17 @@ def _model_configs(argv, monkeypatch):
 
 
 def _readme_example():
-  """The README's train_overrides flags (`--config.train_overrides.cycle_len=2 ...`)."""
+  """The pipeline page's train_overrides flags (`--config.train_overrides.cycle_len=2 ...`)."""
   found = re.search(r"`(--config\.train_overrides\.\S+(?: --config\.train_overrides\.\S+)*)`",
-                    (REPO / "README.md").read_text())
+                    (REPO / "docs" / "pipeline.md").read_text())
   return found.group(1).split()
 
 
 @pytest.mark.parametrize("name,extra", [("pipeline_cpu", []),
                                         ("pipeline_gpu", ["--config.train_overrides.eval_every=1"])])
-def test_the_readme_train_overrides_flags_win_over_every_models_own_overrides(name, extra, tmp_path,
+def test_the_documented_train_overrides_flags_win_over_every_models_own_overrides(name, extra, tmp_path,
                                                                               monkeypatch):
-  """README's `--config.train_overrides.cycle_len=2` (refused before: "unknown config key
+  """docs/pipeline.md's `--config.train_overrides.cycle_len=2` (README before; refused before: "unknown config key
   'train_overrides.cycle_len'") sets the cycle_len of every model of both stages, over each model's own
   overrides in the file (pipeline_cpu's 16-epoch cycles, pipeline_gpu's stage2.overrides)."""
   flags_ = _readme_example()
