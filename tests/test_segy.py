@@ -10,7 +10,8 @@ import segyio
 
 from salt_jax.geometry import TILE
 from salt_jax.seismic import segment, segy
-from test_segment import _FakeLoader, _contextual, _real_tiles, _run, _workdir, tiny_model  # noqa: F401
+from test_segment import (_FakeLoader, _contextual, _padded_prediction, _real_tiles, _run, _workdir,  # noqa: F401
+                          tiny_model)
 
 N_SAMPLES = 110
 
@@ -55,6 +56,25 @@ def _cube_file(path, cube, ilines, xlines, fmt=segyio.SegySampleFormat.IEEE_FLOA
                amplitudes=_amplitudes):
   ilxl = [(il, xl) for il in ilines for xl in xlines]
   return _write_segy(path, amplitudes(cube).reshape(-1, cube.shape[2]), ilxl, fmt, endian)
+
+
+def _fill_unassigned_bytes(path, width, endian):
+  """Writes distinct non-zero bytes into binary header bytes 3261-3264 and trace header bytes 233-240 of
+  every trace (unassigned in SEG-Y rev 1: segyio neither reads nor writes them) of a file with `width`-byte
+  samples and no extended text header."""
+  data = bytearray(pathlib.Path(path).read_bytes())
+  data[3260:3264] = b"\x11\x22\x33\x44"
+  record = 240 + width * int.from_bytes(data[3220:3222], endian)
+  for t in range((len(data) - 3600) // record):
+    data[3600 + t * record + 232:3600 + t * record + 240] = b"SEG%05d" % t
+  pathlib.Path(path).write_bytes(bytes(data))
+
+
+def _raw_headers(path, width, endian):
+  """(the first 3,600 bytes, [each trace's 240 header bytes]) of a file with `width`-byte samples."""
+  data = pathlib.Path(path).read_bytes()
+  record = 240 + width * int.from_bytes(data[3220:3222], endian)
+  return data[:3600], [data[start:start + 240] for start in range(3600, len(data), record)]
 
 
 def _headers(path, **kw):
@@ -216,8 +236,6 @@ def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_
       "NaN": ([f"--input={bad / 'nan.sgy'}"], f"{bad / 'nan.sgy'}: 1 NaN or infinite sample(s)"),
       "empty selection": ([f"--input={good}", "--inlines=500:600"], f"{good}: --inlines=500:600 selects "
                           "nothing; the volume's numbers run from 21 to 24"),
-      "sections too small": ([f"--input={good}", "--sections=both"], f"{good}: its crossline sections "
-                             "are 110 samples x 4 inlines, smaller than a 101 x 101 tile"),
       "png outside": ([f"--input={good}", "--png_inlines=30"], f"{good}: --png_inlines 30 is not a selected "
                       "inline (21..24)"),
       "output exists": ([f"--input={good}", f"--out={taken}"], f"--out {taken / 'good_probs.sgy'} already "
@@ -253,6 +271,9 @@ def test_narrow_samples_and_little_endian_files(tmp_path, data_dir, fake_model, 
   cube = _real_cube(data_dir, len(ILINES), len(XLINES))
   reference = _cube_file(tmp_path / "ref.sgy", cube, ILINES, XLINES)
   source = _cube_file(tmp_path / "v.sgy", cube, ILINES, XLINES, fmt, endian, amplitudes)
+  width = {segyio.SegySampleFormat.SIGNED_SHORT_2_BYTE: 2, segyio.SegySampleFormat.SIGNED_CHAR_1_BYTE: 1,
+           segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE: 4}[fmt]
+  _fill_unassigned_bytes(source, width, endian)
   volume = segy.open_volume(source)
   assert (volume.endian, volume.sample_format, volume.is_3d) == (endian, int(fmt), True)
   full = segment.volume_cube(volume, *segy.select(volume), *segment.volume_range(volume, (0, 100)))
@@ -262,8 +283,83 @@ def test_narrow_samples_and_little_endian_files(tmp_path, data_dir, fake_model, 
           "--clip_percentiles=0,100"])
   output = tmp_path / "out" / "v_probs.sgy"
   _check_copy_of(source, output, int(fmt), endian)
+  source_head, source_traces = _raw_headers(source, width, endian)
+  head, traces = _raw_headers(output, 4, endian)
+  assert head[:3224] + head[3226:] == source_head[:3224] + source_head[3226:]  # every byte but the format
+  assert int.from_bytes(head[3224:3226], endian) == segy.IEEE_FLOAT
+  assert traces == source_traces and len(traces) == len(ILINES) * len(XLINES)
   with segyio.open(str(output), endian=endian) as g, segyio.open(str(tmp_path / "out" / "ref_probs.sgy")) as r:
     assert str(g.format) == "4-byte IEEE float"
     np.testing.assert_array_equal(g.ilines, ILINES)
     np.testing.assert_array_equal(segyio.tools.cube(g), segyio.tools.cube(r))
   assert segy.format_code(output) == (endian, segy.IEEE_FLOAT)
+
+
+def _gathers_file(path, data_dir, **fields):
+  """A SEG-Y of 4 shot gathers of 120 traces (real-tile amplitudes): trace header byte 9 the shot (1..4),
+  byte 13 the trace in its gather (1..120), byte 37 the offset (25 m per trace), bytes 189/193 zero."""
+  traces = _amplitudes(_strip(data_dir)[:, :480].T)
+  spec = segyio.spec()
+  spec.samples, spec.format, spec.tracecount = list(range(N_SAMPLES)), 5, 480
+  with segyio.create(str(path), spec) as f:
+    for t in range(480):
+      f.header[t] = {segyio.TraceField.FieldRecord: 1 + t // 120, segyio.TraceField.TraceNumber: 1 + t % 120,
+                     segyio.TraceField.offset: 25 * (1 + t % 120), **fields}
+      f.trace[t] = np.ascontiguousarray(traces[t])
+  return pathlib.Path(path)
+
+
+def test_pre_stack_lines_empty_files_and_counts(tmp_path, data_dir, fake_model, capsys):
+  """Shot gathers (offsets that change from trace to trace) are refused as pre-stack, whatever the byte
+  flags say; a file without traces says so; a single trace is "1 trace"."""
+  gathers = _gathers_file(tmp_path / "gathers.sgy", data_dir)
+  empty = tmp_path / "empty.sgy"
+  empty.write_bytes(gathers.read_bytes()[:3600])
+  zero = bytearray(gathers.read_bytes()[:3600 + 240])
+  zero[3220:3222] = zero[3600 + 114:3600 + 116] = b"\x00\x00"  # 0 samples per trace
+  (tmp_path / "zero.sgy").write_bytes(bytes(zero))
+  pre_stack = (f"{gathers}: its traces hold 120 different offsets (trace header byte 37): pre-stack data; "
+               "segment reads post-stack data (one trace per position)")
+  cases = {"2-D gathers": ([f"--input={gathers}"], pre_stack),
+           "gathers by shot and trace": ([f"--input={gathers}", "--iline_byte=9", "--xline_byte=13"], pre_stack),
+           "gathers by shot and CDP": ([f"--input={gathers}", "--iline_byte=9", "--xline_byte=21"], pre_stack),
+           "no traces": ([f"--input={empty}"], f"{empty}: no traces (the file ends after its headers); "
+                         "nothing to segment"),
+           "no samples": ([f"--input={tmp_path / 'zero.sgy'}"], f"{tmp_path / 'zero.sgy'}: 1 trace of 0 "
+                          "samples; nothing to segment")}
+  for what, (argv, message) in cases.items():
+    out = tmp_path / f"out_{what}"
+    with pytest.raises(SystemExit) as info:
+      _run([f"--workdirs={fake_model}", f"--out={out}", *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err == f"salt_jax.segment: {message}\n", (what, err)
+    assert not out.exists(), what
+
+
+def test_sections_smaller_than_a_tile_are_reflect_padded(tmp_path, data_dir, fake_model, caplog):
+  """A 4 x 18 x 75 volume of real tiles (inline sections 75 x 18, crossline sections 75 x 4) and a 2-D line
+  of one trace are segmented with a note per direction; each section's result is the window function on
+  the section reflect-padded to a tile, cropped back."""
+  ilines, xlines = np.arange(1, 5), np.arange(10, 28)
+  cube = _real_cube(data_dir, len(ilines), len(xlines))[:, :, :75]
+  source = _cube_file(tmp_path / "small.sgy", cube, ilines, xlines)
+  line = _write_segy(tmp_path / "trace.sgy", _amplitudes(cube[1, 3:4]), [(0, 0)])
+  with caplog.at_level("INFO"):
+    _run([f"--workdirs={fake_model}", f"--input={source}", f"--out={tmp_path / 'out'}", "--sections=both",
+          "--clip_percentiles=0,100"])
+    _run([f"--workdirs={fake_model}", f"--input={line}", f"--out={tmp_path / 'out'}"])
+  notes = [r.getMessage() for r in caplog.records if "smaller than a 101 x 101 tile" in r.getMessage()]
+  assert notes == [f"{source}: its {d} sections are 75 samples x {n}, smaller than a 101 x 101 tile; each "
+                   "is reflect-padded to a tile, its result keeps its size"
+                   for d, n in (("inline", "18 crosslines"), ("crossline", "4 inlines"))] + [
+                   f"{line}: its inline sections are 75 samples x 1 trace, smaller than a 101 x 101 tile; "
+                   "each is reflect-padded to a tile, its result keeps its size"]
+  inline = np.stack([_padded_prediction(cube[i].T, _contextual).T for i in range(len(ilines))])
+  crossline = np.stack([_padded_prediction(cube[:, j].T, _contextual).T for j in range(len(xlines))], 1)
+  with segyio.open(str(tmp_path / "out" / "small_probs.sgy")) as g:
+    np.testing.assert_array_equal(segyio.tools.cube(g), (inline + crossline) / 2)
+  one, _ = _traces(tmp_path / "out" / "trace_probs.sgy")
+  assert one.shape == (1, 75)
+  scaled = segment.volume_cube(segy.open_volume(line), np.arange(1), np.arange(1),
+                               *segment.volume_range(segy.open_volume(line)))
+  np.testing.assert_array_equal(one, _padded_prediction(scaled[0].T, _contextual).T)

@@ -51,10 +51,10 @@ def axis_windows(size: int, stride: int, tile: int = TILE, phase: int = 0) -> Tu
   The margin (tile - stride) // 2 pads both ends: the padding before is the margin plus `phase` (every
   window shifted back by that many pixels), and the last window ends at least the margin past the section.
   With stride 101 and phase 50 on a section of tiles, every window straddles a tile border and still no two
-  windows overlap.
+  windows overlap. An axis shorter than a tile is padded (reflected) up to at least one window.
   """
-  if size < tile:
-    raise ValueError(f"a section of {size} px is smaller than a {tile} px tile")
+  if size < 1:
+    raise ValueError(f"a section of {size} px has no pixels")
   if not 1 <= stride <= tile:
     raise ValueError(f"stride must be between 1 and {tile}, got {stride}")
   if not 0 <= phase < stride:
@@ -73,7 +73,8 @@ def layout(shape: Tuple[int, int], stride: int, tile: int = TILE, phase: int = 0
 
 
 def pad(section: np.ndarray, lay: Layout) -> np.ndarray:
-  """(H,W) -> the reflect-padded (Hp,Wp) section (mirrored without repeating the edge pixel)."""
+  """(H,W) -> the reflect-padded (Hp,Wp) section (mirrored without repeating the edge pixel; a padding
+  wider than the section mirrors it again, and a 1-pixel axis repeats its pixel)."""
   if section.shape != lay.shape:
     raise ValueError(f"section {section.shape} does not match its layout {lay.shape}")
   return np.pad(section, lay.pads, mode="reflect")

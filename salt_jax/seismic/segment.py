@@ -61,7 +61,7 @@ DEFAULT_PERCENTILES = (1.0, 99.0)
 
 
 class InputError(ValueError):
-  """A section that cannot be segmented (unreadable, not 2-D, not finite, too small); names the file."""
+  """A section that cannot be segmented (unreadable, not 2-D, empty, not finite); names the file."""
 
 
 ERRORS = (InputError, segy.SegyError, ValueError, OSError)  # refused in one line, besides cli.REFUSED
@@ -116,6 +116,8 @@ def _read_npy(path: pathlib.Path, percentiles: Tuple[float, float]) -> np.ndarra
     raise InputError(f"{path}: unreadable array ({str(e).splitlines()[0][:120]})") from e
   if array.ndim != 2:
     raise InputError(f"{path}: a {array.ndim}-D array of shape {array.shape}; a section is a 2-D array")
+  if not array.size:
+    raise InputError(f"{path}: an empty array of shape {array.shape}; a section has pixels")
   if array.dtype.kind not in "biuf":
     raise InputError(f"{path}: array of dtype {array.dtype}; a section holds real numbers")
   bad = int(np.count_nonzero(~np.isfinite(array))) if array.dtype.kind == "f" else 0
@@ -127,17 +129,16 @@ def _read_npy(path: pathlib.Path, percentiles: Tuple[float, float]) -> np.ndarra
 def read_section(path, percentiles: Tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
   """A PNG or `.npy` section file -> (H,W) uint8; InputError naming the file when it cannot be used."""
   path = pathlib.Path(path)
-  section = _read_png(path) if path.suffix.lower() == ".png" else _read_npy(path, percentiles)
-  return check_size(section, str(path))
+  return _read_png(path) if path.suffix.lower() == ".png" else _read_npy(path, percentiles)
 
 
-def check_size(section: np.ndarray, origin: str) -> np.ndarray:
-  """The section, unless it is smaller than a tile in either direction (InputError naming `origin`)."""
-  if min(section.shape) < TILE:
-    height, width = section.shape
-    raise InputError(f"{origin}: the section is {height} x {width} px (height x width), smaller than a "
-                     f"{TILE} x {TILE} tile")
-  return section
+def small_note(shape: Tuple[int, int], origin: str, what: str = "the section is") -> Optional[str]:
+  """The one line said about a section smaller than a tile ((height, width) `shape`), None otherwise:
+  such a section is reflect-padded to a tile (sections.layout), and its outputs keep its own size."""
+  if min(shape) >= TILE:
+    return None
+  return (f"{origin}: {what} {shape[0]} x {shape[1]} px (height x width), smaller than a {TILE} x {TILE} "
+          "tile; reflect-padded to a tile, its outputs keep its size")
 
 
 def file_sections(path, percentiles: Tuple[float, float] = DEFAULT_PERCENTILES) -> List[Section]:
@@ -170,7 +171,7 @@ def mosaic_sections(source: sources.Source, mosaics_csv, mosaic_ids: Sequence[in
   for mid in mosaic_ids:
     section = render.render_mosaic(table[table["mosaic_id"] == mid], images)[..., 0]
     origin = f"{mosaics_csv} mosaic {mid}"
-    out.append(Section(f"mosaic_{mid:04d}", origin, lambda s=section, o=origin: check_size(s, o)))
+    out.append(Section(f"mosaic_{mid:04d}", origin, lambda s=section: s))
   return out
 
 
@@ -373,6 +374,9 @@ def _segment_one(item: Section, snapshots, loader: SnapshotLoader, out_dir, stri
                  ) -> Dict[str, Any]:
   """Segments one input, writes its outputs and returns its record (shape, windows, speed, paths)."""
   section = item.load()
+  note = small_note(section.shape, item.origin)
+  if note:
+    logging.info("%s", note)
   n_snaps = sum(len(s) for s in snapshots)
   total = sections.layout(section.shape, stride).n_windows * n_snaps
   t0 = time.perf_counter()
@@ -469,16 +473,18 @@ def segy_paths(out_dir, volume: segy.Volume, write: str, png_inlines: Sequence[i
 
 def check_volume(volume: segy.Volume, il_index: np.ndarray, xl_index: np.ndarray, directions: Sequence[str],
                  png_inlines: Sequence[int]) -> List[int]:
-  """The cube indices (positions in il_index) of png_inlines; InputError when a direction's sections are
-  smaller than a tile, a 2-D line is asked for crossline sections, or a PNG inline is not selected."""
+  """The cube indices (positions in il_index) of png_inlines; InputError when a 2-D line is asked for
+  crossline sections or a PNG inline is not selected. Notes (one line each) a direction whose sections are
+  smaller than a tile: they are reflect-padded to one."""
   if not volume.is_3d and "crossline" in directions:
     raise InputError(f"{volume.path}: a 2-D line has one section (its traces); --sections=inline only")
   for direction in directions:
     traces = len(xl_index) if direction == "inline" else len(il_index)
     if min(traces, volume.n_samples) < TILE:
-      across = "crosslines" if direction == "inline" else "inlines"
-      raise InputError(f"{volume.path}: its {direction} sections are {volume.n_samples} samples x {traces} "
-                       f"{across if volume.is_3d else 'traces'}, smaller than a {TILE} x {TILE} tile")
+      across = ("crosslines" if direction == "inline" else "inlines") if volume.is_3d else "traces"
+      logging.info("%s: its %s sections are %s x %s, smaller than a %d x %d tile; each is reflect-padded to "
+                   "a tile, its result keeps its size", volume.path, direction,
+                   segy.count(volume.n_samples, "sample"), segy.count(traces, across[:-1]), TILE, TILE)
   selected = {int(volume.ilines[i]): k for k, i in enumerate(il_index)}
   missing = [il for il in png_inlines if il not in selected]
   if missing:

@@ -6,7 +6,9 @@ inline and crossline numbers at bytes `iline_byte` / `xline_byte`, segyio's defa
 than one inline and more than one crossline. Otherwise it is a 2-D line: its traces in file order, as
 segyio reads them with `ignore_geometry=True`; but when those header bytes hold several inlines *and*
 several crosslines that do not make a complete grid (a missing trace, a truncated volume, wrong byte
-positions) the file is refused. Both are seen as a cube (inlines, crosslines, samples); a 2-D line is one
+positions) the file is refused, and so is pre-stack data: traces whose offsets (trace header byte 37)
+differ, checked first, since gathers read at other header bytes look like an irregular grid. Both are
+seen as a cube (inlines, crosslines, samples); a 2-D line is one
 inline of `n_traces` crosslines (its trace indices).
 
 Samples may be in any format segyio reads (SAMPLE_FORMATS: 1-, 2-, 4- and 8-byte integers and floats),
@@ -14,10 +16,10 @@ big-endian (the standard) or little-endian: the byte order is read from the bina
 code, which is valid in one order only.
 
 The output holds the result as 4-byte IEEE floats (binary header sample format 5) in the source's byte
-order. For a source with 4-byte samples it is a copy of the file (text, binary and trace headers byte for
-byte) whose trace samples are overwritten, as segyio recommends; other sample sizes change the traces'
-length, so segyio creates the file with the source's size and its text, binary and trace headers are
-copied over.
+order. For a source with 4-byte samples it is a copy of the file whose trace samples are overwritten, as
+segyio recommends; other sample sizes change the traces' length, so the file is written anew from the
+source's raw headers (text, extended text, binary, and each 240-byte trace header) with 4-byte samples.
+Either way every header byte is the source's but the binary header's sample format code.
 """
 import dataclasses
 import pathlib
@@ -41,7 +43,10 @@ SAMPLE_FORMATS = {1: ("4-byte IBM float", 4), 2: ("4-byte signed integer", 4), 3
 UNREADABLE_FORMATS = {4: "4-byte fixed point with gain", 7: "3-byte signed integer",
                       15: "3-byte unsigned integer"}
 _HEADERS = 3600                    # the text and binary headers
+_TEXT = 3200                       # a text header
 _FORMAT_BYTES = slice(3224, 3226)  # the binary header's sample format code (file bytes 3225-3226)
+_EXT_HEADERS_BYTES = slice(3504, 3506)  # the number of extended text headers (file bytes 3505-3506)
+_TRACE_HEADER = 240
 
 
 class SegyError(ValueError):
@@ -75,6 +80,11 @@ class Volume:
     return segyio.open(target, mode, ignore_geometry=True, endian=self.endian)
 
 
+def count(n: int, noun: str) -> str:
+  """"1 trace", "2 traces": a count with its noun, singular for one."""
+  return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _segyio_message(e: Exception) -> str:
   return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
 
@@ -103,21 +113,25 @@ def open_volume(path, iline_byte: int = DEFAULT_ILINE_BYTE, xline_byte: int = DE
   if fmt not in SAMPLE_FORMATS:
     raise SegyError(f"{path}: sample format {fmt} ({UNREADABLE_FORMATS[fmt]}) is not supported; segment reads "
                     f"formats {', '.join(map(str, SAMPLE_FORMATS))} (segyio's)")
-  try:
-    with segyio.open(str(path), iline=iline_byte, xline=xline_byte, endian=endian) as f:
-      ilines, xlines, offsets = f.ilines, f.xlines, f.offsets
-  except (RuntimeError, ValueError, IndexError, KeyError):  # no regular geometry: read it as traces
-    ilines = xlines = offsets = None
+  if path.stat().st_size == _headers_size(path, endian):
+    raise SegyError(f"{path}: no traces (the file ends after its headers); nothing to segment")
   try:
     with segyio.open(str(path), ignore_geometry=True, endian=endian) as f:
       n_samples, n_traces = len(f.samples), f.tracecount
       headers = f.attributes(iline_byte)[:], f.attributes(xline_byte)[:]
+      offsets = np.unique(f.attributes(segyio.TraceField.offset)[:])
   except (RuntimeError, ValueError, IndexError, KeyError, OSError) as e:
     raise SegyError(f"{path}: not a readable SEG-Y file (segyio: {_segyio_message(e)})") from e
-  if offsets is not None and len(offsets) > 1:
-    raise SegyError(f"{path}: {len(offsets)} offsets per trace position; segment reads post-stack data")
-  if n_traces == 0 or n_samples == 0:
-    raise SegyError(f"{path}: {n_traces} traces of {n_samples} samples; nothing to segment")
+  if n_samples == 0:
+    raise SegyError(f"{path}: {count(n_traces, 'trace')} of 0 samples; nothing to segment")
+  if len(offsets) > 1:  # before the grid: gathers at other header bytes look like an irregular grid
+    raise SegyError(f"{path}: its traces hold {len(offsets):,} different offsets (trace header byte 37): "
+                    "pre-stack data; segment reads post-stack data (one trace per position)")
+  try:
+    with segyio.open(str(path), iline=iline_byte, xline=xline_byte, endian=endian) as f:
+      ilines, xlines = f.ilines, f.xlines
+  except (RuntimeError, ValueError, IndexError, KeyError):  # no regular geometry: read it as traces
+    ilines = xlines = None
   common = dict(path=path, n_samples=n_samples, sample_format=fmt, iline_byte=iline_byte,
                 xline_byte=xline_byte, endian=endian)
   if ilines is not None and len(ilines) > 1 and len(xlines) > 1:
@@ -125,9 +139,18 @@ def open_volume(path, iline_byte: int = DEFAULT_ILINE_BYTE, xline_byte: int = DE
   n_il, n_xl = (len(np.unique(h)) for h in headers)
   if ilines is None and n_il > 1 and n_xl > 1:
     raise SegyError(f"{path}: the traces' inline and crossline numbers (bytes {iline_byte}, {xline_byte}) "
-                    f"do not form a complete sorted grid ({n_il} inlines x {n_xl} crosslines for {n_traces} "
-                    "traces); check --iline_byte and --xline_byte")
+                    f"do not form a complete sorted grid ({count(n_il, 'inline')} x {count(n_xl, 'crossline')} "
+                    f"for {count(n_traces, 'trace')}); check --iline_byte and --xline_byte")
   return Volume(ilines=np.zeros(1, int), xlines=np.arange(n_traces), is_3d=False, **common)
+
+
+def _headers_size(path: pathlib.Path, endian: str) -> int:
+  """Bytes before the first trace: the 3,600-byte text and binary headers and the extended text headers
+  (their count at binary header bytes 3505-3506)."""
+  with open(path, "rb") as f:
+    f.seek(_EXT_HEADERS_BYTES.start)
+    n_ext = int.from_bytes(f.read(2), endian, signed=True)
+  return _HEADERS + _TEXT * max(n_ext, 0)
 
 
 def select(volume: Volume, inlines: Optional[Tuple[int, int]] = None,
@@ -194,19 +217,21 @@ def write_like(volume: Volume, target, values: np.ndarray, il_index: np.ndarray,
           g.trace[t] = row[t]
 
 
-def _create_float_copy(volume: Volume, target) -> None:
+def _create_float_copy(volume: Volume, target, chunk_bytes: int = 1 << 26) -> None:
   """Creates at `target` the source's layout with 4-byte IEEE float samples (zero): its text, extended
-  text, binary and trace headers, in its byte order (segyio.create, then the headers assigned)."""
-  with segyio.open(str(volume.path), ignore_geometry=True, endian=volume.endian) as src:
-    spec = segyio.spec()
-    spec.samples, spec.tracecount, spec.format = src.samples, src.tracecount, IEEE_FLOAT
-    spec.ext_headers, spec.endian = src.ext_headers, volume.endian
-    with segyio.create(str(target), spec) as dst:
-      for i in range(1 + src.ext_headers):
-        dst.text[i] = src.text[i]
-      dst.bin = src.bin
-      dst.bin.update({segyio.BinField.Format: IEEE_FLOAT})
-      dst.header = src.header
-      zeros = np.zeros(len(src.samples), np.float32)
-      for t in range(src.tracecount):
-        dst.trace[t] = zeros
+  text and binary headers and every 240-byte trace header copied byte for byte, only the binary header's
+  sample format code changed (5, in the source's byte order). Reads `chunk_bytes` of traces at a time."""
+  head = _headers_size(volume.path, volume.endian)
+  width = _TRACE_HEADER + SAMPLE_FORMATS[volume.sample_format][1] * volume.n_samples
+  n_traces = (volume.path.stat().st_size - head) // width
+  per_chunk = max(1, chunk_bytes // width)
+  with open(volume.path, "rb") as src, open(target, "wb") as dst:
+    headers = bytearray(src.read(head))
+    headers[_FORMAT_BYTES] = IEEE_FLOAT.to_bytes(2, volume.endian)
+    dst.write(headers)
+    for start in range(0, n_traces, per_chunk):
+      k = min(per_chunk, n_traces - start)
+      traces = np.frombuffer(src.read(k * width), np.uint8).reshape(k, width)
+      out = np.zeros((k, _TRACE_HEADER + 4 * volume.n_samples), np.uint8)
+      out[:, :_TRACE_HEADER] = traces[:, :_TRACE_HEADER]
+      dst.write(out.tobytes())
