@@ -141,7 +141,8 @@ def main(argv):
               "build_s": round(built, 1), "segment_wall_s": round(wall, 1),
               "peak_rss_gib": round(peak_kib / 2 ** 20, 3), "sections": record["sections"],
               "sections_per_s": record["sections_per_s"], "segment_seconds": record["seconds"],
-              "chunks": record["chunks"], "workers": record["workers"], "range_traces": record["range_traces"],
+              "chunks": record["chunks"], "workers": record["workers"],
+              "range_traces": record["range_traces"],
               "stride": FLAGS.stride, "batch_size": FLAGS.batch_size or "default", "folds": FLAGS.folds,
               "workdirs": FLAGS.workdirs or f"random {FLAGS.random_model}"}
   print(json.dumps(result))

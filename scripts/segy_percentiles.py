@@ -35,7 +35,8 @@ def main(argv):
   result = {"input": FLAGS.input, "traces": n_all, "samples": n_all * vol.n_samples, "sampled_traces": n,
             "percentiles": percentiles, "exact": [exact_lo, exact_hi], "sampled": [lo, hi],
             "error": [lo - exact_lo, hi - exact_hi],
-            "error_of_range": [(lo - exact_lo) / (exact_hi - exact_lo), (hi - exact_hi) / (exact_hi - exact_lo)],
+            "error_of_range": [(lo - exact_lo) / (exact_hi - exact_lo),
+                               (hi - exact_hi) / (exact_hi - exact_lo)],
             "grey_levels_changed": float(changed.mean())}
   print(json.dumps(result))
   return result

@@ -280,7 +280,7 @@ def test_bad_files_and_outputs_are_refused_in_one_line(tmp_path, data_dir, fake_
   with pytest.raises(SystemExit) as info:  # a SEG-Y flag with a PNG input is a usage error
     _run([f"--workdirs={fake_model}", f"--input={tmp_path / 'x.png'}", f"--out={tmp_path / 'o'}",
           "--sections=both"])
-  assert info.value.code == 2 and "--sections applies to a SEG-Y --input" in capsys.readouterr().err
+  assert info.value.code == 2 and "--sections applies to a volume --input" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fmt, endian, amplitudes", [
@@ -466,6 +466,9 @@ def test_chunks_depend_on_the_selection_only_and_batches_run_across_sections():
   assert len(big) == 500 and {c.n_sections for c in big} == {1}  # a section above CHUNK_PIXELS: one a chunk
   assert {c.n_sections for c in vol.plan_chunks((500, 300, 200), 500, 300, ("inline",))} == {
       vol.CHUNK_PIXELS // (300 * 200), 500 % (vol.CHUNK_PIXELS // (300 * 200))}
+  # An output stored in blocks of 4 inlines, the selection from inline index 3: no chunk crosses a block.
+  aligned = vol.plan_chunks(shape, 10, 105, ("inline",), 3, {"inline": (3, 4)})
+  assert [(c.start, c.stop) for c in aligned] == [(0, 1), (1, 4), (4, 5), (5, 8), (8, 9), (9, 10)]
   # 102 sections of 110 x 105 px, 4 windows each: one stack fills batches of 64 across the sections.
   stack = np.random.default_rng(0).integers(0, 256, (102, 110, 105), dtype=np.uint8)
   lay = sections.layout(stack.shape[1:], TILE)
@@ -509,3 +512,56 @@ def test_dask_local_workers_write_the_same_bytes_as_one_process(tmp_path, tiny_m
     _run(argv + [f"--out={tmp_path / 'x'}", "--dask=local:0"])
   err = capsys.readouterr().err
   assert info.value.code == 2 and "--dask must be local:N (N >= 1 workers started here)" in err
+
+
+def test_an_mdio_volume_made_by_multidimio_is_segmented_and_exported_with_the_source_headers(
+    tmp_path, data_dir, fake_model, monkeypatch):
+  """A SEG-Y of real tiles, converted by multidimio (`segy_to_mdio`, file headers kept), is segmented into
+  <stem>_probs.mdio: its default variable holds the SEG-Y run's values, its coordinates and headers are
+  the input's, and the library's exporter writes a SEG-Y with the source's trace headers."""
+  import pandas
+  mdio = pytest.importorskip("mdio")
+  if int(pandas.__version__.split(".")[0]) >= 3:
+    pytest.skip("multidimio 1.1's SEG-Y reader (segy) needs pandas < 3, which requirements.txt resolves to")
+  from mdio.builder.template_registry import get_template
+  from segy.schema import ScalarType
+  from segy.standards import get_segy_standard
+  ilines, xlines = np.arange(1, 6), np.arange(1, 106)
+  cube = _real_cube(data_dir, len(ilines), len(xlines))
+  spec = segyio.spec()
+  spec.ilines, spec.xlines, spec.samples = ilines, xlines, np.arange(N_SAMPLES)
+  spec.format, spec.sorting = 5, segyio.TraceSortingFormat.INLINE_SORTING
+  source = tmp_path / "v.sgy"
+  with segyio.create(str(source), spec) as f:
+    f.text[0] = segyio.tools.create_text_header({1: "salt_jax test volume for MDIO"})
+    f.bin.update({segyio.BinField.Interval: 4000})
+    for t, (i, j) in enumerate((i, j) for i in range(len(ilines)) for j in range(len(xlines))):
+      f.header[t] = {segyio.TraceField.INLINE_3D: int(ilines[i]),
+                     segyio.TraceField.CROSSLINE_3D: int(xlines[j]),
+                     segyio.TraceField.CDP_X: 1000 + 25 * j, segyio.TraceField.CDP_Y: 2000 + 25 * i,
+                     segyio.TraceField.SourceGroupScalar: 1, segyio.TraceField.CDP: 7 + t}
+      f.trace[t] = _amplitudes(cube[i, j])
+  monkeypatch.setenv("MDIO__IMPORT__SAVE_SEGY_FILE_HEADER", "true")
+  mdio.segy_to_mdio(get_segy_standard(1.0), get_template("PostStack3DTime"), str(source),
+                    str(tmp_path / "v.mdio"))
+  for path in (source, tmp_path / "v.mdio"):
+    _run([f"--workdirs={fake_model}", f"--input={path}", f"--out={tmp_path / 'out'}", "--sections=both",
+          "--chunk_sections=2"])
+  out = mdio.open_mdio(str(tmp_path / "out" / "v_probs.mdio"))
+  with segyio.open(str(tmp_path / "out" / "v_probs.sgy")) as g:
+    expected = segyio.tools.cube(g)
+  assert out.attrs["attributes"]["defaultVariableName"] == "salt" and "amplitude" not in out
+  np.testing.assert_array_equal(out["salt"].values, expected)
+  original = mdio.open_mdio(str(tmp_path / "v.mdio"))
+  for name in ("inline", "crossline", "time", "cdp_x", "cdp_y", "trace_mask"):
+    np.testing.assert_array_equal(out[name].values, original[name].values)
+  assert out["headers"].values.tobytes() == original["headers"].values.tobytes()
+  assert out["salt"].encoding["chunks"] == original["amplitude"].encoding["chunks"]
+  export = get_segy_standard(1.0)  # its traces default to IBM floats; the result is IEEE float32
+  export.trace.data.format = ScalarType.FLOAT32
+  mdio.mdio_to_segy(export, str(tmp_path / "out" / "v_probs.mdio"), str(tmp_path / "e.sgy"))
+  _, _, source_headers = _headers(source)
+  _, _, exported_headers = _headers(tmp_path / "e.sgy")
+  assert exported_headers == source_headers
+  with segyio.open(str(tmp_path / "e.sgy")) as g:
+    np.testing.assert_array_equal(segyio.tools.cube(g), expected)

@@ -2,7 +2,8 @@
 processes here, `--dask=tcp://host:8786` joins a running scheduler whose workers see the same input,
 snapshots and output paths (a shared filesystem).
 
-Each task is one chunk (salt_jax.seismic.volume.run_chunk): the worker reads its sections from the input,
+Each task is one chunk (salt_jax.seismic.volume.run_chunk; for an MDIO output, the chunks that write one
+block of its Zarr chunks, in order): the worker reads its sections from the input,
 segments them with the snapshots it loaded at its first task (once per worker process) and writes its
 traces straight into the output, then records the chunk finished; nothing but the worker's address goes
 back to the client. Chunks and their batches are the same as in one process, so the bytes are too.
@@ -14,7 +15,7 @@ A cluster by hand (README "Many workers"):
     python -m salt_jax.segment ... --dask=tcp://scheduler-host:8786
 """
 import contextlib
-from typing import Callable, Dict, Iterator, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple
 
 from salt_jax.seismic import infer, volume
 
@@ -55,15 +56,17 @@ def client(spec: str) -> Iterator["distributed.Client"]:  # noqa: F821
       yield c
 
 
-def _task(job: volume.Job, chunk: volume.Chunk) -> str:
-  """Runs one chunk on a worker (its snapshots loaded at its first task) and returns the worker's address."""
+def _task(job: volume.Job, chunks: Sequence[volume.Chunk]) -> str:
+  """Runs chunks in order on a worker (its snapshots loaded at its first task): the chunks of one block of
+  the output (volume.block; one chunk for SEG-Y). Returns the worker's address."""
   import distributed
   key = (job.workdirs, job.kind, job.folds, job.batch_size)
   if key not in _LOADED:
     _LOADED[key] = (infer.find_snapshots(job.workdirs, job.kind, job.folds),
                     infer.SnapshotLoader(job.kind, job.batch_size, keep=True))
   snapshots, loader = _LOADED[key]
-  volume.run_chunk(job, chunk, snapshots, loader)
+  for chunk in chunks:
+    volume.run_chunk(job, chunk, snapshots, loader)
   return distributed.get_worker().address
 
 
@@ -73,10 +76,14 @@ def runner(dask_client) -> volume.Runner:
   import distributed
 
   def run(job: volume.Job, chunks: Sequence[volume.Chunk], done: Callable[[volume.Chunk], None]) -> Set[str]:
-    futures = {dask_client.submit(_task, job, chunk, pure=False): chunk for chunk in chunks}
+    groups: Dict[Tuple[str, int], List[volume.Chunk]] = {}
+    for chunk in chunks:
+      groups.setdefault(volume.block(job, chunk), []).append(chunk)
+    futures = {dask_client.submit(_task, job, group, pure=False): group for group in groups.values()}
     workers = set()
     for future in distributed.as_completed(futures):
       workers.add(future.result())
-      done(futures[future])
+      for chunk in futures[future]:
+        done(chunk)
     return workers
   return run

@@ -168,9 +168,10 @@ def check_outputs(out_dir, inputs: Sequence[Section], save_probs: bool, overwrit
       check_output(path, overwrite)
 
 
-def check_output(path: pathlib.Path, overwrite: bool = False) -> None:
-  """Refuses an output path that cannot be written or, unless `overwrite`, already exists."""
-  fileio.check_writable(path, "--out")
+def check_output(path: pathlib.Path, overwrite: bool = False, folder: bool = False) -> None:
+  """Refuses an output path that cannot be written or, unless `overwrite`, already exists (a `folder`
+  output, such as an MDIO dataset, may be a folder)."""
+  fileio.check_writable(path.parent / f".{path.name}" if folder else path, "--out")
   if path.exists() and not overwrite:
     raise fileio.UnwritableError(f"--out {path} already exists; pass --overwrite to replace it, or "
                                  "choose another --out")

@@ -50,10 +50,11 @@ from absl import app, flags, logging
 
 from salt_jax.data import kaggle
 from salt_jax.geometry import TILE
-from salt_jax.seismic import distribute, files, infer, sections, segy, volume
+from salt_jax.seismic import distribute, files, infer, mdio_volume, sections, segy, volume
 from salt_jax.workdir import rundir
 
-ERRORS = (files.InputError, segy.SegyError, ValueError, OSError)  # refused in one line, besides cli.REFUSED
+# Refused in one line, besides cli.REFUSED.
+ERRORS = (files.InputError, segy.SegyError, mdio_volume.MdioError, ValueError, OSError)
 
 
 def segment(workdirs: Sequence[str], inputs: Sequence[files.Section], out_dir, *, kind: str = "max_map",
@@ -147,6 +148,7 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdirs", "out"])
 
 
+VOLUME_SUFFIXES = segy.SUFFIXES + mdio_volume.SUFFIXES
 SEGY_FLAGS = ("sections", "inlines", "crosslines", "write", "iline_byte", "xline_byte", "png_inlines",
               "chunk_sections", "dask")
 
@@ -190,11 +192,11 @@ def _inputs() -> List[files.Section]:
 def main(argv) -> List[Dict[str, Any]]:
   """Segments as the flags say; prints one JSON line per section."""
   del argv
-  if FLAGS.input is not None and pathlib.Path(FLAGS.input).suffix.lower() in segy.SUFFIXES:
-    return [_main_segy()]
+  if FLAGS.input is not None and pathlib.Path(FLAGS.input).suffix.lower() in VOLUME_SUFFIXES:
+    return [_main_volume()]
   given = [f"--{name}" for name in SEGY_FLAGS if FLAGS[name].present]
   if given:
-    raise app.UsageError(f"{given[0]} applies to a SEG-Y --input ({', '.join(segy.SUFFIXES)}) only")
+    raise app.UsageError(f"{given[0]} applies to a volume --input ({', '.join(VOLUME_SUFFIXES)}) only")
   records = segment(FLAGS.workdirs, _inputs(), FLAGS.out, kind=FLAGS.kind, stride=FLAGS.stride,
                     folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None, batch_size=FLAGS.batch_size,
                     save_probs=FLAGS.save_probs, overwrite=FLAGS.overwrite)
@@ -203,10 +205,13 @@ def main(argv) -> List[Dict[str, Any]]:
   return records
 
 
-def _main_segy() -> Dict[str, Any]:
-  """Segments the SEG-Y --input as the flags say; prints its record as a JSON line."""
+def _main_volume() -> Dict[str, Any]:
+  """Segments the SEG-Y or MDIO --input as the flags say; prints its record as a JSON line."""
   if FLAGS.mosaic is not None or FLAGS.save_probs:
-    raise app.UsageError("a SEG-Y --input takes neither --mosaic nor --save_probs (see --write)")
+    raise app.UsageError("a volume --input takes neither --mosaic nor --save_probs (see --write)")
+  is_mdio = pathlib.Path(FLAGS.input).suffix.lower() in mdio_volume.SUFFIXES
+  if is_mdio and (FLAGS["iline_byte"].present or FLAGS["xline_byte"].present):
+    raise app.UsageError("--iline_byte and --xline_byte apply to a SEG-Y --input only (MDIO has its grid)")
   try:
     png_inlines = [int(il) for il in FLAGS.png_inlines]
   except ValueError:
@@ -216,7 +221,8 @@ def _main_segy() -> Dict[str, Any]:
       distribute.parse(FLAGS.dask)
     except distribute.DaskSpecError as e:
       raise app.UsageError(str(e)) from None
-  source = segy.open_volume(FLAGS.input, FLAGS.iline_byte, FLAGS.xline_byte)
+  source = (mdio_volume.open_volume(FLAGS.input) if is_mdio
+            else segy.open_volume(FLAGS.input, FLAGS.iline_byte, FLAGS.xline_byte))
   with contextlib.ExitStack() as stack:
     runner = None
     if FLAGS.dask is not None:
@@ -235,4 +241,5 @@ def _segment_volume(source, png_inlines: Sequence[int], runner: Optional[volume.
       percentiles=parse_percentiles(FLAGS.clip_percentiles), png_inlines=png_inlines, kind=FLAGS.kind,
       folds=[int(f) for f in FLAGS.folds] if FLAGS.folds else None, stride=FLAGS.stride,
       batch_size=FLAGS.batch_size, chunk_sections=FLAGS.chunk_sections, overwrite=FLAGS.overwrite,
-      runner=runner, options={"iline_byte": FLAGS.iline_byte, "xline_byte": FLAGS.xline_byte})
+      runner=runner, options={} if isinstance(source, mdio_volume.MdioVolume) else {
+          "iline_byte": FLAGS.iline_byte, "xline_byte": FLAGS.xline_byte})

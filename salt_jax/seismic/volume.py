@@ -41,7 +41,7 @@ from absl import logging
 from salt_jax import fileio, viz
 from salt_jax.geometry import TILE
 from salt_jax.inference import ensemble
-from salt_jax.seismic import files, infer, sections, segy
+from salt_jax.seismic import files, infer, mdio_volume, sections, segy
 from salt_jax.workdir import rundir
 
 DIRECTIONS = {"inline": ("inline",), "crossline": ("crossline",), "both": ("inline", "crossline")}
@@ -77,16 +77,34 @@ def volume_range(volume, percentiles: Tuple[float, float] = files.DEFAULT_PERCEN
 
 
 def plan_chunks(shape: Tuple[int, int, int], n_il: int, n_xl: int, directions: Sequence[str],
-                chunk_sections: Optional[int] = None) -> List[Chunk]:
+                chunk_sections: Optional[int] = None, align: Optional[Dict[str, Tuple[int, int]]] = None
+                ) -> List[Chunk]:
   """The chunks of a selection of n_il inlines x n_xl crosslines of a (.., .., n_samples) volume, direction
-  by direction in order (see the module docstring)."""
+  by direction in order (see the module docstring). align[direction] = (first, every): no chunk holds
+  sections on both sides of a multiple of `every` in the volume's numbering, the selection starting at
+  section `first` (an output stored in blocks of `every` sections: a chunk writes blocks no other
+  chunk writes)."""
   chunks = []
   for direction in directions:
     n, across = (n_il, n_xl) if direction == "inline" else (n_xl, n_il)
     size = chunk_sections or max(1, CHUNK_PIXELS // (across * shape[2]))
-    for start in range(0, n, size):
-      chunks.append(Chunk(len(chunks), direction, start, min(n, start + size)))
+    first, every = (align or {}).get(direction, (0, n + 1))
+    start = 0
+    while start < n:
+      stop = min(n, start + size, (first + start) // every * every + every - first)
+      chunks.append(Chunk(len(chunks), direction, start, stop))
+      start = stop
   return chunks
+
+
+def block(job: "Job", chunk: Chunk) -> Tuple[str, int]:
+  """(direction, block): the block of the output a chunk writes in (its own index for a volume with no
+  write_align); chunks of one block run one after the other."""
+  every = getattr(job.volume, "write_align", {}).get(chunk.direction)
+  if every is None:
+    return chunk.direction, chunk.index
+  first = int(job.il_index[0] if chunk.direction == "inline" else job.xl_index[0])
+  return chunk.direction, (first + chunk.start) // every
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,7 +298,7 @@ def segment_volume(volume, workdirs: Sequence[str], out_dir, *, directions: str 
   png_positions = check_volume(volume, il_index, xl_index, DIRECTIONS[directions], png_inlines)
   paths = output_paths(out_dir, volume, write, png_inlines)
   for p in paths.values():
-    files.check_output(p, overwrite)
+    files.check_output(p, overwrite, folder=p.suffix in mdio_volume.SUFFIXES)
   state = paths["output"].parent / f".{paths['output'].name}.partial"
   wanted = fingerprint(volume, snapshots, {
       "directions": directions, "inlines": inlines and list(inlines),
@@ -298,7 +316,9 @@ def segment_volume(volume, workdirs: Sequence[str], out_dir, *, directions: str 
   if not (state / "options.json").is_file():
     volume.create_output(job.partial)
     fileio.write_json(state / "options.json", recorded)
-  chunks = plan_chunks(volume.shape, len(il_index), len(xl_index), job.directions, chunk_sections)
+  align = {d: (int(il_index[0] if d == "inline" else xl_index[0]), every)
+           for d, every in getattr(volume, "write_align", {}).items()}
+  chunks = plan_chunks(volume.shape, len(il_index), len(xl_index), job.directions, chunk_sections, align)
   todo = [c for c in chunks if not job.marker(c).is_file()]
   n_sections = sum(c.n_sections for c in chunks)
   t0 = time.perf_counter()
@@ -329,6 +349,8 @@ def segment_volume(volume, workdirs: Sequence[str], out_dir, *, directions: str 
     for what, image in (("mask", mask.astype(np.uint8) * 255), ("overlay", files.overlay(section, mask))):
       with fileio.atomic_path(paths[f"{what} {il}"]) as tmp:
         viz.save_png(tmp, image)
+  if paths["output"].is_dir():  # an MDIO output replaced with --overwrite
+    shutil.rmtree(paths["output"])
   os.replace(job.partial, paths["output"])
   shutil.rmtree(state)
   run_sections = sum(c.n_sections for c in todo)
