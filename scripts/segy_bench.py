@@ -73,7 +73,8 @@ def mosaic(height: int, width: int, data_dir, seed: int) -> np.ndarray:
 
 def build_volume(path, n_il: int, n_xl: int, n_samples: int, data_dir, seed: int) -> None:
   """Writes an inline-sorted float32 SEG-Y: inline i's section (samples, crosslines) is the mosaic's
-  columns i .. i + n_xl; inline numbers from 1, crossline numbers from 1, 4 ms sampling."""
+  columns i .. i + n_xl; inline numbers from 1, crossline numbers from 1, 4 ms sampling, CDP coordinates
+  25 m apart (scalar 1) and an ASCII text header, so that multidimio imports and exports it."""
   image = mosaic(n_samples, n_xl + n_il, data_dir, seed)
   spec = segyio.spec()
   spec.ilines, spec.xlines = np.arange(1, n_il + 1), np.arange(1, n_xl + 1)
@@ -81,12 +82,15 @@ def build_volume(path, n_il: int, n_xl: int, n_samples: int, data_dir, seed: int
   spec.format = segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE
   spec.sorting = segyio.TraceSortingFormat.INLINE_SORTING
   with segyio.create(str(path), spec) as f:
+    f.text[0] = segyio.tools.create_text_header({1: "scripts/segy_bench.py volume of real training tiles"})
     f.bin.update({segyio.BinField.Interval: 4000})
     for i in range(n_il):
       traces = np.ascontiguousarray(image[:, i:i + n_xl].T)
       for j in range(n_xl):
         t = i * n_xl + j
-        f.header[t] = {segyio.TraceField.INLINE_3D: i + 1, segyio.TraceField.CROSSLINE_3D: j + 1}
+        f.header[t] = {segyio.TraceField.INLINE_3D: i + 1, segyio.TraceField.CROSSLINE_3D: j + 1,
+                       segyio.TraceField.CDP_X: 25 * j, segyio.TraceField.CDP_Y: 25 * i,
+                       segyio.TraceField.SourceGroupScalar: 1}  # coordinates, as MDIO's import wants them
         f.trace[t] = traces[j]
 
 
