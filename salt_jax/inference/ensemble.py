@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from absl import flags, logging
 
-from salt_jax import fileio, geometry, metrics, viz
+from salt_jax import errors, fileio, geometry, metrics, viz
 from salt_jax.data import kaggle, sources, submission
 from salt_jax.data.submission import Submission
 from salt_jax.inference import breakdown, predict
@@ -34,7 +34,7 @@ def snapshot_scores(pred: Dict, mode: str, split: str = "test") -> np.ndarray:
   if mode == "vote":
     return pred[f"{split}_masks"].astype(np.float32)
   if f"{split}_logits" not in pred:
-    raise ValueError("probability averaging needs logits: run predict with --save_logits")
+    raise errors.BadInput("probability averaging needs logits: run predict with --save_logits")
   z = pred[f"{split}_logits"].astype(np.float32) - pred["meta"]["threshold"]
   return 1.0 / (1.0 + np.exp(-z))
 
@@ -96,7 +96,7 @@ def oof_votes(files: Sequence[pathlib.Path], mode: str = "vote") -> Dict[int, Di
     entry = by_fold.setdefault(fold, {"ids": pred["valid_ids"], "sum": np.zeros(pred["valid_masks"].shape,
                                                                               np.float32), "maps": []})
     if not np.array_equal(entry["ids"], pred["valid_ids"]):
-      raise ValueError(f"{path}: validation ids differ between cycles of fold {fold}")
+      raise rundir.WorkdirError(f"{path}: validation ids differ between cycles of fold {fold}")
     entry["sum"] += snapshot_scores(pred, mode, "valid")
     entry["maps"].append(pred["meta"]["val_map"])
   for entry in by_fold.values():
@@ -189,7 +189,7 @@ def ensemble(workdirs: Sequence[str], out: str, source: sources.Source, *, mode:
   coverage bucket is printed too (salt_jax.breakdown), and drawn to `report_png` when given.
   """
   if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    raise errors.BadInput(f"mode must be one of {MODES}, got {mode!r}")
   for what, path in (("--out", out), ("--oof_csv", oof_csv), ("--save_png", save_png), ("--report", report_png)):
     if path:
       fileio.check_writable(path, what)  # before the voting, not after it
@@ -239,7 +239,6 @@ def save_grid(path: str, sub: Submission, test: kaggle.Samples, n: int = 32) -> 
 
 
 FLAGS = flags.FLAGS
-ERRORS = (ValueError, OSError)  # refused in one line, besides cli.REFUSED
 
 
 def define_flags() -> None:

@@ -47,7 +47,7 @@ import tqdm
 from absl import app, flags, logging
 from scipy import special
 
-from salt_jax import configlib, fileio, parallel, viz
+from salt_jax import configlib, errors, fileio, parallel, viz
 from salt_jax.data import kaggle, sources
 from salt_jax.geometry import TILE
 from salt_jax.inference import predict
@@ -60,11 +60,8 @@ DEFAULT_STRIDE = 101  # overlapping windows lowered the pixel IoU and mAP of eve
 DEFAULT_PERCENTILES = (1.0, 99.0)
 
 
-class InputError(ValueError):
+class InputError(errors.BadInput):
   """A section that cannot be segmented (unreadable, not 2-D, not finite, too small); names the file."""
-
-
-ERRORS = (InputError, segy.SegyError, ValueError, OSError)  # refused in one line, besides cli.REFUSED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +205,7 @@ class SnapshotLoader:
 
   def __init__(self, kind: str = "max_map", batch_size: Optional[int] = None, keep: bool = False):
     if batch_size is not None and batch_size < 1:
-      raise ValueError("batch_size must be a positive number of windows (unset: the config's "
+      raise errors.BadInput("batch_size must be a positive number of windows (unset: the config's "
                        f"eval_batch_size), got {batch_size}")
     self.kind, self.batch_size = kind, batch_size
     self.predictors = predict.Predictors(parallel.make_mesh(), batch_size)
@@ -329,11 +326,11 @@ def check_output(path: pathlib.Path, overwrite: bool = False) -> None:
 
 def workdir_snapshots(workdirs: Sequence[str], kind: str, folds: Optional[Sequence[int]]
                       ) -> List[List[Snapshot]]:
-  """Per workdir its snapshots (find_snapshots); ValueError for a workdir listed twice."""
+  """Per workdir its snapshots (find_snapshots); BadInput for a workdir listed twice."""
   resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
   twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
   if twice:
-    raise ValueError(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
+    raise errors.BadInput(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
   return [find_snapshots(wd, kind, folds) for wd in workdirs]
 
 
@@ -356,8 +353,8 @@ def segment(workdirs: Sequence[str], inputs: Sequence[Section], out_dir, *, kind
   the output paths (existing outputs only with `overwrite`) before anything is written, and holds the
   workdirs' locks while it reads their snapshots.
   """
-  sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
-  loader = SnapshotLoader(kind, batch_size)    # ValueError for a batch size below 1
+  sections.axis_windows(TILE, stride)  # BadInput for a stride outside 1..101
+  loader = SnapshotLoader(kind, batch_size)    # BadInput for a batch size below 1
   snapshots = workdir_snapshots(workdirs, kind, folds)
   for item in inputs:
     item.load()
@@ -502,7 +499,7 @@ def segment_segy(workdirs: Sequence[str], path, out_dir, *, directions: str = "i
   output is written to a temporary file and renamed at the end.
   """
   if write not in WRITES or directions not in DIRECTIONS:
-    raise ValueError(f"write must be one of {WRITES} and directions one of {tuple(DIRECTIONS)}")
+    raise errors.BadInput(f"write must be one of {WRITES} and directions one of {tuple(DIRECTIONS)}")
   sections.axis_windows(TILE, stride)
   loader = SnapshotLoader(kind, batch_size, keep=True)
   snapshots = workdir_snapshots(workdirs, kind, folds)

@@ -27,6 +27,8 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 import segyio
 
+from salt_jax import errors
+
 SUFFIXES = (".sgy", ".segy")
 DEFAULT_ILINE_BYTE = 189
 DEFAULT_XLINE_BYTE = 193
@@ -44,7 +46,7 @@ _HEADERS = 3600                    # the text and binary headers
 _FORMAT_BYTES = slice(3224, 3226)  # the binary header's sample format code (file bytes 3225-3226)
 
 
-class SegyError(ValueError):
+class SegyError(errors.BadInput):
   """A SEG-Y file segment cannot use (unreadable, truncated, irregular, unsupported samples); names it."""
 
 
