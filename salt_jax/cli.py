@@ -25,10 +25,14 @@ closest known keys; without a config flag it is absl's own parsing) and turns wh
 statuses:
 
   0  `main` returned (its result is returned to an in-process caller, never passed to sys.exit);
-  1  a refused command: `main` raised one of REFUSED (a bad config, workdir or data folder) or of the
-     program's `errors`; stderr gets one line `<prog>: <message>` and no traceback. Flags absl cannot
-     parse also exit 1 (`FATAL Flags parsing error: ...`);
-  2  a usage error: `main` raised `app.UsageError` (e.g. flags that do not go together): `<prog>: <message>`.
+  1  a refused command: `main` raised an `errors.Refusal`, i.e. input the user can fix (a bad flag value,
+     config, workdir, data file: `errors.BadInput`) or the environment failing at one of our reads or writes
+     (a full or read-only disk, a missing file: `errors.IOFailure`, naming the path); stderr gets one line
+     `<prog>: <message>` and no traceback. Flags absl cannot parse also exit 1 (`FATAL Flags parsing
+     error: ...`);
+  2  a usage error: `main` raised `app.UsageError` (e.g. flags that do not go together): `<prog>: <message>`;
+ 70  a bug in salt_jax (EX_SOFTWARE): any other exception. Its traceback is printed, then the line
+     `<prog>: this is a bug in salt_jax ...` asking for a report with the command line and that traceback.
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
@@ -42,43 +46,40 @@ import logging
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple, Type
+import traceback
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-from salt_jax import configlib, fileio, repo
-from salt_jax.data.errors import DataError
-from salt_jax.workdir import rundir
+from salt_jax import configlib, errors, repo
 
-REFUSED: Tuple[Type[BaseException], ...] = (configlib.ConfigError, rundir.WorkdirError, DataError,
-                                            fileio.UnwritableError)
+BUG_STATUS = 70  # sysexits.h EX_SOFTWARE: an internal software error
+BUG_LINE = ("{prog}: this is a bug in salt_jax, not a problem with your input or disk: please report it "
+            "with the command line and the traceback above")
 
 
 def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[], None]] = None, *,
-        prog: str, argv: Optional[Sequence[str]] = None, errors: Tuple[Type[BaseException], ...] = (),
-        commands: Sequence[str] = ()) -> Any:
+        prog: str, argv: Optional[Sequence[str]] = None, commands: Sequence[str] = ()) -> Any:
   """Runs `main` as the program `prog` (e.g. "salt_jax.predict"); see the module docstring.
 
   Args:
     main: main(argv) -> result; argv is [prog] or, with `commands`, [prog, command].
     define_flags: defines the program's flags on `flags.FLAGS` (None: the program has none).
     argv: the command line after the program name, to run in this process; None: sys.argv, and exit.
-    errors: exception types the program refuses with one line, besides REFUSED.
     commands: the command words the program takes first (none: it takes no positional argument).
   """
   before = set(flags.FLAGS)
   if define_flags is not None:
     define_flags()
-  refused, commands = REFUSED + tuple(errors), tuple(commands)
+  commands = tuple(commands)
   if argv is None:
     _describe_program(main, set(flags.FLAGS) - before)
     def program(args):
-      route_logs(prog)
-      _call(main, args, prog, refused, commands)  # app.run passes what main returns to sys.exit
+      _call(main, args, prog, commands, setup=lambda: route_logs(prog))  # app.run: main's result to sys.exit
     app.run(program, flags_parser=configlib.parse_flags)
   try:
-    return _call(main, configlib.parse_flags([prog, *argv]), prog, refused, commands)
+    return _call(main, configlib.parse_flags([prog, *argv]), prog, commands)
   finally:
     for name in set(flags.FLAGS) - before:
       delattr(flags.FLAGS, name)
@@ -99,8 +100,16 @@ def _describe_program(main: Callable, names) -> None:
 PACKAGE_DIRS = tuple(str(repo.ROOT / d) + os.sep for d in ("salt_jax", "scripts"))
 
 
-def _ours_or_warning(record: logging.LogRecord) -> bool:
-  return record.levelno >= logging.WARNING or os.path.abspath(record.pathname).startswith(PACKAGE_DIRS)
+ORBAX_DIR = f"{os.sep}orbax{os.sep}"
+
+
+def _console_keeps(record: logging.LogRecord) -> bool:
+  """This package's lines, and other libraries' warnings and errors except orbax's reports of a failed read
+  or write with its threads' tracebacks (salt_jax.workdir.checkpoints states each such failure in one line
+  naming the path)."""
+  if os.path.abspath(record.pathname).startswith(PACKAGE_DIRS):
+    return True
+  return record.levelno >= logging.WARNING and not (record.exc_info and ORBAX_DIR in record.pathname)
 
 
 LOG_FORMATS = ("short", "absl")
@@ -122,25 +131,31 @@ class ShortFormatter(logging.Formatter):
 
 def route_logs(prog: str) -> None:
   """Console lines read `HH:MM:SS message` (ShortFormatter) unless --log_format=absl; the console drops other
-  libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) unless --verbosity asks for them
-  (>= 1); this package's INFO lines, every warning and error stay. With absl's --log_dir, every line also
-  goes to <log_dir>/<prog>.log, unfiltered, with absl's full prefix."""
+  libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) and orbax's tracebacks of failed
+  reads and writes unless --verbosity asks for them (>= 1); this package's lines and the other warnings and
+  errors stay. With absl's --log_dir, every line also goes to <log_dir>/<prog>.log, unfiltered, with absl's
+  full prefix (a log folder that cannot be written is an IOFailure)."""
   console = absl_logging.get_absl_handler()
   short = flags.FLAGS.log_format == "short"
   console.setFormatter(ShortFormatter() if short else absl_logging.PythonFormatter())
   if flags.FLAGS.log_dir:
     path = pathlib.Path(flags.FLAGS.log_dir) / f"{prog.replace('/', '_')}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      handler = logging.FileHandler(path)
+    except OSError as e:
+      raise errors.io_failure(e, path) from e
     handler.setFormatter(absl_logging.PythonFormatter())
     logging.getLogger().addHandler(handler)
   if flags.FLAGS.verbosity < 1:
-    if _ours_or_warning not in console.filters:
-      console.addFilter(_ours_or_warning)
+    if _console_keeps not in console.filters:
+      console.addFilter(_console_keeps)
 
 
-def _call(main, argv: Sequence[str], prog: str, refused, commands: Tuple[str, ...]) -> Any:
-  """main(argv) with the command word checked and its refusals and usage errors turned into exits."""
+def _call(main, argv: Sequence[str], prog: str, commands: Tuple[str, ...],
+          setup: Optional[Callable[[], None]] = None) -> Any:
+  """setup() then main(argv), with the command word checked and the refusals, usage errors and bugs turned
+  into exits."""
   line = f"{prog}: {{}}"
   if commands:
     if len(argv) < 2 or argv[1] not in commands:
@@ -149,11 +164,16 @@ def _call(main, argv: Sequence[str], prog: str, refused, commands: Tuple[str, ..
   if len(argv) > 1 + bool(commands):
     _exit(line.format(f"unexpected argument(s) {' '.join(argv[1 + bool(commands):])}"), 2)
   try:
+    if setup is not None:
+      setup()
     return main(argv)
   except app.UsageError as e:
     _exit(line.format(e), 2)
-  except refused as e:
+  except errors.Refusal as e:
     _exit(line.format(e), 1)
+  except Exception:  # pylint: disable=broad-exception-caught  # a bug: its traceback, then what to do
+    traceback.print_exc()
+    _exit(BUG_LINE.format(prog=prog), BUG_STATUS)
 
 
 def _exit(line: str, status: int) -> None:

@@ -26,11 +26,11 @@ import ml_collections
 from absl import app
 from ml_collections import config_dict
 
-from salt_jax import geometry, models, schedules
+from salt_jax import errors, geometry, models, schedules
 from salt_jax.data import sources
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.BadInput):
   """A config value (or key) that cannot run; the message names the key."""
 
 
@@ -496,7 +496,7 @@ def load_config_file(path) -> ml_collections.ConfigDict:
   import importlib.util  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"config file {path} does not exist")
+    raise ConfigError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location(f"_salt_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -3,4 +3,4 @@ from salt_jax import cli
 from salt_jax.inference import ensemble
 
 if __name__ == "__main__":
-  cli.run(ensemble.main, ensemble.define_flags, prog="salt_jax.ensemble", errors=ensemble.ERRORS)
+  cli.run(ensemble.main, ensemble.define_flags, prog="salt_jax.ensemble")

@@ -1,7 +1,8 @@
 """Crash-safe file writes: every file the project writes goes through `atomic_path`.
 
 A writer fills a temporary file beside the target, then `os.replace` puts it in place, so a crash or
-kill -9 never leaves half a file; on error the temporary file is removed and the target is untouched.
+kill -9 never leaves half a file; on error the temporary file is removed and the target is untouched. A
+write the disk refuses (full, read-only) is an UnwritableError naming the target: one line, no traceback.
 """
 import contextlib
 import errno
@@ -10,8 +11,10 @@ import os
 import pathlib
 from typing import Any, Iterator
 
+from salt_jax import errors
 
-class UnwritableError(OSError):
+
+class UnwritableError(errors.IOFailure):
   """An output path that cannot be written (a folder, a read-only or full disk); the message names it."""
 
 
@@ -33,19 +36,21 @@ def check_writable(path, what: str = "output") -> pathlib.Path:
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[pathlib.Path]:
   """Yields a temporary path (same folder and suffix, so e.g. np.savez keeps its name) that replaces
-  `path` when the block exits normally. Creates the parent folder."""
+  `path` when the block exits normally. Creates the parent folder. An OSError on the way (e.g. ENOSPC while
+  the block writes) is an UnwritableError naming `path`, the file the user asked for (not the temporary
+  one)."""
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
     yield tmp
     os.replace(tmp, path)
-  except OSError as e:  # e.g. ENOSPC while writing: name the file the user asked for, not the temporary one
-    if e.errno is not None:
-      e.filename = str(path)
+  except errors.IOFailure:
     raise
+  except OSError as e:
+    raise UnwritableError(str(errors.io_failure(e, path))) from e
   finally:
-    if tmp.exists():
+    with contextlib.suppress(OSError):
       tmp.unlink()
 
 

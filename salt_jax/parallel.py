@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from salt_jax import errors
+
 
 def maybe_initialize_distributed(requested: bool) -> None:
   """Joins a multi-host run when the config or the environment asks for it."""
@@ -43,7 +45,7 @@ def make_mesh(fold_groups: int = 1) -> Mesh:
   """All devices of all hosts as a (fold_groups, devices // fold_groups) mesh, axes ('folds', 'data')."""
   devices = np.asarray(jax.devices())
   if devices.size % fold_groups:
-    raise ValueError(f"{devices.size} devices cannot form {fold_groups} equal fold groups")
+    raise errors.BadInput(f"{devices.size} devices cannot form {fold_groups} equal fold groups")
   return Mesh(devices.reshape(fold_groups, -1), ("folds", "data"))
 
 
@@ -85,7 +87,7 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
   """Refuses a global batch the 'data' devices cannot split evenly (host_slice gives each host its rows)."""
   n_dev = mesh.shape["data"]
   if global_batch % n_dev:
-    raise ValueError(f"batch size {global_batch} is not divisible by the {n_dev} devices of each fold; "
+    raise errors.BadInput(f"batch size {global_batch} is not divisible by the {n_dev} devices of each fold; "
                      f"use a multiple of {n_dev}")
 
 

@@ -3,4 +3,4 @@ from salt_jax import cli
 from salt_jax.inference import predict
 
 if __name__ == "__main__":
-  cli.run(predict.main, predict.define_flags, prog="salt_jax.predict", errors=predict.ERRORS)
+  cli.run(predict.main, predict.define_flags, prog="salt_jax.predict")

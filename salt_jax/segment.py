@@ -3,4 +3,4 @@ from salt_jax import cli
 from salt_jax.seismic import segment
 
 if __name__ == "__main__":
-  cli.run(segment.main, segment.define_flags, prog="salt_jax.segment", errors=segment.ERRORS)
+  cli.run(segment.main, segment.define_flags, prog="salt_jax.segment")

@@ -3,4 +3,4 @@ from salt_jax import cli
 from salt_jax.training import train
 
 if __name__ == "__main__":
-  cli.run(train.main, train.define_flags, prog="salt_jax.train", errors=train.ERRORS)
+  cli.run(train.main, train.define_flags, prog="salt_jax.train")

@@ -11,7 +11,7 @@ masks).
 import json
 
 import pandas as pd
-from absl import flags
+from absl import app, flags
 
 from salt_jax import cli, fileio
 from salt_jax.data import kaggle, submission
@@ -46,7 +46,7 @@ def main(argv) -> pd.DataFrame:
       fileio.check_writable(FLAGS[what].value, f"--{what}")
   phases = [int(p) for p in FLAGS.phases]
   if min(phases) < 0:
-    raise ValueError(f"--phases must be >= 0, got {min(phases)}")
+    raise app.UsageError(f"--phases must be >= 0, got {min(phases)}")
   source = kaggle.DataSource(FLAGS.data_dir, FLAGS.cache_dir)
   table = section_check.fold_check(FLAGS.workdir, FLAGS.fold, source, FLAGS.mosaics,
                                    [int(s) for s in FLAGS.strides], FLAGS.kind, FLAGS.batch_size,
@@ -62,4 +62,4 @@ def main(argv) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-  cli.run(main, define_flags, prog="scripts/segment_check.py", errors=(ValueError, OSError))
+  cli.run(main, define_flags, prog="scripts/segment_check.py")

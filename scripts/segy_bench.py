@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import segyio
-from absl import flags
+from absl import app, flags
 
-from salt_jax import cli, configlib, models
+from salt_jax import cli, configlib, errors, models
 from salt_jax.geometry import TILE
 from salt_jax.workdir import checkpoints, rundir
 
@@ -116,7 +116,7 @@ def random_workdir(config_file, root) -> str:
 def main(argv):
   del argv
   if (FLAGS.workdirs is None) == (FLAGS.random_model is None):
-    raise ValueError("give exactly one of --workdirs and --random_model")
+    raise app.UsageError("give exactly one of --workdirs and --random_model")
   with tempfile.TemporaryDirectory(dir=FLAGS.tmp_dir) as tmp:
     tmp = pathlib.Path(tmp)
     workdirs = FLAGS.workdirs or [random_workdir(FLAGS.random_model, tmp / "random_model")]
@@ -137,7 +137,7 @@ def main(argv):
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if done.returncode:
-      raise RuntimeError(f"segment failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+      raise errors.Refusal(f"segment failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, the largest child
     result = {"volume": [FLAGS.inlines, FLAGS.crosslines, FLAGS.samples],
@@ -154,4 +154,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, define_flags, prog="scripts/segy_bench.py", errors=(ValueError, RuntimeError))
+  cli.run(main, define_flags, prog="scripts/segy_bench.py")

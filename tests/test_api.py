@@ -15,7 +15,7 @@ import pytest
 import salt_jax
 from salt_jax import cli
 from salt_jax.geometry import TILE
-from salt_jax.seismic import segment
+from salt_jax.seismic import files, segment
 from salt_jax.workdir import checkpoints, rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def page(tiny_run, mini_data_dir, tmp_path_factory):
 
 def _segment(workdir, path: pathlib.Path, out: pathlib.Path):
   """segment's mask (bool) and probabilities (float16) of one input file, as the command writes them."""
-  cli.run(segment.main, segment.define_flags, prog="salt_jax.segment", errors=segment.ERRORS,
+  cli.run(segment.main, segment.define_flags, prog="salt_jax.segment",
           argv=[f"--workdirs={workdir}", f"--input={path}", f"--out={out}", "--save_probs"])
   mask = cv2.imread(str(out / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED) == 255
   return mask, np.load(out / f"{path.stem}_probs.npy")
@@ -145,9 +145,17 @@ def test_inputs_that_are_not_tiles_sections_or_volumes_are_refused(page):
   cases = [(seg.tiles, np.zeros((2, 101, 100), np.uint8), "tiles: shape (2, 101, 100); tiles are (N, 101,"),
            (seg.section, np.zeros((3, 120, 120)), "section: a 3-D array of shape (3, 120, 120); a"),
            (seg.section, np.full((120, 120), np.nan), "section: 14400 NaN or infinite value(s)"),
-           (seg.section, np.zeros((60, 300)), "section: the section is 60 x 300 px (height x width)"),
-           (seg.volume, np.zeros((2, 50, 120), np.uint8), "volume (inline sections): the section is 120")]
+           (seg.volume, np.zeros((2, 50), np.uint8), "volume: shape (2, 50) and sections='inline'")]
   for call, array, message in cases:
-    with pytest.raises(segment.InputError) as info:
+    with pytest.raises(files.InputError) as info:
       call(array)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_sections_smaller_than_a_tile_are_padded_as_segment_pads_them(page):
+  """A 60 x 300 section and a volume of 50-sample sections give results of their own shape (segment
+  reflect-pads such sections to a tile, issue 40 item 11)."""
+  seg = page[0]["seg"]
+  assert seg.section(np.zeros((60, 300))).mask.shape == (60, 300)
+  result = seg.volume(np.zeros((2, 120, 50), np.uint8))
+  assert result.mask.shape == result.probs.shape == (2, 120, 50)

@@ -1,9 +1,18 @@
-"""salt_jax.cli: how every program parses its flags, refuses a command and exits."""
+"""salt_jax.cli: how every program parses its flags, refuses a command, reports a bug and exits."""
+import errno
+import os
+import re
+
 import pytest
 from absl import app, flags
 
-from salt_jax import cli, configlib
+from salt_jax import cli, configlib, errors, fileio
 from salt_jax.data import DataError
+from salt_jax.inference import ensemble
+from salt_jax.training import train
+from salt_jax.workdir import checkpoints, rundir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _define():
@@ -17,7 +26,9 @@ def _main(argv):
   if flags.FLAGS.data_dir == "odd":
     raise app.UsageError("--data_dir=odd does not go with --n")
   if flags.FLAGS.data_dir == "value":
-    raise ValueError("a program's own refusal")
+    raise ValueError("an internal check failed")
+  if flags.FLAGS.data_dir == "full":
+    raise fileio.UnwritableError("cannot write out.csv ([Errno 28] No space left on device)")
   return argv, flags.FLAGS.data_dir, flags.FLAGS.n
 
 
@@ -43,13 +54,60 @@ def test_refusals_and_usage_errors_are_one_line(capsys, argv, status, line):
   assert capsys.readouterr().err == line + "\n"
 
 
-def test_only_the_known_and_the_program_s_error_types_are_refused(capsys):
-  assert issubclass(configlib.ConfigError, cli.REFUSED)
-  with pytest.raises(ValueError, match="own refusal"):
-    _run("--data_dir=value")
+def test_the_refusals_share_one_base_and_keep_their_builtin_kind():
+  bad_input = (configlib.ConfigError, rundir.WorkdirError, DataError)
+  assert all(issubclass(t, errors.BadInput) and issubclass(t, ValueError) for t in bad_input)
+  assert all(issubclass(t, errors.IOFailure) and issubclass(t, OSError)
+             for t in (fileio.UnwritableError, checkpoints.DiskError))
+  assert issubclass(errors.BadInput, errors.Refusal) and issubclass(errors.IOFailure, errors.Refusal)
+  failure = errors.io_failure(OSError(errno.ENOSPC, "No space left on device"), "/w/lock")
+  assert str(failure) == "cannot write /w/lock ([Errno 28] No space left on device)"
+
+
+def test_an_environment_failure_is_one_line_and_anything_else_is_a_bug(capsys):
   with pytest.raises(SystemExit) as exit_info:
-    _run("--data_dir=value", errors=(ValueError,))
-  assert exit_info.value.code == 1 and capsys.readouterr().err == "salt_jax.demo: a program's own refusal\n"
+    _run("--data_dir=full")
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err == ("salt_jax.demo: cannot write out.csv ([Errno 28] No space left on "
+                                     "device)\n")
+  with pytest.raises(SystemExit) as exit_info:
+    _run("--data_dir=value")    # a plain ValueError is no refusal: its traceback, then the bug line
+  assert exit_info.value.code == cli.BUG_STATUS == 70
+  err = capsys.readouterr().err
+  assert err.startswith("Traceback (most recent call last):\n")
+  assert err.endswith(f"ValueError: an internal check failed\n{cli.BUG_LINE.format(prog='salt_jax.demo')}\n")
+
+
+def _bug_in_ensemble(tmp_path, mini_data_dir, monkeypatch):
+  """(argv of ensemble, the exception) with an internal function of the program made to raise KeyError."""
+  monkeypatch.setattr(rundir.RunDir, "prediction_files", lambda self, kind: {}["fold"])
+  return ["--workdirs=" + str(tmp_path / "m"), f"--out={tmp_path / 'sub.csv'}", f"--data_dir={mini_data_dir}"]
+
+
+@pytest.mark.parametrize("program", ["ensemble", "train"])
+def test_an_injected_bug_ends_with_its_traceback_and_the_line_saying_it_is_a_bug(
+    program, tmp_path, mini_data_dir, monkeypatch, capsys):
+  """A real program through its command line, with one internal function raising KeyError (ensemble:
+  listing a workdir's predictions) or ValueError (train: turning on the compilation cache): exit status
+  70, the traceback naming the exception, and last the line saying it is a bug in salt_jax."""
+  if program == "ensemble":
+    main, define, argv, error = (ensemble.main, ensemble.define_flags,
+                                 _bug_in_ensemble(tmp_path, mini_data_dir, monkeypatch), "KeyError: 'fold'")
+  else:
+    def broken(path):
+      raise ValueError("cache settings out of step")
+    monkeypatch.setattr(train, "set_compilation_cache", broken)
+    main, define, error = train.main, train.define_flags, "ValueError: cache settings out of step"
+    argv = [f"--config={REPO}/configs/tiny.py", f"--workdir={tmp_path / 'wd'}"]  # fails before reading data
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(main, define, prog=f"salt_jax.{program}", argv=argv)
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 70, err
+  lines = err.splitlines()
+  assert lines[0] == "Traceback (most recent call last):" and lines[-2] == error
+  assert re.fullmatch(rf"salt_jax\.{program}: this is a bug in salt_jax, not a problem with your input or "
+                      "disk: please report it with the command line and the traceback above", lines[-1])
+  assert not (tmp_path / "wd").exists() and not (tmp_path / "sub.csv").exists()
 
 
 def test_bad_flags_exit_with_absl_s_parsing_error(capsys):

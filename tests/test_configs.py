@@ -59,7 +59,7 @@ def test_flag_overrides_reach_the_config():
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):
-  with pytest.raises(FileNotFoundError, match="does not exist"):
+  with pytest.raises(configlib.ConfigError, match="does not exist"):
     configlib.load_config_file(tmp_path / "nope.py")
 
 

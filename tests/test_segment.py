@@ -213,8 +213,7 @@ def _workdir(root, tiny_model, threshold: float = 0.0) -> pathlib.Path:
 
 
 def _run(argv):
-  return cli.run(segment.main, segment.define_flags, prog="salt_jax.segment", argv=argv,
-                 errors=segment.ERRORS)
+  return cli.run(segment.main, segment.define_flags, prog="salt_jax.segment", argv=argv)
 
 
 def _real_tiles(data_dir, n):

@@ -1,8 +1,10 @@
 """The one exception the data layer raises for bad input files, and how messages list values."""
 from typing import Iterable
 
+from salt_jax import errors
 
-class DataError(ValueError):
+
+class DataError(errors.BadInput):
   """A Kaggle data file is missing, unreadable or inconsistent; the message names the path or id."""
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from salt_jax.data import submission
+from salt_jax.data.errors import DataError
 
 
 def split_halves(ids: Sequence[str], seed: int) -> np.ndarray:
@@ -29,7 +30,7 @@ def load_or_make_split(path, ids: Sequence[str], seed: int, save: bool = True) -
   if path.exists():
     frame = pd.read_csv(path, dtype={"id": str})
     if list(frame.columns) != ["id", "half"] or set(frame["id"]) != set(ids) or len(frame) != len(ids):
-      raise ValueError(f"{path} is not a split of these {len(ids)} test ids; delete it to make a new one")
+      raise DataError(f"{path} is not a split of these {len(ids)} test ids; delete it to make a new one")
     return frame.set_index("id").loc[ids, "half"].to_numpy()
   half = split_halves(ids, seed)
   if save:
@@ -51,11 +52,11 @@ def read_confidence(csv_path, ids: Sequence[str]) -> np.ndarray:
   """(N,) float confidence of `ids` from a CSV id,confidence; an id it lacks is an error."""
   frame = pd.read_csv(csv_path, dtype={"id": str})
   if list(frame.columns) != ["id", "confidence"]:
-    raise ValueError(f"{csv_path}: expected the columns id,confidence, got {','.join(frame.columns)}")
+    raise DataError(f"{csv_path}: expected the columns id,confidence, got {','.join(frame.columns)}")
   table = frame.set_index("id")["confidence"]
   missing = [i for i in ids if i not in table.index]
   if missing:
-    raise ValueError(f"{csv_path} lacks {len(missing)} of the pseudo-labelled ids, e.g. {missing[:3]}")
+    raise DataError(f"{csv_path} lacks {len(missing)} of the pseudo-labelled ids, e.g. {missing[:3]}")
   return table.loc[list(ids)].to_numpy(np.float64)
 
 

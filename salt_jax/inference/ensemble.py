@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from absl import flags, logging
 
-from salt_jax import fileio, geometry, metrics, viz
+from salt_jax import errors, fileio, geometry, metrics, viz
 from salt_jax.data import kaggle, sources, submission
 from salt_jax.data.submission import Submission
 from salt_jax.inference import breakdown, predict
@@ -82,11 +82,11 @@ def voters(workdirs: Sequence[str], kind: str = "max_map", folds: Optional[Seque
            ) -> List[List[Voter]]:
   """Per workdir (one model each), its `kind` snapshots of the listed folds (None: all), sorted by (fold,
   cycle): who votes, for `segment` and for the predictions `ensemble` reads. WorkdirError for a workdir
-  without one; ValueError for a workdir listed twice."""
+  without one; errors.BadInput for a workdir listed twice."""
   resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
   twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
   if twice:
-    raise ValueError(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
+    raise errors.BadInput(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
   found = []
   for wd in workdirs:
     run = rundir.RunDir(wd)
@@ -109,7 +109,7 @@ def snapshot_scores(pred: Dict, mode: str, split: str = "test") -> np.ndarray:
   if mode == "vote":
     return pred[f"{split}_masks"].astype(np.float32)
   if f"{split}_logits" not in pred:
-    raise ValueError("probability averaging needs logits: run predict with --save_logits")
+    raise errors.BadInput("probability averaging needs logits: run predict with --save_logits")
   z = pred[f"{split}_logits"].astype(np.float32) - pred["meta"]["threshold"]
   return 1.0 / (1.0 + np.exp(-z))
 
@@ -170,7 +170,7 @@ def oof_votes(files: Sequence[pathlib.Path], mode: str = "vote") -> Dict[int, Di
     fold = int(pred["meta"]["fold"])
     votes, maps = by_fold.setdefault(fold, (Votes(), []))
     if maps and not np.array_equal(votes.ids, pred["valid_ids"]):
-      raise ValueError(f"{path}: validation ids differ between cycles of fold {fold}")
+      raise rundir.WorkdirError(f"{path}: validation ids differ between cycles of fold {fold}")
     votes.add(pred["valid_ids"], snapshot_scores(pred, mode, "valid"))
     maps.append(pred["meta"]["val_map"])
   return {fold: {"ids": votes.ids, "vote": votes.mean(), "maps": maps}
@@ -263,7 +263,7 @@ def ensemble(workdirs: Sequence[str], out: str, source: sources.Source, *, mode:
   coverage bucket is printed too (salt_jax.breakdown), and drawn to `report_png` when given.
   """
   if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    raise errors.BadInput(f"mode must be one of {MODES}, got {mode!r}")
   for what, path in (("--out", out), ("--oof_csv", oof_csv), ("--save_png", save_png), ("--report", report_png)):
     if path:
       fileio.check_writable(path, what)  # before the voting, not after it
@@ -313,7 +313,6 @@ def save_grid(path: str, sub: Submission, test: kaggle.Samples, n: int = 32) -> 
 
 
 FLAGS = flags.FLAGS
-ERRORS = (ValueError, OSError)  # refused in one line, besides cli.REFUSED
 
 
 def define_flags() -> None:

@@ -249,7 +249,6 @@ class _PredictionWriter:
 
 
 FLAGS = flags.FLAGS
-ERRORS = (OSError,)  # refused in one line, besides cli.REFUSED
 
 
 def define_flags() -> None:

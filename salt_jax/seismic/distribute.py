@@ -17,12 +17,13 @@ A cluster by hand (README "Many workers"):
 import contextlib
 from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple
 
+from salt_jax import errors
 from salt_jax.seismic import infer, volume
 
 _LOADED: Dict[Tuple, Tuple[infer.Snapshots, infer.SnapshotLoader]] = {}  # per worker process
 
 
-class DaskSpecError(ValueError):
+class DaskSpecError(errors.BadInput):
   """A --dask value that is neither local:N nor tcp://host:port."""
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from salt_jax import fileio, viz
+from salt_jax import errors, fileio, viz
 from salt_jax.data import sources
 from salt_jax.geometry import TILE
 from salt_jax.jigsaw import render, tables
@@ -22,7 +22,7 @@ SUFFIXES = (".png", ".npy")
 DEFAULT_PERCENTILES = (1.0, 99.0)
 
 
-class InputError(ValueError):
+class InputError(errors.BadInput):
   """A section that cannot be segmented (unreadable, not 2-D, empty, not finite); names the file."""
 
 

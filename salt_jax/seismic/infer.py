@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from scipy import special
 
-from salt_jax import configlib, parallel
+from salt_jax import configlib, errors, parallel
 from salt_jax.inference import ensemble, predict
 from salt_jax.seismic import sections
 from salt_jax.workdir import rundir
@@ -55,7 +55,7 @@ class SnapshotLoader:
 
   def __init__(self, kind: str = "max_map", batch_size: Optional[int] = None, keep: bool = False):
     if batch_size is not None and batch_size < 1:
-      raise ValueError("batch_size must be a positive number of windows (unset: the config's "
+      raise errors.BadInput("batch_size must be a positive number of windows (unset: the config's "
                        f"eval_batch_size), got {batch_size}")
     self.kind, self.batch_size = kind, batch_size
     self.predictors = predict.Predictors(parallel.make_mesh(), batch_size)

@@ -18,13 +18,14 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from salt_jax import errors
 from salt_jax.seismic import segy
 
 SUFFIXES = (".mdio",)
 OUTPUT_VARIABLE = "salt"
 
 
-class MdioError(ValueError):
+class MdioError(errors.BadInput):
   """An MDIO dataset segment cannot use (unreadable, not post-stack); names it."""
 
 

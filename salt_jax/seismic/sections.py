@@ -17,6 +17,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from salt_jax import errors
 from salt_jax.geometry import TILE
 
 WindowFn = Callable[[np.ndarray], np.ndarray]  # (B,101,101) uint8 windows -> (B,101,101) probabilities
@@ -54,11 +55,11 @@ def axis_windows(size: int, stride: int, tile: int = TILE, phase: int = 0) -> Tu
   windows overlap. An axis shorter than a tile is padded (reflected) up to at least one window.
   """
   if size < 1:
-    raise ValueError(f"a section of {size} px has no pixels")
+    raise errors.BadInput(f"a section of {size} px has no pixels")
   if not 1 <= stride <= tile:
-    raise ValueError(f"stride must be between 1 and {tile}, got {stride}")
+    raise errors.BadInput(f"stride must be between 1 and {tile}, got {stride}")
   if not 0 <= phase < stride:
-    raise ValueError(f"phase must be between 0 and stride - 1 = {stride - 1}, got {phase}")
+    raise errors.BadInput(f"phase must be between 0 and stride - 1 = {stride - 1}, got {phase}")
   margin = (tile - stride) // 2
   before = margin + phase
   n = 1 + -(-max(0, before + size + margin - tile) // stride)

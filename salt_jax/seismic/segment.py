@@ -53,10 +53,6 @@ from salt_jax.geometry import TILE
 from salt_jax.seismic import distribute, files, infer, mdio_volume, sections, segy, volume
 from salt_jax.workdir import rundir
 
-# Refused in one line, besides cli.REFUSED.
-ERRORS = (files.InputError, segy.SegyError, mdio_volume.MdioError, ValueError, OSError)
-
-
 def segment(workdirs: Sequence[str], inputs: Sequence[files.Section], out_dir, *, kind: str = "max_map",
             folds: Optional[Sequence[int]] = None, stride: int = infer.DEFAULT_STRIDE,
             batch_size: Optional[int] = None, save_probs: bool = False, overwrite: bool = False
@@ -67,8 +63,8 @@ def segment(workdirs: Sequence[str], inputs: Sequence[files.Section], out_dir, *
   the output paths (existing outputs only with `overwrite`) before anything is written, and holds the
   workdirs' locks while it reads their snapshots.
   """
-  sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
-  loader = infer.SnapshotLoader(kind, batch_size)    # ValueError for a batch size below 1
+  sections.axis_windows(TILE, stride)  # BadInput for a stride outside 1..101
+  loader = infer.SnapshotLoader(kind, batch_size)    # BadInput for a batch size below 1
   snapshots = infer.find_snapshots(workdirs, kind, folds)
   for item in inputs:
     item.load()

@@ -17,7 +17,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from salt_jax.geometry import TILE
-from salt_jax.seismic import sections, segment
+from salt_jax.inference import ensemble
+from salt_jax.seismic import files, infer, sections, volume
 
 TILE_CHUNK = 512  # tiles segmented side by side at a time (a (101, 512*101) section)
 
@@ -32,9 +33,9 @@ class Prediction(NamedTuple):
 def _finite(array: np.ndarray, what: str) -> np.ndarray:
   array = np.asarray(array)
   if array.dtype.kind not in "biuf":
-    raise segment.InputError(f"{what}: array of dtype {array.dtype}; it must hold real numbers")
+    raise files.InputError(f"{what}: array of dtype {array.dtype}; it must hold real numbers")
   if array.dtype.kind == "f" and not np.isfinite(array).all():
-    raise segment.InputError(f"{what}: {int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite "
+    raise files.InputError(f"{what}: {int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite "
                              "value(s); it must be finite")
   return array
 
@@ -52,69 +53,66 @@ class Segmenter:
   """
 
   def __init__(self, workdirs: Sequence[str], *, kind: str = "max_map", folds: Optional[Sequence[int]] = None,
-               batch_size: Optional[int] = None, stride: int = segment.DEFAULT_STRIDE,
-               percentiles: Tuple[float, float] = segment.DEFAULT_PERCENTILES):
+               batch_size: Optional[int] = None, stride: int = infer.DEFAULT_STRIDE,
+               percentiles: Tuple[float, float] = files.DEFAULT_PERCENTILES):
     self.workdirs = [workdirs] if isinstance(workdirs, str) else [str(w) for w in workdirs]
-    sections.axis_windows(TILE, stride)  # ValueError for a stride outside 1..101
+    sections.axis_windows(TILE, stride)  # BadInput for a stride outside 1..101
     self.stride, self.percentiles = stride, tuple(percentiles)
-    self.loader = segment.SnapshotLoader(kind, batch_size, keep=True)  # each snapshot read once, then kept
-    self.snapshots = segment.workdir_snapshots(self.workdirs, kind, folds)
+    self.loader = infer.SnapshotLoader(kind, batch_size, keep=True)  # each snapshot read once, then kept
+    self.snapshots = infer.find_snapshots(self.workdirs, kind, folds)
 
   def __repr__(self) -> str:
     return (f"Segmenter({self.workdirs}, {sum(map(len, self.snapshots))} snapshots, stride {self.stride})")
 
-  def _vote(self, section: np.ndarray, stride: int) -> segment.Result:
-    with segment.locked(self.workdirs):
-      return segment.segment_section(section, self.snapshots, self.loader, stride, save_probs=True)
+  def _vote(self, stack: np.ndarray, stride: int) -> infer.Result:
+    """The vote on a (K,H,W) uint8 stack of sections, as `segment` votes a chunk's sections."""
+    with volume.locked(self.workdirs):
+      return infer.segment_stack(stack, self.snapshots, self.loader, stride, save_probs=True)
 
   def tiles(self, images: np.ndarray) -> Prediction:
     """(N,101,101) tiles -> Prediction of (N,101,101); each tile is predicted alone, as `predict` predicts
     it and as `segment` does a 101 x 101 section (one window, flip TTA)."""
     images = _finite(images, "tiles")
     if images.ndim != 3 or images.shape[1:] != (TILE, TILE):
-      raise segment.InputError(f"tiles: shape {images.shape}; tiles are (N, {TILE}, {TILE})")
+      raise files.InputError(f"tiles: shape {images.shape}; tiles are (N, {TILE}, {TILE})")
     probs = np.empty(images.shape, np.float32)
     mask = np.empty(images.shape, bool)
     for start in range(0, len(images), TILE_CHUNK):
-      chunk = [segment.to_uint8(t, self.percentiles) for t in images[start:start + TILE_CHUNK]]
-      result = self._vote(np.concatenate(chunk, axis=1), TILE)  # side by side at stride 101: no overlap
-      probs[start:start + len(chunk)] = np.stack(np.split(result.probs, len(chunk), axis=1))
-      mask[start:start + len(chunk)] = np.stack(np.split(result.mask, len(chunk), axis=1))
+      chunk = [files.to_uint8(t, self.percentiles) for t in images[start:start + TILE_CHUNK]]
+      result = self._vote(np.concatenate(chunk, axis=1)[None], TILE)  # side by side at stride 101: no overlap
+      probs[start:start + len(chunk)] = np.stack(np.split(result.probs[0], len(chunk), axis=1))
+      mask[start:start + len(chunk)] = np.stack(np.split(result.mask[0], len(chunk), axis=1))
     return Prediction(probs, mask)
 
   def section(self, section: np.ndarray) -> Prediction:
-    """(H,W) section (depth or time down, H and W >= 101) -> Prediction of (H,W), as `segment --input`."""
+    """(H,W) section (depth or time down; smaller than a tile: reflect-padded) -> Prediction of (H,W), as
+    `segment --input`."""
     section = _finite(section, "section")
     if section.ndim != 2:
-      raise segment.InputError(f"section: a {section.ndim}-D array of shape {section.shape}; a section is "
+      raise files.InputError(f"section: a {section.ndim}-D array of shape {section.shape}; a section is "
                                "2-D")
-    result = self._vote(segment.check_size(segment.to_uint8(section, self.percentiles), "section"),
-                        self.stride)
-    return Prediction(result.probs, result.mask)
+    result = self._vote(files.to_uint8(section, self.percentiles)[None], self.stride)
+    return Prediction(result.probs[0], result.mask[0])
 
-  def volume(self, volume: np.ndarray, sections: str = "inline") -> Prediction:
+  def volume(self, cube: np.ndarray, sections: str = "inline") -> Prediction:
     """(n_il,n_xl,n_samples) volume -> Prediction of that shape, as `segment` does a SEG-Y volume: every
-    inline section, crossline section or both (averaged), each an image (n_samples, traces), depth down."""
-    volume = _finite(volume, "volume")
-    if volume.ndim != 3 or sections not in segment.DIRECTIONS:
-      raise segment.InputError(f"volume: shape {volume.shape} and sections={sections!r}; a volume is "
-                               "(inlines, crosslines, samples), sections one of "
-                               f"{', '.join(segment.DIRECTIONS)}")
-    directions = segment.DIRECTIONS[sections]
-    n_il, n_xl, n_samples = volume.shape
-    for direction, traces in (("inline", n_xl), ("crossline", n_il)):
-      if direction in directions:
-        segment.check_size(np.empty((n_samples, traces), np.uint8), f"volume ({direction} sections)")
-    cube = volume
-    if volume.dtype != np.uint8:  # scaled by the percentiles of every sample, one inline at a time
-      lo, hi = np.percentile(volume, self.percentiles)
-      cube = np.empty(volume.shape, np.uint8)
-      for k in range(n_il):
-        cube[k] = segment.scale_uint8(volume[k], lo, hi)
-    with segment.locked(self.workdirs):
-      probs, votes = segment.segment_cube(cube, directions, self.snapshots, self.loader, self.stride, "probs",
-                                          keep=range(n_il))
-    return Prediction(probs, np.stack([votes[k] for k in range(n_il)]) >= 0.5)
+    inline section, crossline section or both (their probabilities and votes averaged), each an image
+    (n_samples, traces), depth down."""
+    cube = _finite(cube, "volume")
+    if cube.ndim != 3 or sections not in volume.DIRECTIONS:
+      raise files.InputError(f"volume: shape {cube.shape} and sections={sections!r}; a volume is "
+                             "(inlines, crosslines, samples), sections one of "
+                             f"{', '.join(volume.DIRECTIONS)}")
+    if cube.dtype != np.uint8:  # scaled by the percentiles of every sample
+      cube = files.scale_uint8(cube, *np.percentile(cube, self.percentiles))
+    probs, votes = [], []
+    for direction in volume.DIRECTIONS[sections]:
+      stack = cube.transpose(0, 2, 1) if direction == "inline" else cube.transpose(1, 2, 0)  # (k,samples,traces)
+      result = self._vote(np.ascontiguousarray(stack), self.stride)
+      back = (0, 2, 1) if direction == "inline" else (2, 0, 1)
+      probs.append(result.probs.transpose(back))
+      votes.append(result.votes.transpose(back))
+    return Prediction(sum(probs) / len(probs), ensemble.is_salt(sum(votes) / len(votes)))
 
   def __call__(self, array: np.ndarray) -> Prediction:
     """By shape: (H,W) a section, (N,101,101) tiles, any other 3-D array a volume (call `volume` for a

@@ -29,6 +29,8 @@ from typing import Optional, Tuple
 import numpy as np
 import segyio
 
+from salt_jax import errors
+
 SUFFIXES = (".sgy", ".segy")
 DEFAULT_ILINE_BYTE = 189
 DEFAULT_XLINE_BYTE = 193
@@ -49,7 +51,7 @@ _EXT_HEADERS_BYTES = slice(3504, 3506)  # the number of extended text headers (f
 _TRACE_HEADER = 240
 
 
-class SegyError(ValueError):
+class SegyError(errors.BadInput):
   """A SEG-Y file segment cannot use (unreadable, truncated, irregular, unsupported samples); names it."""
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from salt_jax import fileio, viz
+from salt_jax import errors, fileio, viz
 from salt_jax.geometry import TILE
 from salt_jax.inference import ensemble
 from salt_jax.seismic import files, infer, mdio_volume, sections, segy
@@ -288,9 +288,9 @@ def segment_volume(volume, workdirs: Sequence[str], out_dir, *, directions: str 
   unfinished output of the same command is continued (module docstring).
   """
   if write not in WRITES or directions not in DIRECTIONS:
-    raise ValueError(f"write must be one of {WRITES} and directions one of {tuple(DIRECTIONS)}")
+    raise errors.BadInput(f"write must be one of {WRITES} and directions one of {tuple(DIRECTIONS)}")
   if chunk_sections is not None and chunk_sections < 1:
-    raise ValueError(f"chunk_sections must be a positive number of sections, got {chunk_sections}")
+    raise errors.BadInput(f"chunk_sections must be a positive number of sections, got {chunk_sections}")
   sections.axis_windows(TILE, stride)
   loader = infer.SnapshotLoader(kind, batch_size, keep=True)
   snapshots = infer.find_snapshots(workdirs, kind, folds)

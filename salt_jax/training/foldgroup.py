@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 from absl import logging
 
-from salt_jax import schedules
-from salt_jax.training import steps
+from salt_jax import configlib, schedules
+from salt_jax.training import records, steps
 from salt_jax.workdir import checkpoints, rundir
 
 
@@ -61,7 +61,8 @@ class FoldGroup:
     batch = self.s.optim.batch_size
     steps = len(train_idx) // batch
     if steps == 0:
-      raise ValueError(f"fold {fold} has {len(train_idx)} training images, fewer than one batch")
+      raise configlib.ConfigError(f"fold {fold} has {len(train_idx)} training images, fewer than one batch "
+                                  f"(config.batch_size={batch})")
     latest = checkpoints.LatestCheckpoint(self.run.checkpoints_dir(fold),
                                           self.run.corrupt_checkpoints_dir(fold),
                                           keep=self.s.runtime.keep_checkpoints)
@@ -109,7 +110,7 @@ class FoldGroup:
       variables = steps.eval_variables(state)
       result = validate(variables)
       if not np.isfinite(result["val_loss"]):
-        raise FloatingPointError(f"non-finite validation loss after epoch {epoch} (fold {f.index})")
+        raise records.Diverged(f"non-finite validation loss after epoch {epoch} (fold {f.index})")
       record.update(result)
       for kind in update_bests(f.bests, cycle, result):
         if kind == "min_loss" and not self.s.eval.keep_min_loss:

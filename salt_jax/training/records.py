@@ -6,8 +6,12 @@ import jax
 import numpy as np
 from absl import logging
 
-from salt_jax import fileio
+from salt_jax import errors, fileio
 from salt_jax.workdir import rundir
+
+
+class Diverged(errors.Refusal, FloatingPointError):
+  """A non-finite loss: the run stops at the first one (e.g. a learning rate too high to train)."""
 
 
 def epoch_record(metrics: Dict[str, np.ndarray], fold: int, epoch: int, first_step: int) -> Dict[str, float]:
@@ -15,7 +19,7 @@ def epoch_record(metrics: Dict[str, np.ndarray], fold: int, epoch: int, first_st
   non-finite loss."""
   bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
   if bad.size:
-    raise FloatingPointError(
+    raise Diverged(
         f"non-finite training loss ({metrics['loss'][bad[0]]}) at step {first_step + int(bad[0])} "
         f"(fold {fold}, epoch {epoch}, batch {int(bad[0])}); the last saved checkpoint precedes it")
   return {k: float(np.mean(np.asarray(v, np.float64))) for k, v in metrics.items()}

@@ -232,9 +232,6 @@ def _validation(s, epoch: int, predictor: tta.Predictor, f: foldgroup.Fold):
 
 
 FLAGS = flags.FLAGS
-# Refused in one line besides cli.REFUSED: a record the disk cannot take (e.g. ENOSPC writing history.jsonl).
-ERRORS = (OSError,)
-
 
 
 def define_flags() -> None:

@@ -12,18 +12,11 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from salt_jax import models
+from salt_jax import errors, models
 from salt_jax.workdir.rundir import WorkdirError
 
 
-def _one_line(e: BaseException, width: int = 160) -> str:
-  """'Type: first line of the message' cut to `width` characters (tensorstore errors run to pages)."""
-  lines = str(e).strip().splitlines()
-  text = f"{type(e).__name__}: {lines[0] if lines else ''}"
-  return text if len(text) <= width else text[:width - 3] + "..."
-
-
-class DiskError(WorkdirError):
+class DiskError(errors.IOFailure):
   """A checkpoint or snapshot that the disk cannot take (read-only, out of space or inodes); one line."""
 
 
@@ -93,7 +86,7 @@ class LatestCheckpoint:
       self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         loop=ocp.args.JsonSave(loop)))
     except Exception as e:  # orbax raises many types; the user needs the path
-      raise DiskError(f"cannot save checkpoint {self._directory / str(epoch)} ({_one_line(e)})") from e
+      raise DiskError(f"cannot save checkpoint {self._directory / str(epoch)} ({errors.one_line(e)})") from e
 
   def restore(self, epoch: int, abstract_state) -> Tuple[Any, Dict[str, Any]]:
     out = self._manager.restore(epoch, args=ocp.args.Composite(
@@ -112,7 +105,8 @@ class LatestCheckpoint:
       try:
         state, loop = self.restore(epoch, abstract_state)
       except Exception as e:  # orbax/tensorstore raise many types; one line with the path is what helps
-        failures.append((epoch, f"checkpoint {self._directory / str(epoch)} is unreadable ({_one_line(e)})"))
+        failures.append((epoch, f"checkpoint {self._directory / str(epoch)} is unreadable "
+                                f"({errors.one_line(e)})"))
         logging.warning("%s", failures[-1][1])
         continue
       if failures:
@@ -146,7 +140,7 @@ class LatestCheckpoint:
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # orbax re-raises its writer thread's error, of many types
-      raise DiskError(f"cannot save checkpoint in {self._directory} ({_one_line(e)}); free space, then "
+      raise DiskError(f"cannot save checkpoint in {self._directory} ({errors.one_line(e)}); free space, then "
                       "re-run the same command to resume from the last saved epoch") from e
 
   def close(self) -> None:
@@ -162,7 +156,7 @@ def save_snapshot(path, variables, meta: Dict[str, Any]) -> None:
       ckptr.save(path, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
                                                meta=ocp.args.JsonSave(meta)), force=True)
   except Exception as e:  # orbax raises many types; the user needs the path
-    raise DiskError(f"cannot save snapshot {path} ({_one_line(e)})") from e
+    raise DiskError(f"cannot save snapshot {path} ({errors.one_line(e)})") from e
 
 
 def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
@@ -175,7 +169,7 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
       out = ckptr.restore(path, args=ocp.args.Composite(
           variables=ocp.args.StandardRestore(abstract_variables), meta=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types; the user needs the path.
-    raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
+    raise WorkdirError(f"cannot read snapshot {path} ({errors.one_line(e)})") from e
   return out.variables, out.meta
 
 
@@ -200,4 +194,4 @@ def snapshot_meta(path) -> Dict[str, Any]:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
       return ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   except Exception as e:  # orbax raises many types; the user needs the path.
-    raise WorkdirError(f"cannot read snapshot {path} ({_one_line(e)})") from e
+    raise WorkdirError(f"cannot read snapshot {path} ({errors.one_line(e)})") from e

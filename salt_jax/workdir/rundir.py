@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import ml_collections
 import numpy as np
 
-from salt_jax import configlib, fileio, schedules
+from salt_jax import configlib, errors, fileio, schedules
 from salt_jax.data import folds as folds_lib
 
 try:
@@ -41,7 +41,7 @@ _SNAPSHOT_RE = re.compile(r"cycle_(\d+)_(max_map|min_loss)")
 _PREDICTION_RE = re.compile(r"fold_(\d+)_cycle_(\d+)\.npz")
 
 
-class WorkdirError(ValueError):
+class WorkdirError(errors.BadInput):
   """The workdir cannot be used for this run (other model, other settings, in use, broken records)."""
 
 
