@@ -174,11 +174,23 @@ def test_loop_efficiency_is_epoch_over_compiled_step(capsys):
   assert rows[1]["value"] == 0.5 and rows[1]["whole_epoch_efficiency"] == 0.375
 
 
-def test_a_failed_training_run_is_reported(monkeypatch, tmp_path):
+def test_a_refused_training_run_is_refused_in_one_line(monkeypatch, tmp_path, capsys):
   fail = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "salt_jax.train: unknown config key 'x'")
   monkeypatch.setattr(bench.subprocess, "run", fail)
-  with pytest.raises(RuntimeError, match="unknown config key 'x'"):
+  with pytest.raises(SystemExit) as exit_:
     _bench(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
+  assert exit_.value.code == 1
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "salt_jax.bench: the training run for the epoch figures was refused: salt_jax.train: unknown config key 'x'")
+
+
+def test_a_training_run_that_crashed_is_a_bug_with_its_tail(monkeypatch, tmp_path, capsys):
+  crash = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 70, "", "Traceback ...\nKeyError: 'x'")
+  monkeypatch.setattr(bench.subprocess, "run", crash)
+  with pytest.raises(SystemExit) as exit_:
+    _bench(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
+  err = capsys.readouterr().err
+  assert exit_.value.code == cli.BUG_STATUS and "failed (exit 70):\nTraceback ...\nKeyError: 'x'" in err
 
 
 @pytest.mark.slow

@@ -165,7 +165,8 @@ def test_cycle_num_may_change_only_for_restarts_and_never_below_the_trained_cycl
 def test_a_prediction_is_current_until_its_snapshot_is_rewritten(tmp_path):
   """The one rule (RunDir.current_prediction) that predict (skip a finished snapshot) and segment (take
   predict's threshold) follow: a prediction file not older than its snapshot."""
-  from salt_jax.seismic import segment
+  from salt_jax.inference import ensemble
+  from salt_jax.seismic import infer
   run = rundir.RunDir(tmp_path)
   snap, pred = run.snapshot_dir(0, 1, "max_map"), run.prediction_file("max_map", 0, 1)
   assert run.current_prediction("max_map", 0, 1) is None
@@ -173,14 +174,14 @@ def test_a_prediction_is_current_until_its_snapshot_is_rewritten(tmp_path):
   masks = np.zeros((1, 101, 101), np.uint8)
   predict.save_prediction(pred, meta={"threshold": 0.25, "gate": {}}, valid_ids=["a"], valid_masks=masks,
                           test_ids=["b"], test_masks=masks)
-  snapshot = segment.Snapshot(str(tmp_path), 0, 1, snap)
+  snapshot = ensemble.Voter(str(tmp_path), 0, 1, snap)
   os.utime(snap, (1000, 1000))
   os.utime(pred, (1000, 1000))
   assert run.current_prediction("max_map", 0, 1) == pred  # as old as the snapshot: current
-  assert segment.snapshot_threshold(snapshot, "max_map", {"val_threshold": -0.5}) == (0.25, str(pred))
+  assert infer.snapshot_threshold(snapshot, "max_map", {"val_threshold": -0.5}) == (0.25, str(pred))
   os.utime(snap, (2000, 2000))  # the snapshot rewritten after predict ran
   assert run.current_prediction("max_map", 0, 1) is None
-  assert segment.snapshot_threshold(snapshot, "max_map", {"val_threshold": -0.5}) == (-0.5, str(snap))
+  assert infer.snapshot_threshold(snapshot, "max_map", {"val_threshold": -0.5}) == (-0.5, str(snap))
   assert run.current_prediction("min_loss", 0, 1) is None
 
 

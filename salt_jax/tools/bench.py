@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from salt_jax import configlib, geometry, losses, metrics, models, parallel, repo, schedules
+from salt_jax import configlib, errors, geometry, losses, metrics, models, parallel, repo, schedules
 from salt_jax.inference import tta
 from salt_jax.training import steps
 from salt_jax.workdir import rundir
@@ -279,6 +279,9 @@ def run_training(a, folds: Optional[Sequence[int]] = None) -> Dict:
     t0 = time.perf_counter()
     done = subprocess.run(train_command(a, workdir, folds), cwd=repo.ROOT, capture_output=True, text=True)
     process_s = time.perf_counter() - t0
+    if done.returncode == 1:  # salt_jax.train refused its input: its one line says why
+      last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+      raise errors.BadInput(f"the training run for the epoch figures was refused: {last}")
     if done.returncode != 0:
       raise RuntimeError(f"the training run for the epoch figures failed (exit {done.returncode}):\n"
                          + "\n".join(done.stderr.strip().splitlines()[-15:]))
