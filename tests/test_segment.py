@@ -440,7 +440,7 @@ def test_a_png_that_fails_on_a_full_disk_is_never_renamed_into_place(tmp_path, d
   the output, and leave no file under the output's name nor a temporary one beside it."""
   import contextlib
   import errno
-  from salt_jax import fileio
+  from salt_jax import errors, fileio
   real_atomic_path = fileio.atomic_path
 
   @contextlib.contextmanager
@@ -455,9 +455,9 @@ def test_a_png_that_fails_on_a_full_disk_is_never_renamed_into_place(tmp_path, d
   out = tmp_path / "out"
   out.mkdir()
   paths = files.output_paths(out, "real", save_probs=True)
-  with pytest.raises(OSError) as info:
+  with pytest.raises(errors.IOFailure) as info:
     files.write_outputs(paths, section, result.mask, result.probs)
-  assert info.value.errno == errno.ENOSPC and info.value.filename == str(paths["mask"])
+  assert str(info.value) == f"cannot write {paths['mask']} ([Errno {errno.ENOSPC}] No space left on device)"
   assert list(out.iterdir()) == []
 
 
