@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from salt_jax import cli, configlib, fileio, models
+from salt_jax import cli, configlib, errors, fileio, models
 from salt_jax.tools import bench
 from salt_jax.training import steps
 from salt_jax.workdir import rundir
@@ -274,9 +274,10 @@ def test_the_default_epoch_run_starts_from_any_working_directory(tmp_path, monke
   monkeypatch.chdir(tmp_path)
   absent = tmp_path / "no_data"
   a = _defaults([f"--data_dir={absent.name}", "--only=epoch", f"--epoch_workdir={tmp_path / 'w'}"])
-  with pytest.raises(RuntimeError, match="the training run for the epoch figures failed") as failed:
+  with pytest.raises(errors.BadInput) as refused:
     bench.run_training(a)
-  assert str(failed.value).splitlines()[-1] == f"salt_jax.train: missing folder: {absent}"
+  assert str(refused.value) == ("the training run for the epoch figures was refused: "
+                                f"salt_jax.train: missing folder: {absent}")
   assert not (tmp_path / "w").exists()
 
 
