@@ -3,6 +3,7 @@
 Every refused command is checked for its message and for leaving the workdir byte-for-byte unchanged.
 """
 import ast
+import errno
 import functools
 import hashlib
 import json
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from salt_jax import configlib
+from salt_jax import cli, configlib
 from salt_jax.data.errors import DataError
 from salt_jax.inference import predict
 from salt_jax.training import train
@@ -28,17 +29,14 @@ import optim
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tree_state(root: pathlib.Path, lock: bool = True):
-  """{relative path: (size, mtime_ns, sha256)} of every file under root (None if root is absent).
-
-  lock=False leaves out the lock file, which names the last process that held the workdir: a run
-  refused after taking the lock (an unreadable checkpoint is found under it) rewrites that name.
-  """
+def tree_state(root: pathlib.Path):
+  """{relative path: (size, mtime_ns, sha256)} of every file under root (None if root is absent); the lock
+  file included: a run refused after taking the lock puts back its bytes and times."""
   if not root.exists():
     return None
   out = {}
   for p in sorted(root.rglob("*")):
-    if p.is_file() and (lock or p != root / "lock"):
+    if p.is_file():
       st = p.stat()
       out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
   return out
@@ -208,14 +206,14 @@ def test_no_readable_checkpoint_is_one_line_error_and_changes_nothing(run_copy):
     for f in (run.checkpoints_dir(0) / epoch / "state").rglob("*"):
       if f.is_file() and f.parent.name == "d":
         f.write_bytes(f.read_bytes()[:8])
-  before = tree_state(workdir, lock=False)
+  before = tree_state(workdir)
   with pytest.raises(rundir.WorkdirError) as err:
     train.train_and_evaluate(config, str(workdir))
   msg = str(err.value)
   assert msg.startswith("no readable checkpoint to resume from: checkpoint ") and "\n" not in msg
   assert str(run.checkpoints_dir(0).absolute() / "2") in msg and str(run.checkpoints_dir(0).absolute() / "1") in msg
   assert "start this fold again from scratch" in msg
-  assert tree_state(workdir, lock=False) == before
+  assert tree_state(workdir) == before
 
 
 def _run_program(tmp_path, program: str, fault: str) -> subprocess.CompletedProcess:
@@ -240,6 +238,46 @@ def test_a_damaged_state_or_snapshot_prints_a_few_lines_not_the_reads_tracebacks
   assert lines[1].endswith(f"moved the unreadable checkpoint to {tmp_path / 'checkpoints_corrupt' / '1'}")
   assert lines[2].endswith("resuming from the previous checkpoint, epoch 0")
   assert lines[3].startswith(f"checkpoint_faults damaged: cannot read snapshot {tmp_path / 'snapshot'} (")
+
+
+def _no_space_in(path: pathlib.Path, monkeypatch) -> None:
+  """os.write and os.pwrite of the file `path` raise ENOSPC, as on a full disk (other files are written)."""
+  for name in ("write", "pwrite"):
+    real = getattr(os, name)
+
+    def full(fd, data, *rest, real=real):
+      if path.exists() and os.path.samestat(os.fstat(fd), os.stat(path)):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+      return real(fd, data, *rest)
+
+    monkeypatch.setattr(os, name, full)
+
+
+def test_predict_on_a_full_disk_names_the_lock_it_cannot_write_and_leaves_it(run_copy, monkeypatch, capsys):
+  """The workdir's lock file cannot take the new holder's name (a full disk): predict stops with one line
+  naming the lock and the errno, and the lock keeps the last holder's name (before: the errno alone, and
+  an emptied lock)."""
+  _, workdir = run_copy
+  run = rundir.RunDir(workdir)
+  before = tree_state(workdir)
+  _no_space_in(run.lock_file, monkeypatch)
+  with pytest.raises(SystemExit) as info:
+    cli.run(predict.main, predict.define_flags, prog="salt_jax.predict", argv=[f"--workdir={workdir}"])
+  assert info.value.code == 1
+  assert capsys.readouterr().err == (f"salt_jax.predict: cannot write {run.lock_file} ([Errno 28] No space "
+                                     "left on device)\n")
+  assert tree_state(workdir) == before
+
+
+def test_a_refused_start_leaves_the_lock_of_an_existing_workdir_untouched(run_copy, tmp_path):
+  """A trained workdir resumed from a TFDS build that is missing (refused while the data is read, under
+  the lock): the lock file keeps its bytes and times, naming the run that trained it."""
+  config, workdir = run_copy
+  before = tree_state(workdir)
+  nowhere = tmp_path / "nowhere"
+  with pytest.raises(DataError, match=f"no tgs_salt dataset at {nowhere}"):
+    train.train_and_evaluate(_with(config, data_source="tfds", tfds_data_dir=str(nowhere)), str(workdir))
+  assert tree_state(workdir) == before
 
 
 # Case 7: values that cannot run are refused up front.

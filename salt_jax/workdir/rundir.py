@@ -213,13 +213,14 @@ class RunDir:
 
     When the block raises (e.g. a start refused for a missing data folder), a lock file this call created
     is removed again, and so are the folders it created while nothing else was written into them: a
-    workdir that did not exist stays absent.
+    workdir that did not exist stays absent. A lock file that existed gets its bytes and times back: it
+    still names its last holder that ended normally.
     """
     path = self.lock_file if process_index == 0 else self.root / f"lock.process{process_index}"
     fd, created = self._acquire(path)
+    before = None if created is not None else (os.pread(fd, 1 << 16, 0), os.fstat(fd))
     try:
-      os.ftruncate(fd, 0)
-      os.write(fd, _holder().encode())
+      _write_lock(fd, path, _holder().encode())
       yield
     except BaseException:
       if created is not None:
@@ -229,6 +230,10 @@ class RunDir:
             folder.rmdir()
           except OSError:  # something else was written into it
             break
+      else:
+        with contextlib.suppress(OSError):  # the first error is the one to report
+          _write_lock(fd, path, before[0])
+          os.utime(fd, ns=(before[1].st_atime_ns, before[1].st_mtime_ns))
       raise
     finally:
       os.close(fd)  # closing the descriptor releases the flock
@@ -255,6 +260,16 @@ class RunDir:
         os.close(fd)
         raise
       os.close(fd)  # locked a file that a refused holder had created and removed: lock the new one
+
+
+def _write_lock(fd: int, path: pathlib.Path, text: bytes) -> None:
+  """Replaces the lock file's content with `text`: written over the old bytes, then cut to length (a full
+  disk still takes a holder no longer than the last); an error is an IOFailure naming the file."""
+  try:
+    os.pwrite(fd, text, 0)
+    os.ftruncate(fd, len(text))
+  except OSError as e:
+    raise errors.io_failure(e, path) from e
 
 
 def _names(path: pathlib.Path, fd: int) -> bool:
