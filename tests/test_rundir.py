@@ -216,6 +216,19 @@ def test_no_readable_checkpoint_is_one_line_error_and_changes_nothing(run_copy):
   assert tree_state(workdir) == before
 
 
+@pytest.mark.slow
+def test_a_damaged_history_is_one_line_and_changes_nothing(run_copy):
+  """A history.jsonl that is not JSON lines stops the resume with a WorkdirError naming it (before: a
+  JSONDecodeError traceback); the workdir stays byte for byte as it was."""
+  config, workdir = run_copy
+  history = rundir.RunDir(workdir).history_jsonl(0)
+  history.write_text("{not json\n")
+  before = tree_state(workdir)
+  with pytest.raises(rundir.WorkdirError, match=re.escape(f"cannot read {history} (JSONDecodeError: ")):
+    train.train_and_evaluate(config, str(workdir))
+  assert tree_state(workdir) == before
+
+
 def _run_program(tmp_path, program: str, fault: str) -> subprocess.CompletedProcess:
   """A helper program of tests/ (e.g. checkpoint_faults.py) run as a command, writing under tmp_path."""
   return subprocess.run([sys.executable, str(REPO / "tests" / program)], cwd=REPO, capture_output=True,

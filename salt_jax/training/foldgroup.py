@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 from absl import logging
 
-from salt_jax import configlib, schedules
+from salt_jax import configlib, errors, schedules
 from salt_jax.training import records, steps
 from salt_jax.workdir import checkpoints, rundir
 
@@ -81,7 +81,11 @@ class FoldGroup:
         f.bests = loop["bests"]
       path = self.run.history_jsonl(f.index)
       if f.done >= 0 and path.exists():
-        f.history = [r for r in map(json.loads, path.read_text().splitlines()) if r["epoch"] <= f.done]
+        try:
+          f.history = [r for r in map(json.loads, path.read_text().splitlines()) if r["epoch"] <= f.done]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # unreadable, not JSON lines, no epoch
+          raise rundir.WorkdirError(f"cannot read {path} ({errors.one_line(e)}); move it away to resume "
+                                    "without the earlier epochs' records") from e
     self.todo = [f for f in self.folds if f.done < self.total - 1]
     for f in self.folds:
       if f not in self.todo:
