@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from salt_jax import fileio
 from salt_jax.data import DataError, kaggle, submission
 
 
@@ -106,7 +107,7 @@ def test_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
     raise PermissionError(13, "Permission denied")
 
   monkeypatch.setattr(os, "replace", failing_replace)
-  with pytest.raises(PermissionError):
+  with pytest.raises(fileio.UnwritableError, match=rf"cannot write {path} \(\[Errno 13\] Permission denied\)"):
     submission.write_submission(path, submission.Submission(["a"], np.ones((1, 101, 101), np.uint8)), ["a"])
   assert list(tmp_path.iterdir()) == []
 
