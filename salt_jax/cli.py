@@ -36,8 +36,8 @@ statuses:
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
-printed. On the console, other libraries' INFO lines are dropped unless `--verbosity=1`; `--log_dir=DIR` keeps
-every line in DIR/<prog>.log (route_logs).
+printed. On the console, other libraries' INFO lines and orbax's tracebacks of failed reads and writes are
+dropped unless `--verbosity=1`; `--log_dir=DIR` keeps every line in DIR/<prog>.log (route_logs).
 Given `argv` (the arguments after the program name), `run` runs the program in this process as a
 shell would (tests): its flags exist for that call only, and `main`'s result is returned.
 """

@@ -6,6 +6,7 @@
                  derives from it
     IOFailure    (an OSError) the environment failed at one of our reads or writes: a full or read-only
                  disk, a missing or unreadable file; the message names the path
+    (others)     a result the user acts on, e.g. training.records.Diverged (a non-finite loss)
 """
 import os
 import pathlib
