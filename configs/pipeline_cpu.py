@@ -19,6 +19,8 @@ against this config's 0.8063, for about 56 minutes more (stage 1 ~2 h 42 min); n
 """
 import ml_collections
 
+from salt_jax import configlib
+
 # r9's 16 BCE+Dice + 16 Lovasz epochs (fold 0: 0.8058; cpu_small's 20 + 20: 0.8008, 25 + 25: 0.7972, all
 # within one fold's noise): 20 % less training than cpu_small, so the whole run fits 3 hours with room.
 R9_EPOCHS = dict(warmup_epochs=16, cycle_len=16, eval_start=10, eval_every=2)
@@ -27,7 +29,7 @@ R9_EPOCHS = dict(warmup_epochs=16, cycle_len=16, eval_start=10, eval_every=2)
 def get_config():
   c = ml_collections.ConfigDict()
   c.data_dir = "../shared/tgs"
-  c.train_overrides = ml_collections.ConfigDict(dict(cache_dir=""))  # "" = <outdir>/cache
+  c.train_overrides = configlib.overrides_dict(cache_dir="")  # any KEYS key; cache_dir "": <outdir>/cache
   c.jigsaw_steps = ["vertical", "empty"]  # smooth lost the same fold-0 tile in both full runs (-0.0009)
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name="small", config="configs/cpu_small.py", overrides=dict(seed=0, **R9_EPOCHS)),

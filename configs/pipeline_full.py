@@ -6,6 +6,8 @@ fold 0; part 1: test half 1 on fold 1), all six pseudo models vote, post-process
 """
 import ml_collections
 
+from salt_jax import configlib
+
 STAGE1 = ("model_50A", "model_50A_slim", "model_101A", "model_101B", "model_152", "model_154")
 STAGE2 = ("model_34", "model_50A_slim", "model_101A")
 
@@ -13,7 +15,7 @@ STAGE2 = ("model_34", "model_50A_slim", "model_101A")
 def get_config():
   c = ml_collections.ConfigDict()
   c.data_dir = "../shared/tgs"
-  c.train_overrides = ml_collections.ConfigDict(dict(cache_dir=""))  # "" = <outdir>/cache
+  c.train_overrides = configlib.overrides_dict(cache_dir="")  # any KEYS key; cache_dir "": <outdir>/cache
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name=m, config=f"configs/{m}.py", overrides={}) for m in STAGE1]
   c.stage1.folds = list(range(10))

@@ -11,13 +11,16 @@ Most of the time goes to the three full-test-size predictions (~10 min each at ~
 """
 import ml_collections
 
+from salt_jax import configlib
+
 SHORT_SCHEDULE = dict(warmup_epochs=1, cycle_num=1, cycle_len=3, eval_start=2, eval_every=1)
 
 
 def get_config():
   c = ml_collections.ConfigDict()
   c.data_dir = "../shared/tgs"
-  c.train_overrides = ml_collections.ConfigDict(dict(cache_dir="", **SHORT_SCHEDULE))  # "" = <outdir>/cache
+  # Any training key (configlib.KEYS) may be set here or by flag; cache_dir "": <outdir>/cache.
+  c.train_overrides = configlib.overrides_dict(cache_dir="", **SHORT_SCHEDULE)
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name="tiny", config="configs/tiny.py", overrides=dict(seed=0))]
   c.stage1.folds = [0, 1]

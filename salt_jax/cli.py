@@ -36,8 +36,9 @@ statuses:
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
-printed. On the console, other libraries' INFO lines and orbax's tracebacks of failed reads and writes are
-dropped unless `--verbosity=1`; `--log_dir=DIR` keeps every line in DIR/<prog>.log (route_logs).
+printed. On the console, lines read `HH:MM:SS message` (`--log_format=absl`: absl's full prefix); other
+libraries' INFO lines and orbax's tracebacks of failed reads and writes are dropped unless `--verbosity=1`;
+`--log_dir=DIR` keeps every line, with the full prefix, in DIR/<prog>.log (route_logs).
 Given `argv` (the arguments after the program name), `run` runs the program in this process as a
 shell would (tests): its flags exist for that call only, and `main`'s result is returned.
 """
@@ -51,7 +52,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 from absl import app, flags
 from absl import logging as absl_logging
 
-from salt_jax import configlib, errors
+from salt_jax import configlib, errors, repo
 
 BUG_STATUS = 70  # sysexits.h EX_SOFTWARE: an internal software error
 BUG_LINE = ("{prog}: this is a bug in salt_jax, not a problem with your input or disk: please report it "
@@ -96,8 +97,7 @@ def _describe_program(main: Callable, names) -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
-PACKAGE_DIRS = tuple(str(pathlib.Path(__file__).resolve().parents[i]) + os.sep + d
-                     for i, d in ((1, "salt_jax"), (1, "scripts")))
+PACKAGE_DIRS = tuple(str(repo.ROOT / d) + os.sep for d in ("salt_jax", "scripts"))
 
 
 ORBAX_DIR = f"{os.sep}orbax{os.sep}"
@@ -112,11 +112,32 @@ def _console_keeps(record: logging.LogRecord) -> bool:
   return record.levelno >= logging.WARNING and not (record.exc_info and ORBAX_DIR in record.pathname)
 
 
+LOG_FORMATS = ("short", "absl")
+flags.DEFINE_enum("log_format", "short", list(LOG_FORMATS), "Console lines: short = 'HH:MM:SS message' "
+                  "(warnings and errors with their level), absl = absl's full prefix (level, date, time, "
+                  "thread, file:line). --log_dir files always have the full prefix.")
+
+
+class ShortFormatter(logging.Formatter):
+  """`HH:MM:SS message` for INFO and below, `HH:MM:SS WARNING: message` from WARNING up (tracebacks kept)."""
+
+  def __init__(self):
+    super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
+    self._loud = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%H:%M:%S")
+
+  def format(self, record: logging.LogRecord) -> str:
+    return self._loud.format(record) if record.levelno >= logging.WARNING else super().format(record)
+
+
 def route_logs(prog: str) -> None:
-  """The console drops other libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) and
-  orbax's tracebacks of failed reads and writes unless --verbosity asks for them (>= 1); this package's
-  lines and the other warnings and errors stay. With absl's --log_dir, every line also goes to
-  <log_dir>/<prog>.log, unfiltered (a log folder that cannot be written is an IOFailure)."""
+  """Console lines read `HH:MM:SS message` (ShortFormatter) unless --log_format=absl; the console drops other
+  libraries' INFO lines (orbax's checkpoint phases, JAX's backend probe) and orbax's tracebacks of failed
+  reads and writes unless --verbosity asks for them (>= 1); this package's lines and the other warnings and
+  errors stay. With absl's --log_dir, every line also goes to <log_dir>/<prog>.log, unfiltered, with absl's
+  full prefix (a log folder that cannot be written is an IOFailure)."""
+  console = absl_logging.get_absl_handler()
+  short = flags.FLAGS.log_format == "short"
+  console.setFormatter(ShortFormatter() if short else absl_logging.PythonFormatter())
   if flags.FLAGS.log_dir:
     path = pathlib.Path(flags.FLAGS.log_dir) / f"{prog.replace('/', '_')}.log"
     try:
@@ -127,7 +148,6 @@ def route_logs(prog: str) -> None:
     handler.setFormatter(absl_logging.PythonFormatter())
     logging.getLogger().addHandler(handler)
   if flags.FLAGS.verbosity < 1:
-    console = absl_logging.get_absl_handler()
     if _console_keeps not in console.filters:
       console.addFilter(_console_keeps)
 

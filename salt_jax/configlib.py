@@ -58,6 +58,18 @@ def _unit_interval(key: str, value) -> None:
     raise ConfigError(f"config.{key} must be in [0, 1], got {value!r}")
 
 
+def _boolean(key: str, value) -> None:
+  if not isinstance(value, bool):
+    raise ConfigError(f"config.{key} must be True or False, got {value!r}")
+
+
+def _at_most(high: float) -> Callable[[str, Any], None]:
+  def check(key, value):
+    if not math.isfinite(_number(key, value, (int, float))) or not 0 <= value <= high:
+      raise ConfigError(f"config.{key} must be a number in [0, {high}], got {value}")
+  return check
+
+
 def _below_one(key: str, value) -> None:
   if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
     raise ConfigError(f"config.{key} must be in [0, 1), got {value!r}")
@@ -125,7 +137,9 @@ SECTIONS = {"model": "the network: models.build(**section); an option left None 
             "source": "where the tiles are read from (data.sources.of)",
             "pseudo": "pseudo labels (SPEC 9)",
             "optim": "optimiser, schedule, batch and seed (SPEC 5; schedules.make_optimizer)",
-            "loss": "loss weights (SPEC 4)", "eval": "validation, snapshots and prediction",
+            "loss": "loss weights (SPEC 4)",
+            "augment": "training jitter beyond the original's pad and flip (data.augment.Jitter; all off)",
+            "eval": "validation, snapshots and prediction",
             "runtime": "how the run executes"}
 RESUME_SAFE_SECTIONS = frozenset({"source", "runtime"})
 
@@ -200,7 +214,10 @@ KEYS: Dict[str, Key] = {
     "ema_decay": Key(0.0, "optim", "moving average of the weights (0 = off); validated, snapshotted, predicted",
                      _below_one),
     "warmup_epochs": Key(10, "optim", "BCE+Dice epochs (at constant lr with `restarts`)", _NON_NEGATIVE),
-    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE),
+    # A restarts run may resume with more cycles (each cycle's rates do not depend on how many follow);
+    # fixed_keys fixes it for the whole-run schedules, RunDir.check_run refuses fewer than a fold trained.
+    "cycle_num": Key(7, "optim", "Lovasz cycles; more cycles continue a restarts run", _POSITIVE,
+                     resume_safe=True),
     "cycle_len": Key(50, "optim", "epochs per cycle", _POSITIVE),
     "eval_start": Key(20, "eval", "validate after epoch e of a cycle when e >= eval_start ...", _NON_NEGATIVE),
     "eval_every": Key(5, "eval", "... and e % eval_every == 0 (epochs counted from 1)", _POSITIVE),
@@ -213,6 +230,29 @@ KEYS: Dict[str, Key] = {
                       _one_of("lovasz", "bce_dice", "blend")),
     "lovasz_weight": Key(0.5, "loss", "blend: lovasz_weight * Lovasz + (1 - lovasz_weight) * BCE+Dice",
                          _unit_interval),
+    # Not in the original (issue 41). Validation keeps its plain Lovasz loss on the 101x101 crop.
+    "lovasz_symmetric": Key(False, "loss", "every Lovasz term is the mean of the hinge on (logits, mask) and on "
+                            "(-logits, 1 - mask): the IoU of salt and of background (the 9th place's)",
+                            _boolean),
+    "loss_on_tile": Key(False, "loss", "every segmentation term (BCE, Dice, Lovasz, both heads) on the tile's "
+                        "own 101x101 pixels only, not its random padding", _boolean),
+    # Training jitter (data.augment.Jitter), applied to the 101x101 tile before the padding; 0 = off.
+    "aug_scale": Key(0.0, "augment", "zoom s ~ U[1-a, 1+a] (s > 1 a crop-rescale of a random window), "
+                     "image and mask", _below_one),
+    "aug_rotate": Key(0.0, "augment", "rotation ~ U[-a, a] degrees, image and mask", _at_most(45.0)),
+    "aug_shear": Key(0.0, "augment", "shear angle ~ U[-a, a] degrees, image and mask", _at_most(45.0)),
+    "aug_warp_prob": Key(1.0, "augment", "fraction of images the scale/rotate/shear warp is applied to",
+                         _unit_interval),
+    "aug_brightness": Key(0.0, "augment", "grey shift ~ U[-a, a] x 255, image only", _at_most(1.0)),
+    "aug_contrast": Key(0.0, "augment", "contrast factor ~ U[1-a, 1+a] about the tile's mean, image only",
+                        _below_one),
+    "aug_gamma": Key(0.0, "augment", "gamma exp(U[-ln(1+a), ln(1+a)]) on grey/255, image only",
+                     _at_most(4.0)),
+    "aug_cutout": Key(0.0, "augment", "probability of each cutout hole (mid-grey square; image only, the "
+                      "mask keeps its salt)", _unit_interval),
+    "aug_cutout_size": Key(25, "augment", "side of a cutout hole in pixels", _int_at_least(1)),
+    "aug_cutout_holes": Key(1, "augment", "cutout holes per image, each with probability aug_cutout",
+                            _int_at_least(1)),
     # Evaluation, logging, runtime.
     "eval_batch_size": Key(32, "eval", "validation and prediction batch", _POSITIVE, resume_safe=True),
     "keep_min_loss": Key(True, "eval", "also keep the lowest-validation-loss snapshot per cycle"),
@@ -291,9 +331,10 @@ def sections(config: Mapping[str, Any]) -> ml_collections.FrozenConfigDict:
   return ml_collections.FrozenConfigDict({name: section(config, name) for name in SECTIONS})
 
 
-def loss_weights(loss: Mapping[str, Any]) -> Dict[str, float]:
-  """The loss section's weights (what losses.total_loss takes; cycle_loss picks the loss itself)."""
-  return {k: v for k, v in loss.items() if k != "cycle_loss"}
+def loss_weights(loss: Mapping[str, Any]) -> Dict[str, Any]:
+  """The loss section's weights and options that losses.total_loss takes (cycle_loss picks the loss
+  itself; loss_on_tile goes to the train step, which builds the tile's pixel mask)."""
+  return {k: v for k, v in loss.items() if k not in ("cycle_loss", "loss_on_tile")}
 
 
 RESUME_SAFE_KEYS = frozenset(k for k, v in KEYS.items() if v.safe)
@@ -369,6 +410,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"eval_every={config.eval_every}, cycle_len={config.cycle_len} (no snapshot would be kept)")
 
 
+def overrides_dict(**values) -> ml_collections.ConfigDict:
+  """Overrides of training configs (a pipeline's train_overrides) that take every declared key, also by flag
+  (`--config.train_overrides.cycle_len=2`): each key of KEYS, unset (None, typed as its default so that a
+  flag's value is parsed as one) unless given here. `set_overrides` reads back the keys that are set."""
+  unknown = sorted(set(values) - set(KEYS))
+  if unknown:
+    raise ConfigError(_unknown_key_message(unknown[0], list(KEYS)))
+  out = ml_collections.ConfigDict()
+  for name, key in KEYS.items():
+    out[name] = config_dict.placeholder(key.default if isinstance(key.default, type) else type(key.default))
+  out.update(values)
+  return out
+
+
+def set_overrides(overrides: Mapping[str, Any]) -> Dict[str, Any]:
+  """{key: value} of the keys an overrides mapping sets (those of `overrides_dict` left unset are None); a
+  key KEYS does not declare is a ConfigError."""
+  for key in sorted(set(overrides) - set(KEYS)):
+    raise ConfigError(_unknown_key_message(key, list(KEYS)))
+  return {k: v for k, v in overrides.items() if v is not None}
+
+
 def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
   """Every key of a config, model options left None filled with the variant's defaults; absent keys
   (records of older versions) are base defaults."""
@@ -380,7 +443,8 @@ def _resolved(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def fixed_keys(config: Mapping[str, Any]) -> frozenset:
-  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate)."""
+  """RESUME_FIXED_KEYS, plus cycle_num when the schedule spans the whole run (it sets every step's rate;
+  with `restarts` more cycles continue the run)."""
   spans_run = config.get("lr_schedule", KEYS["lr_schedule"].default) != "restarts"
   return RESUME_FIXED_KEYS | ({"cycle_num"} if spans_run else set())
 

@@ -83,13 +83,12 @@ def replicate(tree, mesh: Mesh):
   return put_global(tree, replicated(mesh))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """Returns this host's share of the global batch; refuses sizes the 'data' devices cannot split evenly."""
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+  """Refuses a global batch the 'data' devices cannot split evenly (host_slice gives each host its rows)."""
   n_dev = mesh.shape["data"]
   if global_batch % n_dev:
     raise errors.BadInput(f"batch size {global_batch} is not divisible by the {n_dev} devices of each fold; "
                      f"use a multiple of {n_dev}")
-  return global_batch // jax.process_count()
 
 
 def host_slice(global_batch: int) -> slice:

@@ -22,7 +22,7 @@ import json
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -30,7 +30,7 @@ import pandas as pd
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import cli, configlib, fileio
+from salt_jax import cli, configlib, fileio, repo
 from salt_jax.data import kaggle, sources, submission
 from salt_jax.inference import breakdown, ensemble, predict
 from salt_jax.jigsaw import rules as jigsaw_rules
@@ -82,19 +82,21 @@ def _changed(old: Dict[str, Any], new: Dict[str, Any]) -> str:
 
 
 def _train_inputs(config, folds: List[int], data: str) -> Dict[str, Any]:
-  """What a training step's results depend on: the data and every key a resume may not change."""
-  return dict({k: config[k] for k in sorted(configlib.fixed_keys(config))}, folds=folds, data=data)
+  """What a training step's results depend on: the data, every key a resume may not change and cycle_num
+  (which a restarts run may change on resume: more cycles are more snapshots to predict)."""
+  keys = sorted(configlib.fixed_keys(config) | {"cycle_num"})
+  return dict({k: config[k] for k in keys}, folds=folds, data=data)
 
 
-def model_config(entry, folder: kaggle.DataSource, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
+def model_config(entry, folder: kaggle.DataSource, overrides: Dict[str, Any],
+                 last_word: Optional[Dict[str, Any]] = None) -> ml_collections.ConfigDict:
   """A model entry {name, config (path), overrides} -> its training config, reading the Kaggle `folder` (or
-  the TFDS build that the overrides name)."""
-  path = pathlib.Path(entry["config"])
-  if not path.exists() and not path.is_absolute():
-    path = pathlib.Path(__file__).resolve().parents[1] / path  # relative to the repository
-  config = configlib.load_config_file(path)
+  the TFDS build that the overrides name): its config file, then `overrides`, then the entry's own, then
+  `last_word` (the keys the command line set)."""
+  config = configlib.load_config_file(repo.resolve(entry["config"]))
   config.update(dict(overrides))
   config.update(dict(entry.get("overrides", {})))
+  config.update(dict(last_word or {}))
   config.data_dir, config.cache_dir = folder.data_dir, folder.cache_dir or ""
   try:
     configlib.validate(config)
@@ -243,18 +245,41 @@ def check_stage2(config, stage1_runs) -> None:
                                     "fine-tune (init='stage1')")
 
 
-def run_pipeline(config: ml_collections.ConfigDict, outdir: str) -> pd.DataFrame:
-  """Runs (or continues) both stages; writes <outdir>/submission.csv, the stage table (stages.csv) and the
-  steps' wall times (steps.csv), and returns the stage table."""
-  config = with_pipeline_defaults(config)
-  overrides = dict(config.train_overrides)
+# Training keys the pipeline sets for every model itself: in train_overrides they would be overwritten.
+PIPELINE_SET_KEYS = {"data_dir": "the pipeline's data_dir", "fold": "stage1.folds and stage2.part_folds",
+                     "folds": "stage1.folds and stage2.part_folds"}
+
+
+def model_configs(config: ml_collections.ConfigDict, outdir, given: Sequence[str] = ()
+                  ) -> Tuple[List[Dict[str, Any]], List[Tuple[Any, ml_collections.ConfigDict]]]:
+  """(stage-1 runs {name, folds, config}, stage-2 (entry, base config) pairs) of a pipeline config
+  (with_pipeline_defaults), each training config built and validated (nothing is written).
+
+  A model's training config is its config file, then train_overrides (any key of configlib.KEYS), then in
+  stage 2 stage2.overrides, then the model's own overrides, then the train_overrides keys in `given`: the
+  ones the command line set (`flag_overrides`), the user's last word.
+  """
+  overrides = configlib.set_overrides(config.train_overrides)
+  for key in sorted(set(overrides) & set(PIPELINE_SET_KEYS)):
+    raise configlib.ConfigError(f"pipeline train_overrides.{key}: the pipeline sets it from "
+                                f"{PIPELINE_SET_KEYS[key]}")
+  last_word = {k: overrides[k] for k in given if k in overrides}
   folder = kaggle.DataSource(config.data_dir, overrides.get("cache_dir") or pathlib.Path(outdir) / "cache")
+  stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
+                 config=model_config(e, folder, overrides, last_word)) for e in config.stage1.models]
+  stage2 = dict(overrides, **config.stage2.get("overrides", {}))
+  stage2_base = [(e, model_config(e, folder, stage2, last_word)) for e in config.stage2.models]
+  return stage1, stage2_base
+
+
+def run_pipeline(config: ml_collections.ConfigDict, outdir: str, given: Sequence[str] = ()) -> pd.DataFrame:
+  """Runs (or continues) both stages; writes <outdir>/submission.csv, the stage table (stages.csv) and the
+  steps' wall times (steps.csv), and returns the stage table. given: the train_overrides keys the command
+  line set (they win over each model's own overrides; model_configs)."""
+  config = with_pipeline_defaults(config)
   steps = jigsaw.check_steps(config.jigsaw_steps)
   # Every model config is built and validated before anything is written.
-  stage1 = [dict(name=e["name"], folds=list(config.stage1.folds),
-                 config=model_config(e, folder, overrides)) for e in config.stage1.models]
-  stage2_base = [(e, model_config(e, folder, dict(overrides, **config.stage2.get("overrides", {}))))
-                 for e in config.stage2.models]
+  stage1, stage2_base = model_configs(config, outdir, given)
   check_stage2(config, stage1)
   source = one_source([r["config"] for r in stage1] + [c for _, c in stage2_base])
   source.train()  # fail early on bad data, before any output
@@ -378,9 +403,15 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["config", "outdir"])
 
 
+def flag_overrides() -> List[str]:
+  """The train_overrides keys the command line set (`--config.train_overrides.<key>=...`)."""
+  prefix = "train_overrides."
+  return [k[len(prefix):] for k in FLAGS["config"].override_values if k.startswith(prefix)]
+
+
 def main(argv) -> pd.DataFrame:
   del argv
-  return run_pipeline(FLAGS.config, FLAGS.outdir)
+  return run_pipeline(FLAGS.config, FLAGS.outdir, flag_overrides())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Pictures people would rather look at than read: tiles with mask outlines in a grid."""
+import pathlib
 from typing import Optional, Sequence
 
 import cv2
@@ -41,5 +42,10 @@ def mask_grid(images: np.ndarray, pred_masks: Optional[np.ndarray] = None,
 
 
 def save_png(path, image_bgr: np.ndarray) -> None:
-  if not cv2.imwrite(str(path), image_bgr):
-    raise OSError(f"could not write {path}")
+  """Writes a (H,W) or (H,W,3) BGR uint8 image as a PNG. Encoded in memory and written by Python, so a
+  failed write raises OSError: cv2.imwrite reports success for a small image whose bytes a full disk
+  refuses (the C library's buffer hides the error until the file is closed)."""
+  ok, encoded = cv2.imencode(".png", image_bgr)
+  if not ok:
+    raise ValueError(f"OpenCV cannot encode an image of shape {image_bgr.shape} and dtype {image_bgr.dtype}")
+  pathlib.Path(path).write_bytes(encoded.tobytes())

@@ -8,9 +8,11 @@ The volume (inlines x crosslines x samples, 4-byte IEEE floats) is written in a 
 is a window of a mosaic of real training tiles (from --data_dir; standard normal noise without it), shifted
 by i columns, so sections look like the competition's tiles (depth down) and neighbouring ones differ.
 `segment` then runs on it as its own process (`python -m salt_jax.segment`), so its peak resident memory
-(resource.getrusage of the child) counts only the segmentation, not the building. Without --workdirs,
---random_model builds a workdir holding one snapshot of random weights of that config (speed and memory do
-not depend on the weights). Prints one JSON line: the volume, the segment record, wall time and peak RSS.
+(resource.getrusage of the children) counts only the segmentation, not the building; with --dask it is
+the largest process, the command's or one worker's. Without --workdirs, --random_model builds a workdir
+holding one snapshot of random weights of that config (speed and memory do not depend on the weights).
+--volume keeps the volume (built once, reused by later runs). Prints one JSON line: the volume, the
+segment record, wall time and peak RSS.
 """
 import json
 import pathlib
@@ -43,10 +45,15 @@ def define_flags() -> None:
   flags.DEFINE_integer("samples", 1000, "Samples per trace.")
   flags.DEFINE_enum("sections", "inline", ["inline", "crossline", "both"], "segment --sections.")
   flags.DEFINE_integer("stride", 101, "segment --stride.")
-  flags.DEFINE_integer("batch_size", 16, "segment --batch_size.")
+  flags.DEFINE_integer("batch_size", 16, "segment --batch_size (0: segment's default, the config's).")
   flags.DEFINE_list("folds", None, "segment --folds: only these folds' snapshots vote (default: all).")
   flags.DEFINE_integer("seed", 0, "Which tiles (or noise) build the volume.")
   flags.DEFINE_string("tmp_dir", None, "Where the temporary folder goes (default: the system's).")
+  flags.DEFINE_string("volume", None, "Keep the volume at this path (built when absent, reused when there) "
+                      "instead of in the temporary folder.")
+  flags.DEFINE_string("select_inlines", None, "segment --inlines=A:B (default: every inline).")
+  flags.DEFINE_integer("chunk_sections", None, "segment --chunk_sections (default: segment's).")
+  flags.DEFINE_string("dask", None, "segment --dask (default: one process).")
 
 
 def mosaic(height: int, width: int, data_dir, seed: int) -> np.ndarray:
@@ -66,7 +73,8 @@ def mosaic(height: int, width: int, data_dir, seed: int) -> np.ndarray:
 
 def build_volume(path, n_il: int, n_xl: int, n_samples: int, data_dir, seed: int) -> None:
   """Writes an inline-sorted float32 SEG-Y: inline i's section (samples, crosslines) is the mosaic's
-  columns i .. i + n_xl; inline numbers from 1, crossline numbers from 1, 4 ms sampling."""
+  columns i .. i + n_xl; inline numbers from 1, crossline numbers from 1, 4 ms sampling, CDP coordinates
+  25 m apart (scalar 1) and an ASCII text header, so that multidimio imports and exports it."""
   image = mosaic(n_samples, n_xl + n_il, data_dir, seed)
   spec = segyio.spec()
   spec.ilines, spec.xlines = np.arange(1, n_il + 1), np.arange(1, n_xl + 1)
@@ -74,12 +82,15 @@ def build_volume(path, n_il: int, n_xl: int, n_samples: int, data_dir, seed: int
   spec.format = segyio.SegySampleFormat.IEEE_FLOAT_4_BYTE
   spec.sorting = segyio.TraceSortingFormat.INLINE_SORTING
   with segyio.create(str(path), spec) as f:
+    f.text[0] = segyio.tools.create_text_header({1: "scripts/segy_bench.py volume of real training tiles"})
     f.bin.update({segyio.BinField.Interval: 4000})
     for i in range(n_il):
       traces = np.ascontiguousarray(image[:, i:i + n_xl].T)
       for j in range(n_xl):
         t = i * n_xl + j
-        f.header[t] = {segyio.TraceField.INLINE_3D: i + 1, segyio.TraceField.CROSSLINE_3D: j + 1}
+        f.header[t] = {segyio.TraceField.INLINE_3D: i + 1, segyio.TraceField.CROSSLINE_3D: j + 1,
+                       segyio.TraceField.CDP_X: 25 * j, segyio.TraceField.CDP_Y: 25 * i,
+                       segyio.TraceField.SourceGroupScalar: 1}  # coordinates, as MDIO's import wants them
         f.trace[t] = traces[j]
 
 
@@ -109,15 +120,19 @@ def main(argv):
   with tempfile.TemporaryDirectory(dir=FLAGS.tmp_dir) as tmp:
     tmp = pathlib.Path(tmp)
     workdirs = FLAGS.workdirs or [random_workdir(FLAGS.random_model, tmp / "random_model")]
-    source = tmp / "volume.sgy"
+    source = pathlib.Path(FLAGS.volume) if FLAGS.volume else tmp / "volume.sgy"
     t0 = time.perf_counter()
-    build_volume(source, FLAGS.inlines, FLAGS.crosslines, FLAGS.samples, FLAGS.data_dir, FLAGS.seed)
+    if not source.exists():
+      build_volume(source, FLAGS.inlines, FLAGS.crosslines, FLAGS.samples, FLAGS.data_dir, FLAGS.seed)
     built = time.perf_counter() - t0
     command = [sys.executable, "-m", "salt_jax.segment", f"--workdirs={','.join(workdirs)}",
                f"--input={source}", f"--out={tmp / 'out'}", f"--sections={FLAGS.sections}",
-               f"--stride={FLAGS.stride}", f"--batch_size={FLAGS.batch_size}"]
-    if FLAGS.folds:
-      command.append(f"--folds={','.join(FLAGS.folds)}")
+               f"--stride={FLAGS.stride}"]
+    for flag, value in (("batch_size", FLAGS.batch_size or None), ("inlines", FLAGS.select_inlines),
+                        ("chunk_sections", FLAGS.chunk_sections), ("dask", FLAGS.dask),
+                        ("folds", FLAGS.folds and ",".join(FLAGS.folds))):
+      if value is not None:
+        command.append(f"--{flag}={value}")
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -130,8 +145,10 @@ def main(argv):
               "build_s": round(built, 1), "segment_wall_s": round(wall, 1),
               "peak_rss_gib": round(peak_kib / 2 ** 20, 3), "sections": record["sections"],
               "sections_per_s": record["sections_per_s"], "segment_seconds": record["seconds"],
-              "stride": FLAGS.stride, "batch_size": FLAGS.batch_size, "folds": FLAGS.folds, "workdirs": FLAGS.workdirs or
-              f"random {FLAGS.random_model}"}
+              "chunks": record["chunks"], "workers": record["workers"],
+              "range_traces": record["range_traces"],
+              "stride": FLAGS.stride, "batch_size": FLAGS.batch_size or "default", "folds": FLAGS.folds,
+              "workdirs": FLAGS.workdirs or f"random {FLAGS.random_model}"}
   print(json.dumps(result))
   return result
 

@@ -1,6 +1,7 @@
 """The benchmark CLI: smoke runs on tiny settings (no timing assertions), FLOP counts, history parsing."""
 import functools
 import json
+import pathlib
 import subprocess
 import types
 
@@ -173,11 +174,23 @@ def test_loop_efficiency_is_epoch_over_compiled_step(capsys):
   assert rows[1]["value"] == 0.5 and rows[1]["whole_epoch_efficiency"] == 0.375
 
 
-def test_a_failed_training_run_is_reported(monkeypatch, tmp_path):
+def test_a_refused_training_run_is_refused_in_one_line(monkeypatch, tmp_path, capsys):
   fail = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "salt_jax.train: unknown config key 'x'")
   monkeypatch.setattr(bench.subprocess, "run", fail)
-  with pytest.raises(RuntimeError, match="unknown config key 'x'"):
+  with pytest.raises(SystemExit) as exit_:
     _bench(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
+  assert exit_.value.code == 1
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "salt_jax.bench: the training run for the epoch figures was refused: salt_jax.train: unknown config key 'x'")
+
+
+def test_a_training_run_that_crashed_is_a_bug_with_its_tail(monkeypatch, tmp_path, capsys):
+  crash = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 70, "", "Traceback ...\nKeyError: 'x'")
+  monkeypatch.setattr(bench.subprocess, "run", crash)
+  with pytest.raises(SystemExit) as exit_:
+    _bench(["--only=epoch", f"--data_dir={tmp_path}", "--folds=2"])
+  err = capsys.readouterr().err
+  assert exit_.value.code == cli.BUG_STATUS and "failed (exit 70):\nTraceback ...\nKeyError: 'x'" in err
 
 
 @pytest.mark.slow
@@ -229,3 +242,48 @@ def test_vs_torch_refuses_a_model_the_reference_does_not_build(monkeypatch, caps
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["salt_jax.bench: --vs-torch: the PyTorch reference does not build model_tiny (it builds "
                  "model_34, model_tiny_s2); leave out --vs-torch or use --only=lovasz,sweep"]
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _defaults(argv=()):
+  """The bench's flags after parsing `argv` (its defaults otherwise), as main sees them."""
+  return cli.run(lambda _: types.SimpleNamespace(**bench.FLAGS.flag_values_dict()), bench.define_flags,
+                 prog="salt_jax.bench", argv=list(argv))
+
+
+def test_default_paths_are_files_of_this_checkout():
+  """From a fresh clone the defaults name the repository's configs/cpu_small.py and the reference beside
+  the repository (../shared/bench/torch_reference.py), whatever the working directory."""
+  a = _defaults()
+  assert pathlib.Path(a.epoch_config) == REPO / "configs" / "cpu_small.py"
+  configlib.validate(configlib.load_config_file(a.epoch_config))  # a training config that can run
+  assert pathlib.Path(a.torch_reference) == REPO.parent / "shared" / "bench" / "torch_reference.py"
+  if not pathlib.Path(a.torch_reference).is_file():
+    pytest.skip(f"{a.torch_reference} not found (the shared folder beside the repository)")
+  assert "model_34" in bench.torch_models(pathlib.Path(a.torch_reference))
+  a = _defaults(["--vs-torch", "--only=train,lovasz"])  # refused before with "... not found"
+  assert bench.figures_to_run(a) == {"train", "lovasz"}
+
+
+def test_the_default_epoch_run_starts_from_any_working_directory(tmp_path, monkeypatch):
+  """The real training program, started as the bench starts it (its default --epoch_config, its working
+  directory) from another directory, gets as far as reading the data: a missing --data_dir is its first
+  complaint (before, the config file was not found)."""
+  monkeypatch.chdir(tmp_path)
+  absent = tmp_path / "no_data"
+  a = _defaults([f"--data_dir={absent.name}", "--only=epoch", f"--epoch_workdir={tmp_path / 'w'}"])
+  with pytest.raises(RuntimeError, match="the training run for the epoch figures failed") as failed:
+    bench.run_training(a)
+  assert str(failed.value).splitlines()[-1] == f"salt_jax.train: missing folder: {absent}"
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.torch
+def test_vs_torch_runs_the_default_reference(capsys):
+  """--vs-torch with its default --torch_reference: the reference really runs (a small Lovasz figure)."""
+  pytest.importorskip("torch")
+  (row,) = _bench(["--only=lovasz", "--vs-torch", "--lovasz_batch=2", "--lovasz_size=16", "--steps=1",
+                   "--warmup=0"])
+  assert row["torch"] > 0 and row["ratio_vs_torch"] > 0

@@ -3,6 +3,7 @@ import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from salt_jax import configlib, models
@@ -75,3 +76,27 @@ def test_pipeline_config_names_existing_model_configs(path):
     assert model_config.model in models.MODELS
     assert set(entry.get("overrides", {})) <= set(model_config)
     assert set(config.stage2.get("overrides", {})) <= set(model_config)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lovasz_symmetric", 1, "config.lovasz_symmetric must be True or False, got 1"),
+    ("loss_on_tile", "yes", "config.loss_on_tile must be True or False, got 'yes'"),
+    ("aug_scale", 1.0, r"config.aug_scale must be in \[0, 1\), got 1.0"),
+    ("aug_rotate", 90.0, r"config.aug_rotate must be a number in \[0, 45.0\], got 90.0"),
+    ("aug_shear", -1.0, r"config.aug_shear must be a number in \[0, 45.0\], got -1.0"),
+    ("aug_warp_prob", 1.5, r"config.aug_warp_prob must be in \[0, 1\], got 1.5"),
+    ("aug_brightness", float("nan"), r"config.aug_brightness must be a number in \[0, 1.0\], got nan"),
+    ("aug_cutout", 2.0, r"config.aug_cutout must be in \[0, 1\], got 2.0"),
+    ("aug_cutout_size", 0, "config.aug_cutout_size must be > 0, got 0"),
+    ("aug_cutout_holes", 1.5, "config.aug_cutout_holes must be an integer, got 1.5"),
+])
+def test_the_levers_keys_are_checked(key, value, message):
+  """The loss and augmentation keys (issue 41) default off and refuse values that cannot run."""
+  config = configlib.base_config()
+  assert not config.lovasz_symmetric and not config.loss_on_tile
+  assert all(config[k] == 0 for k in ("aug_scale", "aug_rotate", "aug_shear", "aug_brightness", "aug_contrast",
+                                      "aug_gamma", "aug_cutout"))
+  configlib.validate(config)
+  bad = ml_collections.ConfigDict({**config.to_dict(), key: value})  # a config file may set any type
+  with pytest.raises(configlib.ConfigError, match=message):
+    configlib.validate(bad)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fake_kaggle import make_fake_kaggle
-from salt_jax.data import DataError, Samples, kaggle, load_split, load_test, load_train
+from salt_jax.data import DataError, Samples, kaggle, load_split, load_test, load_train, rle
 
 
 @pytest.fixture
@@ -46,6 +46,8 @@ def test_cache_is_reused_and_invalidated(fake, tmp_path, monkeypatch):
   cold = load_train(root, cache_dir=cache)
   load_test(root, cache_dir=cache)
   assert (cache / "tgs_train.npz").exists() and (cache / "tgs_test.npz").exists()
+  with np.load(cache / "tgs_train.npz") as z:  # the masks packed as the prediction files pack them
+    np.testing.assert_array_equal(z["masks_packed"], rle.pack_masks(cold.masks))
   reads = []
   real_read = kaggle.read_images
   monkeypatch.setattr(kaggle, "read_images", lambda *a, **k: reads.append(1) or real_read(*a, **k))

@@ -80,6 +80,15 @@ def test_mesh_has_fold_and_data_axes():
     parallel.make_mesh(jax.device_count() + 1)
 
 
+def test_a_batch_the_data_devices_cannot_split_is_refused():
+  """Checked on a mesh of the shape a 4-device host makes (its devices are not needed for the check)."""
+  mesh = jax.sharding.AbstractMesh((1, 4), ("folds", "data"))
+  parallel.check_batch_size(8, mesh)
+  with pytest.raises(ValueError, match="batch size 6 is not divisible by the 4 devices of each fold; use a "
+                     "multiple of 4"):
+    parallel.check_batch_size(6, mesh)
+
+
 def _tiles(n, seed):
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (n, 101, 101), dtype=np.uint8)

@@ -32,12 +32,13 @@ def test_resize_bilinear_matches_torch_interpolate(size_in, size_out, align_corn
 
 
 @pytest.mark.parametrize("align_corners", [True, False])
-def test_upsample2x_matches_torch_scale_factor_2(align_corners, highest_precision):
+def test_resize_to_twice_the_size_matches_torch_scale_factor_2(align_corners, highest_precision):
+  """The decoders' x2 upsampling (resize_bilinear to 2H x 2W) is the original's scale_factor=2 upsample."""
   x = np.random.default_rng(0).normal(size=(1, 6, 9, 4)).astype(np.float32)
   t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
   want = torch.nn.functional.interpolate(t, scale_factor=2, mode="bilinear",
                                          align_corners=align_corners).numpy().transpose(0, 2, 3, 1)
-  np.testing.assert_allclose(np.asarray(layers.upsample2x(jnp.asarray(x), align_corners)), want,
+  np.testing.assert_allclose(np.asarray(layers.resize_bilinear(jnp.asarray(x), (12, 18), align_corners)), want,
                              rtol=1e-5, atol=1e-5)
 
 

@@ -2,7 +2,6 @@
 import functools
 import importlib.util
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -308,41 +307,6 @@ def test_bfloat16_logits_give_float32_loss():
   assert grad.dtype == jnp.bfloat16 and np.isfinite(np.asarray(grad, np.float32)).all()
 
 
-def test_lovasz_benchmark_print():
-  """Not a check: ms per jitted forward+backward, batch 32 of 101x101, and the torch reference on the same."""
-  rng = np.random.default_rng(0)
-  z = rng.normal(size=(32, 101, 101)).astype(np.float32)
-  y = (rng.random((32, 101, 101)) > 0.6).astype(np.float32)
-  y[:8] = 0
-  fn = jax.jit(jax.value_and_grad(losses.lovasz_hinge))
-  zj, yj = jnp.asarray(z), jnp.asarray(y)
-  jax.block_until_ready(fn(zj, yj))
-  n = 5
-  t = time.perf_counter()
-  for _ in range(n):
-    out = fn(zj, yj)
-  jax.block_until_ready(out)
-  jax_ms = (time.perf_counter() - t) / n * 1e3
-  msg = f"lovasz fwd+bwd B=32 101x101 ({jax.default_backend()}): jax {jax_ms:.2f} ms/call"
-  try:
-    import torch
-    spec = importlib.util.spec_from_file_location("salt_torch_reference", TORCH_REFERENCE)
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
-    zt, yt = torch.from_numpy(z).requires_grad_(True), torch.from_numpy(y)
-    for _ in range(2):
-      ref.lovasz_hinge(zt, yt).backward()
-    t = time.perf_counter()
-    for _ in range(n):
-      zt.grad = None
-      ref.lovasz_hinge(zt, yt).backward()
-    torch_ms = (time.perf_counter() - t) / n * 1e3
-    msg += f", torch reference {torch_ms:.2f} ms/call ({torch.get_num_threads()} threads)"
-  except (ImportError, FileNotFoundError):
-    msg += ", torch reference unavailable"
-  print(msg)
-
-
 def test_lovasz_with_tied_errors_is_exact_and_averages_the_gradient():
   """bfloat16 logits tie often. The loss must not depend on how ties are ordered; pixels of equal error
   and label get the mean gradient of their tie group (the mean over every order of the group), and equal
@@ -361,3 +325,93 @@ def test_lovasz_with_tied_errors_is_exact_and_averages_the_gradient():
         group = (e == value) & (y[b] == label)
         if group.any():
           np.testing.assert_allclose(grad[b][group], ref_grad[group].mean(), atol=1e-7)
+
+
+def test_symmetric_lovasz_is_the_mean_of_the_hinge_and_its_flip():
+  """lovasz_symmetric: 0.5 * (L(z, y) + L(-z, 1 - y)) per image, loss and gradient, against the NumPy
+  reference of each half (d/dz of the flipped half is minus its d/d(-z)); an empty image's flip is full."""
+  z, y = random_batch(21, b=5, n_empty=2)
+  fn = jax.jit(jax.value_and_grad(lambda z: losses.lovasz_hinge(z, jnp.asarray(y), symmetric=True)))
+  loss, grad = fn(jnp.asarray(z))
+  plain_loss, plain_grad = np_lovasz(z, y)
+  flip_loss, flip_grad = np_lovasz(-z, 1.0 - y)
+  assert float(loss) == pytest.approx(0.5 * (plain_loss + flip_loss), rel=1e-5)
+  np.testing.assert_allclose(np.asarray(grad), 0.5 * (plain_grad - flip_grad), atol=1e-6)
+  per = np.asarray(losses.symmetric_lovasz_hinge_per_image(jnp.asarray(z), jnp.asarray(y)))
+  want = [0.5 * (np_lovasz_image(a, b)[0] + np_lovasz_image(-a, 1.0 - b)[0]) for a, b in zip(z, y)]
+  np.testing.assert_allclose(per, want, rtol=1e-5)
+  assert not np.allclose(per, [np_lovasz_image(a, b)[0] for a, b in zip(z, y)], rtol=1e-3)
+
+
+def test_symmetric_lovasz_on_a_known_image():
+  """A 1x3 image by hand: z = (2, -1, 0), y = (1, 0, 1): errors e = 1 - z*(2y-1) = (-1, 0, 1).
+  Salt: sorted e (1, 0, -1) with labels (1, 0, 1): J = (1/2, 2/3, 1) -> g = (1/2, 1/6, 1/3);
+  background (-z, 1 - y: the same errors): labels (0, 1, 0): J = (1/2, 1, 1) -> g = (1/2, 1/2, 0).
+  elu(e) + 1 = (2, 1, e^-1) in that order."""
+  z = jnp.asarray([[[2.0, -1.0, 0.0]]])
+  y = jnp.asarray([[[1.0, 0.0, 1.0]]])
+  f = np.array([2.0, 1.0, np.exp(-1.0)])
+  salt, background = f @ [1 / 2, 1 / 6, 1 / 3], f @ [1 / 2, 1 / 2, 0]
+  assert float(losses.lovasz_hinge(z, y)) == pytest.approx(salt, rel=1e-6)
+  assert float(losses.lovasz_hinge(z, y, symmetric=True)) == pytest.approx(0.5 * (salt + background), rel=1e-6)
+
+
+def _padded(rng, z, y, canvas):
+  """z, y (B,h,w) placed at random offsets on (B,canvas,canvas) arrays of other values; the valid mask."""
+  b, h, w = z.shape
+  zc = rng.normal(0.0, 3.0, (b, canvas, canvas)).astype(np.float32)
+  yc = (rng.random((b, canvas, canvas)) < 0.5).astype(np.float32)
+  valid = np.zeros((b, canvas, canvas), np.float32)
+  for i in range(b):
+    t, l = rng.integers(0, canvas - h + 1), rng.integers(0, canvas - w + 1)
+    zc[i, t:t + h, l:l + w], yc[i, t:t + h, l:l + w], valid[i, t:t + h, l:l + w] = z[i], y[i], 1.0
+  return zc, yc, valid
+
+
+@pytest.mark.parametrize("seg_loss,symmetric", [("lovasz", False), ("lovasz", True), ("bce_dice", False),
+                                                ("blend", True)])
+def test_loss_on_tile_is_the_loss_of_the_tile_and_the_padding_gets_no_gradient(seg_loss, symmetric):
+  """loss_on_tile: the total loss on a canvas with a valid mask equals the loss of the tiles alone (every
+  segmentation term, both heads), and its gradient is exactly 0 on every padded pixel, nonzero inside."""
+  rng = np.random.default_rng(22)
+  z, y = random_batch(22, b=6, h=13, w=11, n_empty=2)
+  zn = rng.normal(0.0, 2.0, z.shape).astype(np.float32)
+  zc, yc, valid = _padded(rng, z, y, 17)
+  znc = _padded(np.random.default_rng(23), zn, y, 17)[0]
+  znc[valid > 0] = zn.ravel()  # the same tiles at the same places (row-major order of each tile)
+  is_empty = jnp.asarray((y.reshape(6, -1).max(1) == 0).astype(np.int32))
+  q = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
+  opts = dict(WEIGHTS, lovasz_symmetric=symmetric)
+  on_tile = lambda a, b: losses.total_loss(q, a, b, jnp.asarray(yc), is_empty, seg_loss, jnp.asarray(valid), **opts)
+  (loss, terms), (g_no_empty, g_final) = jax.jit(jax.value_and_grad(on_tile, argnums=(0, 1), has_aux=True))(
+      jnp.asarray(znc), jnp.asarray(zc))
+  want, want_terms = losses.total_loss(q, jnp.asarray(zn), jnp.asarray(z), jnp.asarray(y), is_empty, seg_loss, **opts)
+  assert float(loss) == pytest.approx(float(want), rel=1e-5)
+  for k in want_terms:
+    assert float(terms[k]) == pytest.approx(float(want_terms[k]), rel=1e-5, abs=1e-7)
+  for g, weighted in ((np.asarray(g_final), np.ones(6, bool)), (np.asarray(g_no_empty), np.asarray(is_empty) == 0)):
+    assert not g[valid == 0].any()
+    inside = np.count_nonzero(g * valid, axis=(1, 2))
+    assert (inside[weighted] > 0).all() and not inside[~weighted].any()
+    if seg_loss == "bce_dice":
+      assert (inside[weighted] == 13 * 11).all()
+  plain = losses.total_loss(q, jnp.asarray(znc), jnp.asarray(zc), jnp.asarray(yc), is_empty, seg_loss, **opts)[0]
+  assert abs(float(plain) - float(loss)) > 1e-3  # the padding counts without the mask
+
+
+@pytest.mark.parametrize("seg_loss", ["lovasz", "bce_dice"])
+def test_the_new_loss_keys_off_are_the_plain_loss(seg_loss):
+  """lovasz_symmetric False and no valid mask (loss_on_tile False) compute the original loss: the NumPy
+  reference, and what an all-ones mask gives (the masked code reduces to the same sums)."""
+  z, y = random_batch(24, b=4, n_empty=1)
+  is_empty = jnp.asarray((y.reshape(4, -1).max(1) == 0).astype(np.int32))
+  q = jnp.zeros((4, 2), jnp.float32)
+  fn = jax.jit(functools.partial(losses.total_loss, **WEIGHTS), static_argnames="seg_loss")
+  args = (q, jnp.asarray(z), jnp.asarray(z), jnp.asarray(y), is_empty)
+  assert WEIGHTS["lovasz_symmetric"] is False and "loss_on_tile" not in WEIGHTS
+  loss = float(fn(*args, seg_loss=seg_loss)[0])
+  keep = np.asarray(is_empty) == 0
+  ref = np_lovasz if seg_loss == "lovasz" else lambda a, b: (np_bce_dice(a, b),)
+  want = ref(z, y)[0] + 0.05 * np_ce(np.zeros((4, 2)), np.asarray(is_empty)) + 0.5 * ref(z[keep], y[keep])[0]
+  assert loss == pytest.approx(want, rel=1e-5)
+  assert loss == pytest.approx(float(fn(*args, seg_loss=seg_loss, valid=jnp.ones(z.shape))[0]), rel=1e-6)

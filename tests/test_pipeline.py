@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import metrics, pipeline
+from salt_jax import cli, configlib, metrics, pipeline
 from salt_jax.data import kaggle, rle, submission
 from salt_jax.inference import ensemble, predict
 from salt_jax.jigsaw import effect, rules, tasks
@@ -302,4 +303,70 @@ def test_bad_stage2_settings_are_refused_before_any_output(mini_data_dir, tmp_pa
   change(config)
   with pytest.raises(ValueError, match=message):
     pipeline.run_pipeline(config, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
+def _model_configs(argv, monkeypatch):
+  """(stage-1 training configs, stage-2 ones) of `python -m salt_jax.pipeline <argv>`: its flags parsed as the
+  program parses them (ml_collections reads `--config.*` overrides from sys.argv), the models' configs built
+  as its main builds them (nothing runs or is written)."""
+  monkeypatch.setattr(sys, "argv", ["salt_jax.pipeline", *argv])
+
+  def main(_):
+    config = pipeline.with_pipeline_defaults(pipeline.FLAGS.config)
+    stage1, stage2 = pipeline.model_configs(config, pipeline.FLAGS.outdir, pipeline.flag_overrides())
+    return [r["config"] for r in stage1], [c for _, c in stage2]
+  return cli.run(main, pipeline.define_flags, prog="salt_jax.pipeline", argv=argv)
+
+
+def _readme_example():
+  """The pipeline page's train_overrides flags (`--config.train_overrides.cycle_len=2 ...`)."""
+  found = re.search(r"`(--config\.train_overrides\.\S+(?: --config\.train_overrides\.\S+)*)`",
+                    (REPO / "docs" / "pipeline.md").read_text())
+  return found.group(1).split()
+
+
+@pytest.mark.parametrize("name,extra", [("pipeline_cpu", []),
+                                        ("pipeline_gpu", ["--config.train_overrides.eval_every=1"])])
+def test_the_documented_train_overrides_flags_win_over_every_models_own_overrides(name, extra, tmp_path,
+                                                                              monkeypatch):
+  """docs/pipeline.md's `--config.train_overrides.cycle_len=2` (README before; refused before: "unknown config key
+  'train_overrides.cycle_len'") sets the cycle_len of every model of both stages, over each model's own
+  overrides in the file (pipeline_cpu's 16-epoch cycles, pipeline_gpu's stage2.overrides)."""
+  flags_ = _readme_example()
+  assert "--config.train_overrides.cycle_len=2" in flags_
+  stage1, stage2 = _model_configs([f"--config={REPO / 'configs' / f'{name}.py'}", f"--outdir={tmp_path / 'out'}",
+                                   *flags_, *extra], monkeypatch)
+  file_config = configlib.load_config_file(REPO / "configs" / f"{name}.py")
+  assert len(stage1) == len(file_config.stage1.models) == 2 and len(stage2) == len(file_config.stage2.models)
+  assert [c.cycle_len for c in stage1 + stage2] == [2] * len(stage1 + stage2)
+  assert [c.seed for c in stage1] == [e["overrides"]["seed"] for e in file_config.stage1.models]  # kept
+  assert not (tmp_path / "out").exists()
+
+
+def test_train_overrides_in_the_file_yield_to_the_models_own():
+  """In the config file, a model's own overrides win over train_overrides (the flag is the last word)."""
+  config = pipeline.with_pipeline_defaults(configlib.load_config_file(REPO / "configs" / "pipeline_cpu.py"))
+  config.train_overrides.update(cycle_len=12, batch_size=8)
+  stage1, _ = pipeline.model_configs(config, "unused")
+  assert [(r["config"].cycle_len, r["config"].batch_size) for r in stage1] == [(16, 8), (16, 8)]
+  stage1, _ = pipeline.model_configs(config, "unused", given=["cycle_len"])
+  assert [(r["config"].cycle_len, r["config"].batch_size) for r in stage1] == [(12, 8), (12, 8)]
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.train_overrides.cycle_lenn=2", "FATAL Flags parsing error: --config.train_overrides.cycle_lenn=2: "
+     "unknown config key 'train_overrides.cycle_lenn'; closest known keys: train_overrides.cycle_len"),
+    ("--config.train_overrides.cycle_len=0", "salt_jax.pipeline: pipeline model 'small' (configs/cpu_small.py): "
+     "config.cycle_len must be"),
+    ("--config.train_overrides.folds=0,1", "salt_jax.pipeline: pipeline train_overrides.folds: the pipeline sets "
+     "it from stage1.folds and stage2.part_folds"),
+])
+def test_bad_train_overrides_flags_are_refused_in_one_line(flag, message, tmp_path, capsys, monkeypatch):
+  with pytest.raises(SystemExit) as exit_:
+    _model_configs([f"--config={REPO / 'configs' / 'pipeline_cpu.py'}", f"--outdir={tmp_path / 'out'}", flag],
+                   monkeypatch)
+  code = exit_.value.code  # a flag absl cannot parse exits with its message (printed by the interpreter)
+  err = [code] if isinstance(code, str) else capsys.readouterr().err.strip().splitlines()
+  assert code not in (0, None) and len(err) == 1 and err[0].startswith(message), err
   assert not (tmp_path / "out").exists()

@@ -15,12 +15,6 @@ from salt_jax.seismic import segment
 from salt_jax.workdir import checkpoints, rundir
 
 
-def test_pack_unpack_round_trip():
-  masks = (np.random.default_rng(0).random((5, 101, 101)) > 0.5).astype(np.uint8)
-  assert predict.pack_masks(masks).shape == (5, 1276)
-  np.testing.assert_array_equal(predict.unpack_masks(predict.pack_masks(masks)), masks)
-
-
 def test_voting_arithmetic_on_hand_made_masks():
   a = np.zeros((1, 101, 101), np.float32)
   # Model 1: 3 snapshots vote pixel (0,0) in 2 of 3, pixel (0,1) in 1 of 3.
@@ -203,6 +197,29 @@ def test_oof_table_ensemble_row_covers_models_validated_on_different_folds(tmp_p
   assert table.loc["part1", "OOF mAP"] == 1.0 and table.loc["part1", "fold 1"] == 1.0
   assert table.loc["ensemble", "images"] == 3 and table.loc["ensemble", "snapshots"] == 2
   assert table.loc["ensemble", "OOF mAP"] == pytest.approx(2 / 3)
+
+
+def test_oof_votes_are_each_folds_cycle_votes(tmp_path):
+  """Per fold, the mean of its cycles' validation masks (the Votes of the test tiles), the cycles' mAPs in
+  file order; cycles of one fold that validated other tiles are an error naming the file."""
+  run = rundir.RunDir(tmp_path)
+  rng = np.random.default_rng(0)
+  masks = (rng.random((3, 2, 101, 101)) > 0.5).astype(np.uint8)  # (cycle, tile, H, W) of fold 0
+  for cycle in range(3):
+    predict.save_prediction(run.prediction_file("max_map", 0, cycle),
+                            meta={"fold": 0, "cycle": cycle, "val_map": 0.1 * cycle, "threshold": 0.0},
+                            valid_ids=np.array(["a", "b"]), valid_masks=masks[cycle], test_ids=np.array(["t"]),
+                            test_masks=masks[0, :1])
+  _fake_prediction(tmp_path, 1, np.array(["c"]), masks[0, :1], 0.9)
+  votes = ensemble.oof_votes(run.prediction_files())
+  assert sorted(votes) == [0, 1] and list(votes[0]["ids"]) == ["a", "b"] and list(votes[1]["ids"]) == ["c"]
+  np.testing.assert_array_equal(votes[0]["vote"], masks.mean(axis=0))
+  assert votes[0]["maps"] == [0.0, 0.1, 0.2] and votes[1]["maps"] == [0.9]
+  predict.save_prediction(run.prediction_file("max_map", 0, 3), meta={"fold": 0, "cycle": 3, "val_map": 0.0,
+                          "threshold": 0.0}, valid_ids=np.array(["a", "x"]), valid_masks=masks[0],
+                          test_ids=np.array(["t"]), test_masks=masks[0, :1])
+  with pytest.raises(ValueError, match="fold_0_cycle_3.npz: validation ids differ between cycles of fold 0"):
+    ensemble.oof_votes(run.prediction_files())
 
 
 @pytest.mark.parametrize("content,match", [

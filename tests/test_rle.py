@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from salt_jax.data import DataError, kaggle, rle
+from salt_jax.inference import predict
 
 
 def test_hand_cases_column_major_one_indexed():
@@ -106,3 +107,20 @@ def test_real_train_csv_equals_mask_pngs_and_round_trips(data_dir, real_train):
   encoded = rle.rle_encode_many(real_train.masks)
   assert encoded == [" ".join(r.split()) for r in frame["rle_mask"]]
   np.testing.assert_array_equal(rle.rle_decode_many(encoded, (101, 101)), real_train.masks)
+
+
+def test_bit_packing_is_row_major_eight_pixels_a_byte_and_round_trips(tmp_path):
+  """The one packing of the prediction files (and of the decoded-data cache, tests/test_data.py)."""
+  masks = (np.random.default_rng(0).random((5, 101, 101)) > 0.5).astype(np.uint8)
+  packed = rle.pack_masks(masks)
+  assert packed.shape == (5, 1276) and packed.dtype == np.uint8
+  assert packed[0, 0] == int("".join(map(str, masks[0, 0, :8])), 2)  # row 0's first 8 pixels, first = MSB
+  np.testing.assert_array_equal(rle.unpack_masks(packed), masks)
+  np.testing.assert_array_equal(rle.pack_masks(masks * 255), packed)  # nonzero is salt
+  path = tmp_path / "fold_0_cycle_0.npz"
+  ids = np.array([f"id{i}" for i in range(5)])
+  predict.save_prediction(path, meta={"fold": 0}, valid_ids=ids[:3], valid_masks=masks[:3], test_ids=ids,
+                          test_masks=masks)
+  with np.load(path) as z:
+    np.testing.assert_array_equal(z["test_masks"], packed)
+  np.testing.assert_array_equal(predict.load_prediction(path)["valid_masks"], masks[:3])

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from salt_jax import cli, configlib
+from salt_jax import cli, configlib, schedules
 from salt_jax.data.errors import DataError
 from salt_jax.inference import predict
 from salt_jax.training import train
@@ -99,6 +99,88 @@ def test_rerun_may_change_safe_keys_and_records_them(run_copy):
   assert [r["epoch"] for r in summary["history"]] == [0, 1, 2]  # finished: no epoch trained again
   recorded = json.loads(rundir.RunDir(workdir).config_json(0).read_text())
   assert (recorded["eval_batch_size"], recorded["steps_per_call"]) == (16, 2)
+
+
+@pytest.mark.slow
+def test_a_restarts_run_resumes_with_more_cycles_and_refuses_fewer(run_copy):
+  """README: a `restarts` run may resume with more cycles (refused before: "cycle_num: 1 -> 2"). The finished
+  fold (1 warm-up epoch, one 2-epoch cycle) trains a second cycle at SPEC 5's rates, keeps its snapshot and
+  records cycle_num=2; then fewer cycles than it has trained into are refused and change nothing."""
+  config, workdir = run_copy
+  assert config.lr_schedule == "restarts" and (config.warmup_epochs, config.cycle_len) == (1, 2)
+  history = train.train_and_evaluate(_with(config, cycle_num=2), str(workdir))[0]["history"]
+  assert [(r["epoch"], r["cycle"]) for r in history] == [(0, None), (1, 0), (2, 0), (3, 1), (4, 1)]
+  want = [float(np.float32(schedules.lr_at_epoch(e, lr=config.lr, eta_min=config.eta_min, warmup_epochs=1,
+                                                 cycle_len=2))) for e in range(5)]
+  np.testing.assert_allclose([r["lr"] for r in history], want, rtol=1e-12)  # the restart at epoch 3
+  run = rundir.RunDir(workdir)
+  assert [(fold, cycle) for fold, cycle, _ in run.snapshots()] == [(0, 0), (0, 1)]
+  assert json.loads(run.config_json(0).read_text())["cycle_num"] == 2 and run.trained_epochs(0) == 5
+  before = tree_state(workdir)
+  with pytest.raises(rundir.WorkdirError, match=r"fold 0 of .* has trained 5 epochs, into Lovasz cycle 2; "
+                     r"cycle_num=1 would end before that: resume it with cycle_num >= 2"):
+    train.train_and_evaluate(config, str(workdir))
+  assert tree_state(workdir) == before
+
+
+def _recorded(tmp_path, config, epochs=(), checkpoint_epochs=()):
+  """A workdir whose fold 0 recorded `config` and finished `epochs` (history) and states (checkpoint folders)."""
+  run = rundir.RunDir(tmp_path / "w")
+  run.record_run(config)
+  run.history_jsonl(0).write_text("".join(json.dumps({"epoch": e}) + "\n" for e in epochs))
+  for e in checkpoint_epochs:
+    (run.checkpoints_dir(0) / str(e)).mkdir(parents=True)
+  return run
+
+
+def test_cycle_num_may_change_only_for_restarts_and_never_below_the_trained_cycles(tmp_path, tiny_config):
+  """The rule as RunDir.check_run applies it: a restarts fold of 1 + 3x2 epochs that trained epochs 0-4 (into
+  its second cycle) resumes with 2 or more cycles, not 1; a whole-run schedule keeps cycle_num."""
+  config = tiny_config(cycle_num=3)
+  run = _recorded(tmp_path / "restarts", config, epochs=range(5))
+  before = tree_state(run.root)
+  assert run.trained_epochs(0) == 5
+  for cycles in (2, 3, 7):
+    run.check_run(_with(config, cycle_num=cycles))
+  with pytest.raises(rundir.WorkdirError, match="has trained 5 epochs, into Lovasz cycle 2; cycle_num=1 would "
+                     "end before that: resume it with cycle_num >= 2"):
+    run.check_run(_with(config, cycle_num=1))
+  assert tree_state(run.root) == before
+  # A state the history does not show yet (saved, then killed before the history was written) counts too.
+  run = _recorded(tmp_path / "ahead", config, epochs=range(3), checkpoint_epochs=(2, 3))
+  assert run.trained_epochs(0) == 4
+  run.check_run(_with(config, cycle_num=2))
+  with pytest.raises(rundir.WorkdirError, match="has trained 4 epochs, into Lovasz cycle 2"):
+    run.check_run(_with(config, cycle_num=1))
+  whole_run = tiny_config(cycle_num=3, lr_schedule="warmup_cosine")
+  run = _recorded(tmp_path / "cosine", whole_run, epochs=range(2))
+  for cycles in (2, 4):
+    with pytest.raises(rundir.WorkdirError, match=f"trained with other settings \\(cycle_num: 3 -> {cycles}\\)"):
+      run.check_run(_with(whole_run, cycle_num=cycles))
+  run.check_run(_with(whole_run, eval_batch_size=16))
+
+
+def test_a_prediction_is_current_until_its_snapshot_is_rewritten(tmp_path):
+  """The one rule (RunDir.current_prediction) that predict (skip a finished snapshot) and segment (take
+  predict's threshold) follow: a prediction file not older than its snapshot."""
+  from salt_jax.inference import ensemble
+  from salt_jax.seismic import infer
+  run = rundir.RunDir(tmp_path)
+  snap, pred = run.snapshot_dir(0, 1, "max_map"), run.prediction_file("max_map", 0, 1)
+  assert run.current_prediction("max_map", 0, 1) is None
+  snap.mkdir(parents=True)
+  masks = np.zeros((1, 101, 101), np.uint8)
+  predict.save_prediction(pred, meta={"threshold": 0.25, "gate": {}}, valid_ids=["a"], valid_masks=masks,
+                          test_ids=["b"], test_masks=masks)
+  snapshot = ensemble.Voter(str(tmp_path), 0, 1, snap)
+  os.utime(snap, (1000, 1000))
+  os.utime(pred, (1000, 1000))
+  assert run.current_prediction("max_map", 0, 1) == pred  # as old as the snapshot: current
+  assert infer.snapshot_threshold(snapshot, "max_map", {"val_threshold": -0.5}) == (0.25, str(pred))
+  os.utime(snap, (2000, 2000))  # the snapshot rewritten after predict ran
+  assert run.current_prediction("max_map", 0, 1) is None
+  assert infer.snapshot_threshold(snapshot, "max_map", {"val_threshold": -0.5}) == (-0.5, str(snap))
+  assert run.current_prediction("min_loss", 0, 1) is None
 
 
 def test_every_config_key_is_either_fixed_or_safe_on_resume():
@@ -247,7 +329,7 @@ def test_a_damaged_state_or_snapshot_prints_a_few_lines_not_the_reads_tracebacks
   lines = [line for line in done.stderr.splitlines() if "Waiting for previous save to complete" not in line]
   assert len(lines) == 4, done.stderr[-3000:]
   damaged = tmp_path / "checkpoints" / "1"
-  assert "checkpoints.py" in lines[0] and f"checkpoint {damaged} is unreadable (" in lines[0]
+  assert f"checkpoint {damaged} is unreadable (" in lines[0]
   assert lines[1].endswith(f"moved the unreadable checkpoint to {tmp_path / 'checkpoints_corrupt' / '1'}")
   assert lines[2].endswith("resuming from the previous checkpoint, epoch 0")
   assert lines[3].startswith(f"checkpoint_faults damaged: cannot read snapshot {tmp_path / 'snapshot'} (")

@@ -12,7 +12,8 @@ from scipy import special
 from salt_jax import cli, configlib, models, parallel
 from salt_jax.geometry import TILE
 from salt_jax.inference import predict
-from salt_jax.seismic import sections, segment
+from salt_jax.inference import ensemble
+from salt_jax.seismic import files, infer, sections, segment
 from salt_jax.workdir import checkpoints, rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ class _FakeLoader:
 
 
 def _snaps(*cycles_per_workdir):
-  return [[segment.Snapshot(f"wd{m}", 0, c, pathlib.Path("x")) for c in cycles]
+  return [[ensemble.Voter(f"wd{m}", 0, c, pathlib.Path("x")) for c in cycles]
           for m, cycles in enumerate(cycles_per_workdir)]
 
 
@@ -100,7 +101,7 @@ def test_stride_tile_on_a_section_of_tiles_gives_each_tile_its_own_prediction():
   np.testing.assert_array_equal(blended, per_tile.transpose(0, 2, 1, 3).reshape(section.shape))
   # Through the vote: two workdirs of two and one snapshots, each thresholding the same probabilities.
   thresholds = {0: 0.1, 1: -0.2, 2: 0.3}
-  result = segment.segment_section(section, _snaps([0, 1], [2]), _FakeLoader(_contextual, thresholds),
+  result = infer.segment_section(section, _snaps([0, 1], [2]), _FakeLoader(_contextual, thresholds),
                                    stride=TILE, save_probs=True)
   p = per_tile.transpose(0, 2, 1, 3).reshape(section.shape)
   above = {c: p > special.expit(np.float32(t)) for c, t in thresholds.items()}
@@ -152,9 +153,9 @@ def test_blending_only_the_needed_pixels_gives_them_the_whole_result():
     np.testing.assert_array_equal(part[needed], full[needed])
     assert np.isnan(part[~needed]).all()
     assert sum(ran) == sections.covering(lay, needed).sum() < lay.n_windows
-  result = segment.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), 50,
+  result = infer.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), 50,
                                    needed=needed)
-  whole = segment.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), 50)
+  whole = infer.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), 50)
   np.testing.assert_array_equal(result.mask[needed], whole.mask[needed])
   assert not result.mask[~needed].any()
   assert result.windows < whole.windows == sections.layout(section.shape, 50).n_windows
@@ -173,11 +174,11 @@ def test_reflect_padding_mirrors_without_repeating_the_edge():
 def test_to_uint8_clips_to_percentiles_and_keeps_uint8():
   x = np.linspace(-5, 5, 101 * 101).reshape(101, 101)
   x[0, 0] = 1e6  # an outlier does not squash the rest
-  out = segment.to_uint8(x, (1, 99))
+  out = files.to_uint8(x, (1, 99))
   assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255 and 100 < out[50, 50] < 155
   u8 = np.arange(101 * 101).reshape(101, 101).astype(np.uint8)
-  assert segment.to_uint8(u8) is u8
-  assert (segment.to_uint8(np.full((101, 101), 3.0)) == 128).all()
+  assert files.to_uint8(u8) is u8
+  assert (files.to_uint8(np.full((101, 101), 3.0)) == 128).all()
 
 
 def _random_variables(model, size: int, seed: int = 0):
@@ -230,15 +231,11 @@ def _bad_inputs(tmp_path):
   nan = np.zeros((120, 120), np.float32)
   nan[5, 7] = np.nan
   np.save(bad / "nan.npy", nan)
-  cv2.imwrite(str(bad / "small.png"), np.zeros((60, 300), np.uint8))
-  np.save(bad / "thin.npy", np.zeros((1, 1000), np.uint8))
+  np.save(bad / "empty.npy", np.zeros((0, 120), np.float32))
   return {"unreadable": (bad / "garbage.png", "unreadable image"),
           "3-D": (bad / "cube.npy", "a 3-D array of shape (3, 120, 120); a section is a 2-D array"),
           "NaN": (bad / "nan.npy", "1 NaN or infinite value(s); a section must be finite"),
-          "small": (bad / "small.png", "the section is 60 x 300 px (height x width), smaller than a "
-                    "101 x 101 tile"),
-          "1 px high": (bad / "thin.npy", "the section is 1 x 1000 px (height x width), smaller than a "
-                        "101 x 101 tile")}
+          "empty": (bad / "empty.npy", "an empty array of shape (0, 120); a section has pixels")}
 
 
 def test_bad_inputs_are_refused_in_one_line_naming_the_file(tmp_path, tiny_model, capsys):
@@ -384,7 +381,7 @@ def test_outputs_already_in_out_stop_a_second_run_unless_overwrite(tmp_path, tin
   assert capsys.readouterr().err == (f"salt_jax.segment: --out {out / 'a_mask.png'} already exists; pass "
                                      "--overwrite to replace it, or choose another --out\n")
   assert _files(out) == before
-  monkeypatch.setattr(segment, "SnapshotLoader", lambda kind, batch_size: _FakeLoader(_contextual, {0: 0.0}))
+  monkeypatch.setattr(infer, "SnapshotLoader", lambda kind, batch_size: _FakeLoader(_contextual, {0: 0.0}))
   records = _run(argv + ["--overwrite"])
   assert [r["name"] for r in records] == ["a", "b"]
   assert sorted(_files(out)) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
@@ -435,3 +432,72 @@ def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path,
   # phase 50: windows span rows [-50, 51), [51, 152), [152, 253) and 5 columns from -50; the 6 cells (row 0:
   # columns 0-3, row 1: columns 0-1 of the 3 x 4 mosaic) touch 5 + 5 + 3 of them
   assert table.attrs["speed"]["stride 101, phase 50"]["windows"] == 13
+
+
+def test_a_png_that_fails_on_a_full_disk_is_never_renamed_into_place(tmp_path, data_dir, monkeypatch):
+  """Every temporary output is the full device /dev/full (each write fails with ENOSPC). A small PNG fits
+  in the C library's buffer, so only the file's close sees the error: the write must still raise, naming
+  the output, and leave no file under the output's name nor a temporary one beside it."""
+  import contextlib
+  import errno
+  from salt_jax import fileio
+  real_atomic_path = fileio.atomic_path
+
+  @contextlib.contextmanager
+  def on_a_full_disk(path):
+    with real_atomic_path(path) as tmp:
+      tmp.symlink_to("/dev/full")
+      yield tmp
+  monkeypatch.setattr(fileio, "atomic_path", on_a_full_disk)
+  section = _real_tiles(data_dir, 2)[:, :75].reshape(150, 101)
+  result = infer.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), TILE,
+                                   save_probs=True)
+  out = tmp_path / "out"
+  out.mkdir()
+  paths = files.output_paths(out, "real", save_probs=True)
+  with pytest.raises(OSError) as info:
+    files.write_outputs(paths, section, result.mask, result.probs)
+  assert info.value.errno == errno.ENOSPC and info.value.filename == str(paths["mask"])
+  assert list(out.iterdir()) == []
+
+
+def _padded_prediction(section: np.ndarray, fn) -> np.ndarray:
+  """fn on the windows of a section reflect-padded at its bottom and right up to whole 101x101 windows
+  (stride 101), cropped back to the section's (H,W)."""
+  h, w = section.shape
+  padded = np.pad(section, ((0, -h % TILE), (0, -w % TILE)), mode="reflect")
+  rows, cols = padded.shape[0] // TILE, padded.shape[1] // TILE
+  windows = padded.reshape(rows, TILE, cols, TILE).transpose(0, 2, 1, 3).reshape(-1, TILE, TILE)
+  out = fn(windows).reshape(rows, cols, TILE, TILE).transpose(0, 2, 1, 3).reshape(padded.shape)
+  return out[:h, :w]
+
+
+def test_a_section_smaller_than_a_tile_is_reflect_padded_to_one(tmp_path, tiny_model, data_dir, monkeypatch,
+                                                                 caplog):
+  """A 75 x 18 crop of a real tile and a 1-pixel-high row of tiles are segmented (not refused) with a
+  one-line note each: their windows are the reflect-padded section, and the outputs keep their size."""
+  workdir = _workdir(tmp_path / "wd", tiny_model)
+  monkeypatch.setattr(infer, "SnapshotLoader", lambda kind, batch_size: _FakeLoader(_contextual, {0: 0.0}))
+  tiles = _real_tiles(data_dir, 2)
+  inputs = {"crop": tiles[0, 10:85, 40:58], "row": np.concatenate(tiles, 1)[50:51, :150]}
+  folder = tmp_path / "in"
+  folder.mkdir()
+  cv2.imwrite(str(folder / "crop.png"), inputs["crop"])
+  np.save(folder / "row.npy", inputs["row"])
+  out = tmp_path / "out"
+  with caplog.at_level("INFO"):
+    records = _run([f"--workdirs={workdir}", f"--input={folder}", f"--out={out}", "--save_probs"])
+  notes = [r.getMessage() for r in caplog.records if "smaller than a 101 x 101 tile" in r.getMessage()]
+  assert notes == [f"{folder / 'crop.png'}: the section is 75 x 18 px (height x width), smaller than a "
+                   "101 x 101 tile; reflect-padded to a tile, its outputs keep its size",
+                   f"{folder / 'row.npy'}: the section is 1 x 150 px (height x width), smaller than a "
+                   "101 x 101 tile; reflect-padded to a tile, its outputs keep its size"]
+  assert [r["windows"] for r in records] == [1, 2]
+  for name, section in inputs.items():
+    expected = _padded_prediction(section, _contextual)
+    probs = np.load(out / f"{name}_probs.npy")
+    assert probs.shape == section.shape
+    np.testing.assert_array_equal(probs, expected.astype(np.float16))
+    mask = cv2.imread(str(out / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask == 255, expected > 0.5)
+    assert cv2.imread(str(out / f"{name}_overlay.png")).shape == section.shape + (3,)

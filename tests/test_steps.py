@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from salt_jax import configlib, models
-from salt_jax.data import kaggle
+from salt_jax.data import augment, kaggle
 from salt_jax.inference import tta
 from salt_jax.training import steps
 import optim
@@ -119,6 +119,49 @@ def test_one_batch_can_be_overfit(real_tiles):
     losses.append(float(metrics["loss"]))
   assert np.isfinite(losses).all()
   assert min(losses[-5:]) < 0.5 * losses[0], losses
+
+
+LEVERS = dict(lovasz_symmetric=True, loss_on_tile=True, aug_scale=0.15, aug_rotate=10.0, aug_shear=8.0,
+              aug_warp_prob=0.75, aug_brightness=0.08, aug_contrast=0.15, aug_gamma=0.2, aug_cutout=0.5,
+              aug_cutout_size=25, aug_cutout_holes=2)
+
+
+def test_a_step_with_every_lever_on_real_tiles(real_tiles):
+  """The symmetric Lovasz, the loss on the tile and the whole jitter in one jitted step (the blend loss:
+  Lovasz and BCE+Dice): finite, and not the step with the keys off (they reach the step)."""
+  images, masks = real_tiles
+  config = configlib.base_config()
+  config.update(LEVERS)
+  s = configlib.sections(config)
+  model = models.get_model("model_tiny")
+  state = steps.create_train_state(model, optim.constant_sgd(0.01), jax.random.key(0), image_size=104)
+  batch = {"image": jnp.asarray(images[:8]), "mask": jnp.asarray(masks[:8])}
+  levers = jax.jit(lambda st, b, k: steps.train_step(
+      st, b, k, seg_loss="blend", loss_weights=configlib.loss_weights(s.loss), canvas=104,
+      loss_on_tile=s.loss.loss_on_tile, jitter=augment.Jitter.of(s.augment)))
+  plain = jax.jit(lambda st, b, k: steps.train_step(st, b, k, seg_loss="blend", loss_weights=WEIGHTS,
+                                                    canvas=104))
+  new, metrics = levers(state, batch, jax.random.key(1))
+  _, metrics_off = plain(state, batch, jax.random.key(1))
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert float(metrics["final_loss"]) != float(metrics_off["final_loss"])
+  assert int(new.step) == 1
+
+
+@pytest.mark.slow
+def test_a_short_real_data_run_with_every_lever(tiny_config, tmp_path):
+  """configs/tiny.py on the mini data (48 tiles, one BCE+Dice epoch and a 2-epoch Lovasz cycle) with every
+  new key on trains, validates and records the keys."""
+  import json
+  from salt_jax.training import train
+  config = tiny_config(**LEVERS)
+  summary = train.train_and_evaluate(config, str(tmp_path / "levers"))[0]
+  history = summary["history"]
+  assert [r["epoch"] for r in history] == [0, 1, 2]
+  assert all(np.isfinite(r["loss"]) for r in history)
+  assert all(np.isfinite(r["val_loss"]) and 0 <= r["val_map"] <= 1 for r in history[1:])
+  recorded = json.loads((tmp_path / "levers" / "fold_0" / "config.json").read_text())
+  assert {k: recorded[k] for k in LEVERS} == LEVERS
 
 
 def _run_worker(batch_npz, out, *args, env_extra=None, wait=True):

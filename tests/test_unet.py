@@ -52,6 +52,10 @@ def test_get_model_errors():
     models.get_model("model_34", dropuot=0.1)
   m = models.get_model("model_34", dtype=jnp.bfloat16, align_corners=False, decoder_dropout=0.1)
   assert m.dtype == jnp.bfloat16 and not m.align_corners and m.decoder_dropout == 0.1
+  # An unknown encoder is named by the one lookup (encoders.get_encoder) when the network is traced.
+  with pytest.raises(ValueError, match=r"unknown encoder 'resnet18'; choose from \['legacy_senet154'"):
+    jax.eval_shape(lambda: models.init_variables(models.get_model("model_tiny", encoder="resnet18"),
+                                                 jax.random.key(0), size=128))
 
 
 @pytest.mark.parametrize("name", NAMES)

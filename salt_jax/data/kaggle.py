@@ -26,7 +26,7 @@ import pandas as pd
 from salt_jax import errors, fileio
 from salt_jax.data import rle as rle_lib
 from salt_jax.data.errors import DataError
-from salt_jax.geometry import TILE, TILE_PIXELS, TILE_SHAPE
+from salt_jax.geometry import TILE, TILE_SHAPE
 
 SPLITS = ("train", "test")
 _CACHE_VERSION = 2
@@ -273,7 +273,7 @@ def _load_cache(path: pathlib.Path, fingerprint: str, ids: np.ndarray) -> Option
         return None
       masks = None
       if "masks_packed" in z.files:
-        masks = np.unpackbits(z["masks_packed"], axis=1, count=TILE_PIXELS).reshape(-1, *TILE_SHAPE)
+        masks = rle_lib.unpack_masks(z["masks_packed"])
       return Samples(ids=z["ids"], images=z["images"], masks=masks, depths=z["depths"])
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):   # unreadable cache: rebuild
     return None
@@ -296,7 +296,7 @@ def _save_cache(path: pathlib.Path, fingerprint: str, samples: Samples) -> None:
   arrays = dict(fingerprint=np.array(fingerprint), ids=samples.ids, images=samples.images,
                 depths=samples.depths)
   if samples.masks is not None:
-    arrays["masks_packed"] = np.packbits(samples.masks.reshape(len(samples), -1), axis=1)
+    arrays["masks_packed"] = rle_lib.pack_masks(samples.masks)
   try:
     with fileio.atomic_path(path) as tmp:
       np.savez(tmp, **arrays)

@@ -1,6 +1,7 @@
-"""Kaggle run-length encoding of binary masks (SPEC 7.4), vectorised with NumPy.
+"""Compact encodings of binary masks: Kaggle's run-length encoding (SPEC 7.4), vectorised with NumPy, and
+the bit-packing of the decoded-data cache and of the prediction files.
 
-Pixels are numbered column-major (transpose, then row-major flatten: index = col * H + row), runs are
+RLE: pixels are numbered column-major (transpose, then row-major flatten: index = col * H + row), runs are
 "start length" pairs with 1-indexed starts, space separated; an empty mask is "". Nonzero pixels are salt.
 """
 import itertools
@@ -15,6 +16,16 @@ from salt_jax.data.errors import DataError, plain
 _TOKEN = re.compile(r"-?\d+", re.ASCII)
 _WELL_FORMED = re.compile(r"\s*(\d+\s+\d+(\s+\d+\s+\d+)*)?\s*", re.ASCII)
 RleLike = Union[str, float, None]
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+  """(N,101,101) masks (nonzero: salt) -> (N,1276) uint8, each mask's pixels row-major, 8 to a byte."""
+  return np.packbits(masks.reshape(len(masks), -1).astype(bool), axis=1)
+
+
+def unpack_masks(packed: np.ndarray) -> np.ndarray:
+  """Inverse of pack_masks: (N,1276) uint8 -> (N,101,101) uint8 {0,1}."""
+  return np.unpackbits(packed, axis=1, count=geometry.TILE_PIXELS).reshape(-1, *geometry.TILE_SHAPE)
 
 
 def _runs(masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

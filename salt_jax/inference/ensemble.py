@@ -8,7 +8,7 @@ sigmoid(logit - threshold) instead (needs `predict --save_logits`). The same vot
 validation predictions gives the out-of-fold mAP of every model and of the ensemble.
 """
 import pathlib
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,81 @@ from salt_jax.inference import breakdown, predict
 from salt_jax.workdir import rundir
 
 MODES = ("vote", "prob")
+SALT_AT = 0.5  # the vote fraction from which a pixel is salt (ties are salt)
+
+
+def is_salt(fraction: np.ndarray) -> np.ndarray:
+  """The ensemble's decision on vote fractions of any shape: salt where at least half the vote says so."""
+  return fraction >= SALT_AT
+
+
+class Vote:
+  """The ensemble's vote over arrays of one shape (the pixels of sections, or tiles): each model's mean
+  over its snapshots' scores (binary masks, or probabilities), then the equal-weight mean over models.
+  NaN scores (pixels a snapshot did not compute) stay NaN. Holds one model's sum and the total."""
+
+  def __init__(self):
+    self._total: Optional[np.ndarray] = None
+    self._model: Optional[np.ndarray] = None
+    self._models = self._snapshots = 0
+
+  def add_snapshot(self, scores: np.ndarray) -> None:
+    """Adds one snapshot's (...) scores to the model being voted."""
+    if self._model is None:
+      self._model = scores.astype(np.float32)
+    else:
+      self._model += scores  # float32, whatever the scores' type
+    self._snapshots += 1
+
+  def end_model(self) -> None:
+    """Closes the model being voted: its snapshots' mean joins the models' equal-weight mean."""
+    if not self._snapshots:
+      raise ValueError("a model votes with at least one snapshot")
+    mean = self._model / np.float32(self._snapshots)
+    if self._total is None:
+      self._total = mean
+    else:
+      self._total += mean
+    self._models += 1
+    self._model, self._snapshots = None, 0
+
+  def add_model(self, snapshot_scores: Iterable[np.ndarray]) -> None:
+    """One model's vote, its snapshots' scores given one at a time."""
+    for scores in snapshot_scores:
+      self.add_snapshot(scores)
+    self.end_model()
+
+  def fraction(self) -> np.ndarray:
+    """(...) float32: the equal-weight mean over the models of their snapshot means."""
+    return self._total / np.float32(self._models)
+
+
+class Voter(NamedTuple):
+  """One snapshot that votes: its workdir, fold, cycle and snapshot folder."""
+  workdir: str
+  fold: int
+  cycle: int
+  path: pathlib.Path
+
+
+def voters(workdirs: Sequence[str], kind: str = "max_map", folds: Optional[Sequence[int]] = None
+           ) -> List[List[Voter]]:
+  """Per workdir (one model each), its `kind` snapshots of the listed folds (None: all), sorted by (fold,
+  cycle): who votes, for `segment` and for the predictions `ensemble` reads. WorkdirError for a workdir
+  without one; errors.BadInput for a workdir listed twice."""
+  resolved = [pathlib.Path(wd).resolve() for wd in workdirs]
+  twice = [wd for k, wd in enumerate(workdirs) if resolved[k] in resolved[:k]]
+  if twice:
+    raise errors.BadInput(f"--workdirs lists {twice[0]} twice (each workdir is one model's vote)")
+  found = []
+  for wd in workdirs:
+    run = rundir.RunDir(wd)
+    mine = [Voter(str(wd), f, c, p) for f, c, p in run.snapshots(kind) if folds is None or f in folds]
+    if not mine:
+      which = f" of folds {list(folds)}" if folds is not None else ""
+      raise rundir.WorkdirError(f"no {kind} snapshots{which} in {wd}; train a fold first")
+    found.append(mine)
+  return found
 
 
 def prediction_files(workdir, kind: str = "max_map") -> List[pathlib.Path]:
@@ -83,25 +158,23 @@ def combine_models(model_votes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Subm
   votes = Votes()
   for ids, vote in model_votes:
     votes.add(ids, vote)
-  return Submission(votes.ids, votes.mean() >= 0.5)
+  return Submission(votes.ids, is_salt(votes.mean()))
 
 
 def oof_votes(files: Sequence[pathlib.Path], mode: str = "vote") -> Dict[int, Dict]:
-  """Per fold: validation ids, vote fraction (or mean probability) over that fold's cycles, and
-  per-snapshot mAPs."""
-  by_fold: Dict[int, Dict] = {}
+  """Per fold: validation ids, vote fraction (or mean probability) over that fold's cycles (Votes), and
+  per-snapshot mAPs. Every cycle of a fold validates the same tiles."""
+  by_fold: Dict[int, Tuple[Votes, List[float]]] = {}
   for path in files:
     pred = predict.load_prediction(path)
     fold = int(pred["meta"]["fold"])
-    entry = by_fold.setdefault(fold, {"ids": pred["valid_ids"], "sum": np.zeros(pred["valid_masks"].shape,
-                                                                              np.float32), "maps": []})
-    if not np.array_equal(entry["ids"], pred["valid_ids"]):
+    votes, maps = by_fold.setdefault(fold, (Votes(), []))
+    if maps and not np.array_equal(votes.ids, pred["valid_ids"]):
       raise rundir.WorkdirError(f"{path}: validation ids differ between cycles of fold {fold}")
-    entry["sum"] += snapshot_scores(pred, mode, "valid")
-    entry["maps"].append(pred["meta"]["val_map"])
-  for entry in by_fold.values():
-    entry["vote"] = entry.pop("sum") / len(entry["maps"])
-  return by_fold
+    votes.add(pred["valid_ids"], snapshot_scores(pred, mode, "valid"))
+    maps.append(pred["meta"]["val_map"])
+  return {fold: {"ids": votes.ids, "vote": votes.mean(), "maps": maps}
+          for fold, (votes, maps) in by_fold.items()}
 
 
 class FoldVote(NamedTuple):
@@ -134,7 +207,8 @@ def fold_votes(workdirs: Sequence[str], kind: str = "max_map") -> Dict[int, Fold
         conf_sum[i] = conf_sum.get(i, 0.0) + float(c)
         conf_n[i] = conf_n.get(i, 0) + 1
     confidence = np.array([conf_sum[i] / conf_n[i] if i in conf_n else np.nan for i in test.ids], np.float32)
-    out[fold] = FoldVote(Submission(valid.ids, valid.mean() >= 0.5), Submission(test.ids, test.mean() >= 0.5),
+    out[fold] = FoldVote(Submission(valid.ids, is_salt(valid.mean())),
+                         Submission(test.ids, is_salt(test.mean())),
                          confidence)
   return out
 
@@ -167,8 +241,8 @@ def oof_table(workdirs: Sequence[str], truth_by_id: Dict[str, np.ndarray], kind:
     row = {"model": pathlib.Path(wd).name, "snapshots": sum(len(v["maps"]) for v in folds.values()),
            "mean snapshot mAP": float(np.mean([m for v in folds.values() for m in v["maps"]]))}
     for f in sorted(folds):
-      row[f"fold {f}"] = metrics.kaggle_map(folds[f]["vote"] >= 0.5, truth(folds[f]["ids"]))
-    row["OOF mAP"] = metrics.kaggle_map(vote >= 0.5, truth(ids))
+      row[f"fold {f}"] = metrics.kaggle_map(is_salt(folds[f]["vote"]), truth(folds[f]["ids"]))
+    row["OOF mAP"] = metrics.kaggle_map(is_salt(vote), truth(ids))
     row["images"] = len(ids)
     rows.append(row)
   if len(workdirs) > 1:

@@ -26,20 +26,10 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import configlib, errors, fileio, geometry, models, parallel, weights
-from salt_jax.data import kaggle, pseudo, sources
+from salt_jax import configlib, errors, fileio, models, parallel, weights
+from salt_jax.data import kaggle, pseudo, rle, sources
 from salt_jax.inference import gating, tta
 from salt_jax.workdir import checkpoints, rundir
-
-
-def pack_masks(masks: np.ndarray) -> np.ndarray:
-  """(N,101,101) {0,1} -> (N,1276) uint8 bit-packed rows."""
-  return np.packbits(masks.reshape(len(masks), -1).astype(bool), axis=1)
-
-
-def unpack_masks(packed: np.ndarray) -> np.ndarray:
-  """Inverse of pack_masks: (N,1276) uint8 -> (N,101,101) uint8 {0,1}."""
-  return np.unpackbits(packed, axis=1, count=geometry.TILE_PIXELS).reshape(-1, *geometry.TILE_SHAPE)
 
 
 def confidence(logits: np.ndarray, threshold: float) -> np.ndarray:
@@ -53,8 +43,8 @@ def save_prediction(path, *, meta: Dict[str, Any], valid_ids, valid_masks, test_
                     valid_logits=None, test_logits=None, valid_confidence=None, test_confidence=None) -> None:
   """Writes one snapshot's predictions atomically (temporary file + rename)."""
   arrays = dict(meta=np.asarray(json.dumps(meta)), valid_ids=np.asarray(valid_ids),
-                valid_masks=pack_masks(valid_masks), test_ids=np.asarray(test_ids),
-                test_masks=pack_masks(test_masks))
+                valid_masks=rle.pack_masks(valid_masks), test_ids=np.asarray(test_ids),
+                test_masks=rle.pack_masks(test_masks))
   for name, values in (("valid_confidence", valid_confidence), ("test_confidence", test_confidence)):
     if values is not None:
       arrays[name] = np.asarray(values, np.float32)
@@ -89,8 +79,8 @@ def load_prediction(path) -> Dict[str, Any]:
   with _prediction_npz(path) as z:
     out = {k: z[k] for k in z.files}
     out["meta"] = json.loads(str(out["meta"]))
-    out["valid_masks"] = unpack_masks(out["valid_masks"])
-    out["test_masks"] = unpack_masks(out["test_masks"])
+    out["valid_masks"] = rle.unpack_masks(out["valid_masks"])
+    out["test_masks"] = rle.unpack_masks(out["test_masks"])
   return out
 
 
@@ -111,7 +101,7 @@ def test_rows(pseudo_section, run: rundir.RunDir, test_ids) -> np.ndarray:
   return np.flatnonzero(half != p.pseudo_split)
 
 
-def load_snapshot(s, snap, mesh) -> Tuple[Any, Dict[str, Any]]:
+def load_fold_snapshot(s, snap, mesh) -> Tuple[Any, Dict[str, Any]]:
   """(variables, metadata) of a snapshot of the network of a fold config's sections `s` (model,
   data.input_size), replicated over `mesh` (whatever devices wrote it: a fold trained on 2 GPUs predicts
   on 1)."""
@@ -230,13 +220,12 @@ class _PredictionWriter:
 
   def __call__(self, fold: int, cycle: int, snap, overwrite: bool) -> Dict[str, Any]:
     """Predicts one snapshot (or reads its finished predictions); returns its metadata."""
-    out_path = self.run.prediction_file(self.kind, fold, cycle)
-    if (out_path.exists() and not overwrite and out_path.stat().st_mtime >= snap.stat().st_mtime
-        and (not self.save_logits or has_logits(out_path))):
+    out_path = self.run.current_prediction(self.kind, fold, cycle)
+    if out_path is not None and not overwrite and (not self.save_logits or has_logits(out_path)):
       logging.info("fold %d cycle %d: already predicted (%s)", fold, cycle, out_path)
       return load_prediction(out_path)["meta"]
     s = configlib.sections(self.run.fold_config(fold))
-    variables, meta = load_snapshot(s, snap, self.mesh)
+    variables, meta = load_fold_snapshot(s, snap, self.mesh)
     return self.predict(s, cycle, variables, meta, str(snap))
 
   def predict(self, s, cycle: int, variables, meta: Dict[str, Any], source: str) -> Dict[str, Any]:

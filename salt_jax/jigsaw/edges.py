@@ -36,13 +36,6 @@ class TileSet:
   images: np.ndarray
   n_train: int
 
-  @property
-  def is_train(self) -> np.ndarray:
-    """(N,) bool."""
-    flags = np.zeros(len(self.ids), bool)
-    flags[:self.n_train] = True
-    return flags
-
 
 def tile_set_from_arrays(train_ids, train_images, test_ids, test_images) -> TileSet:
   """Concatenates train then test tiles (SPEC 8.1 order)."""

@@ -71,8 +71,3 @@ def resize_bilinear(x: jnp.ndarray, size: Sequence[int], align_corners: bool = T
   my = _interp_matrix(h, size[0], align_corners).astype(x.dtype)
   mx = _interp_matrix(w, size[1], align_corners).astype(x.dtype)
   return jnp.einsum("oh,bhwc,pw->bopc", my, x, mx)
-
-
-def upsample2x(x: jnp.ndarray, align_corners: bool = True) -> jnp.ndarray:
-  """(B,H,W,C) -> (B,2H,2W,C) bilinear."""
-  return resize_bilinear(x, (2 * x.shape[1], 2 * x.shape[2]), align_corners)

@@ -22,14 +22,6 @@ from salt_jax.models.layers import resize_bilinear
 Dtype = Any
 
 
-def _make_encoder(module: nn.Module):
-  """The encoder named `module.encoder`, as the submodule 'encoder'."""
-  if module.encoder not in encoders_lib.ENCODERS:
-    raise ValueError(f"unknown encoder {module.encoder!r}; valid: {sorted(encoders_lib.ENCODERS)}")
-  cls = encoders_lib.ENCODERS[module.encoder]
-  return cls(dtype=module.dtype, name="encoder")
-
-
 def _heads(module: nn.Module, features, center_64, hidden: int, train: bool):
   """no_empty head on the features, final head on concat([features, broadcast(center_64)])."""
   kw = dict(hidden=hidden, dropout_rate=module.head_dropout, dtype=module.dtype)
@@ -77,7 +69,7 @@ class HypercolumnUNet(UNet):
                        f"(head_stride is 1 or 2), got {len(self.decoder_mids)}")
     size = x.shape[1:3]
     x = x.astype(self.dtype)
-    c2, c3, c4, c5 = _make_encoder(self)(x, train)
+    c2, c3, c4, c5 = encoders_lib.get_encoder(self.encoder, dtype=self.dtype, name="encoder")(x, train)
     class_logits, center_64 = ClassHead(self.class_features, dtype=self.dtype, name="classifier")(c5)
     kw = dict(dtype=self.dtype, align_corners=self.align_corners, dropout_rate=self.decoder_dropout)
     center = Center(self.center_widths, dtype=self.dtype, name="center")(c5, train)
@@ -103,7 +95,7 @@ class SlimHypercolumnUNet(UNet):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
-    feats = _make_encoder(self)(x, train)
+    feats = encoders_lib.get_encoder(self.encoder, dtype=self.dtype, name="encoder")(x, train)
     c5 = feats[3]
     class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
     center = Center(dtype=self.dtype, name="center")(c5, train)
@@ -135,7 +127,7 @@ class IBNDecoderUNet(UNet):
     if self.decoder_dropout:
       raise ValueError("IBNDecoderUNet has no decoder dropout (SPEC 3.6); use head_dropout")
     x = x.astype(self.dtype)
-    c2, c3, c4, c5 = _make_encoder(self)(x, train)
+    c2, c3, c4, c5 = encoders_lib.get_encoder(self.encoder, dtype=self.dtype, name="encoder")(x, train)
     class_logits, center_64 = ClassHead(dtype=self.dtype, name="classifier")(c5)
     nf = self.num_filters
 

@@ -41,9 +41,9 @@ class Layout(NamedTuple):
     return len(self.ys) * len(self.xs)
 
   def crop(self, padded: np.ndarray) -> np.ndarray:
-    """The section's own pixels of a padded-section array (a view)."""
+    """The section's own pixels of a (...,Hp,Wp) padded-section array (a view)."""
     (top, _), (left, _) = self.pads
-    return padded[top:top + self.shape[0], left:left + self.shape[1]]
+    return padded[..., top:top + self.shape[0], left:left + self.shape[1]]
 
 
 def axis_windows(size: int, stride: int, tile: int = TILE, phase: int = 0) -> Tuple[np.ndarray, int, int]:
@@ -52,10 +52,10 @@ def axis_windows(size: int, stride: int, tile: int = TILE, phase: int = 0) -> Tu
   The margin (tile - stride) // 2 pads both ends: the padding before is the margin plus `phase` (every
   window shifted back by that many pixels), and the last window ends at least the margin past the section.
   With stride 101 and phase 50 on a section of tiles, every window straddles a tile border and still no two
-  windows overlap.
+  windows overlap. An axis shorter than a tile is padded (reflected) up to at least one window.
   """
-  if size < tile:
-    raise errors.BadInput(f"a section of {size} px is smaller than a {tile} px tile")
+  if size < 1:
+    raise errors.BadInput(f"a section of {size} px has no pixels")
   if not 1 <= stride <= tile:
     raise errors.BadInput(f"stride must be between 1 and {tile}, got {stride}")
   if not 0 <= phase < stride:
@@ -74,7 +74,8 @@ def layout(shape: Tuple[int, int], stride: int, tile: int = TILE, phase: int = 0
 
 
 def pad(section: np.ndarray, lay: Layout) -> np.ndarray:
-  """(H,W) -> the reflect-padded (Hp,Wp) section (mirrored without repeating the edge pixel)."""
+  """(H,W) -> the reflect-padded (Hp,Wp) section (mirrored without repeating the edge pixel; a padding
+  wider than the section mirrors it again, and a 1-pixel axis repeats its pixel)."""
   if section.shape != lay.shape:
     raise ValueError(f"section {section.shape} does not match its layout {lay.shape}")
   return np.pad(section, lay.pads, mode="reflect")
@@ -106,11 +107,6 @@ def batches(corners: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     yield corners[start:start + batch_size]
 
 
-def windows(padded: np.ndarray, corners: np.ndarray, tile: int = TILE) -> np.ndarray:
-  """(B,tile,tile) copies of the padded section at the (B,2) origins."""
-  return np.stack([padded[y:y + tile, x:x + tile] for y, x in corners])
-
-
 def accumulate(total: np.ndarray, corners: np.ndarray, values: np.ndarray, weight: np.ndarray) -> None:
   """total[window] += weight * value for each window (in place; total (Hp,Wp), values (B,tile,tile))."""
   tile = weight.shape[0]
@@ -129,25 +125,37 @@ def weight_sum(lay: Layout, tile: int = TILE) -> np.ndarray:
 def blend(padded: np.ndarray, lay: Layout, window_fn: WindowFn, batch_size: int,
           weights: Optional[np.ndarray] = None, progress: Optional[Callable[[int], None]] = None,
           needed: Optional[np.ndarray] = None) -> np.ndarray:
-  """Weighted mean of the windows' outputs: (Hp,Wp) padded section -> (H,W) float32.
+  """blend_stack of one (Hp,Wp) padded section: (H,W) float32."""
+  return blend_stack(padded[None], lay, window_fn, batch_size, weights, progress, needed)[0]
 
-  window_fn maps each batch of (<= batch_size, 101, 101) windows to their values; weights is weight_sum(lay)
-  (computed here when None; pass it to share it between several models); progress(n) is called with the
-  number of windows of each finished batch. With `needed` ((H,W) bool), only the windows overlapping a
-  needed pixel run: those pixels get exactly the values of the whole blend, the others NaN.
+
+def blend_stack(padded: np.ndarray, lay: Layout, window_fn: WindowFn, batch_size: int,
+                weights: Optional[np.ndarray] = None, progress: Optional[Callable[[int], None]] = None,
+                needed: Optional[np.ndarray] = None) -> np.ndarray:
+  """Weighted mean of the windows' outputs on each of K same-shaped sections: (K,Hp,Wp) -> (K,H,W) float32.
+
+  The windows of all K sections (section by section, each row by row) are cut `batch_size` at a time,
+  so batches run across the sections and only the stack's last batch is short. window_fn maps each batch
+  of (<= batch_size, 101, 101) windows to their values; weights is weight_sum(lay) (computed here when
+  None; pass it to share it between several models); progress(n) is called with the number of windows of
+  each finished batch. With `needed` ((H,W) bool), only the windows overlapping a needed pixel run: those
+  pixels get exactly the values of the whole blend, the others NaN.
   """
   weight = window_weight()
   weights = weight_sum(lay) if weights is None else weights
   corners = origins(lay) if needed is None else origins(lay)[covering(lay, needed)]
-  total = np.zeros(lay.padded_shape, np.float64)
-  for chunk in batches(corners, batch_size):
-    values = np.asarray(window_fn(windows(padded, chunk)))
+  k, n = len(padded), len(corners)
+  keyed = np.concatenate([np.repeat(np.arange(k), n)[:, None], np.tile(corners, (k, 1))], axis=1)
+  total = np.zeros((k, *lay.padded_shape), np.float64)
+  for chunk in batches(keyed, batch_size):
+    values = np.asarray(window_fn(np.stack([padded[s, y:y + TILE, x:x + TILE] for s, y, x in chunk])))
     if values.shape != (len(chunk), TILE, TILE):
       raise ValueError(f"window_fn returned {values.shape} for {len(chunk)} windows")
-    accumulate(total, chunk, values, weight)
+    for (s, y, x), value in zip(chunk, values):
+      total[s, y:y + TILE, x:x + TILE] += weight * value
     if progress is not None:
       progress(len(chunk))
   out = (lay.crop(total) / lay.crop(weights)).astype(np.float32)
   if needed is not None:
-    out[~needed] = np.nan
+    out[:, ~needed] = np.nan
   return out

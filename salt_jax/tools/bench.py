@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from salt_jax import configlib, geometry, losses, metrics, models, parallel, schedules
+from salt_jax import configlib, errors, geometry, losses, metrics, models, parallel, repo, schedules
 from salt_jax.inference import tta
 from salt_jax.training import steps
 from salt_jax.workdir import rundir
@@ -55,7 +55,9 @@ from salt_jax.workdir import rundir
 # Dense peak TFLOP/s by device kind and dtype, for the utilisation figure (vendor data sheets).
 PEAK_TFLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989.0, ("NVIDIA H100 80GB HBM3", "float32"): 494.0,
                ("NVIDIA H200", "bfloat16"): 989.0, ("NVIDIA H200", "float32"): 494.0}
-REPO = pathlib.Path(__file__).resolve().parents[1]
+# The defaults: files of this checkout, wherever the bench is started.
+EPOCH_CONFIG = repo.ROOT / "configs" / "cpu_small.py"
+TORCH_REFERENCE = repo.SHARED / "bench" / "torch_reference.py"
 # What the PyTorch reference is run with: its default, and on a GPU what a PyTorch user would try for speed.
 TORCH_VARIANTS = {"float32": [], "bfloat16_channels_last": ["--dtype", "bfloat16", "--channels_last"]}
 FIGURES = ("train", "infer", "lovasz", "sweep", "epoch")
@@ -239,20 +241,26 @@ def read_histories(workdir, folds: Sequence[int]) -> Dict[int, List[Dict]]:
           for k in folds}
 
 
+def _absolute(path: str) -> str:
+  """A path given on this command line, as the training run (started in repo.ROOT) must see it."""
+  return str(pathlib.Path(path).expanduser().absolute()) if path else path
+
+
 def train_command(a, workdir, folds: Sequence[int]) -> List[str]:
   """The training run behind the epoch figures, of the given folds (together when several):
   `a.epoch_warmup` BCE+Dice epochs, then one Lovasz cycle of `a.epoch_cycle` epochs validated once, at
-  its end."""
-  cmd = [sys.executable, "-m", "salt_jax.train", f"--config={a.epoch_config}", f"--workdir={workdir}",
-         f"--config.model={a.model}", f"--config.dtype={a.dtype}", f"--config.batch_size={a.batch}",
-         f"--config.data_dir={a.data_dir}", f"--config.input_size={a.input_size}",
+  its end. Its paths are absolute: it runs in the repository root (run_training)."""
+  cmd = [sys.executable, "-m", "salt_jax.train", f"--config={_absolute(a.epoch_config)}",
+         f"--workdir={_absolute(str(workdir))}", f"--config.model={a.model}", f"--config.dtype={a.dtype}",
+         f"--config.batch_size={a.batch}", f"--config.data_dir={_absolute(a.data_dir)}",
+         f"--config.input_size={a.input_size}",
          f"--config.warmup_epochs={a.epoch_warmup}",
          "--config.cycle_num=1", f"--config.cycle_len={a.epoch_cycle}",
          f"--config.eval_start={a.epoch_cycle}", f"--config.eval_every={a.epoch_cycle}",
          f"--config.train_subset={a.train_subset}", f"--config.valid_subset={a.valid_subset}",
-         f"--config.compilation_cache_dir={a.compilation_cache_dir}"]
+         f"--config.compilation_cache_dir={_absolute(a.compilation_cache_dir)}"]
   if a.cache_dir:
-    cmd.append(f"--config.cache_dir={a.cache_dir}")
+    cmd.append(f"--config.cache_dir={_absolute(a.cache_dir)}")
   if len(folds) > 1:
     cmd += [f"--config.folds={','.join(map(str, folds))}", f"--config.fold_map={a.fold_map}"]
   else:
@@ -260,16 +268,20 @@ def train_command(a, workdir, folds: Sequence[int]) -> List[str]:
   return cmd
 
 
-def run_epochs(a, folds: Optional[Sequence[int]] = None) -> Dict:
-  """Runs the training program of `folds` (default: 0..a.folds-1, together) in a fresh workdir;
-  history_figures of its run plus "process_s"."""
+def run_training(a, folds: Optional[Sequence[int]] = None) -> Dict:
+  """Runs the training program of `folds` (default: 0..a.folds-1, together) in a fresh workdir, in a
+  subprocess started in the repository root (so it imports this checkout's package); history_figures of
+  its run plus "process_s"."""
   folds = list(range(a.folds)) if folds is None else list(folds)
   workdir = pathlib.Path(a.epoch_workdir) if a.epoch_workdir else pathlib.Path(
       tempfile.mkdtemp(prefix="salt_bench_"))
   try:
     t0 = time.perf_counter()
-    done = subprocess.run(train_command(a, workdir, folds), cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(train_command(a, workdir, folds), cwd=repo.ROOT, capture_output=True, text=True)
     process_s = time.perf_counter() - t0
+    if done.returncode == 1:  # salt_jax.train refused its input: its one line says why
+      last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+      raise errors.BadInput(f"the training run for the epoch figures was refused: {last}")
     if done.returncode != 0:
       raise RuntimeError(f"the training run for the epoch figures failed (exit {done.returncode}):\n"
                          + "\n".join(done.stderr.strip().splitlines()[-15:]))
@@ -283,7 +295,7 @@ def run_epochs(a, folds: Optional[Sequence[int]] = None) -> Dict:
 
 def run_sequential(a) -> List[float]:
   """process_s of each of the a.folds folds trained alone, one after the other (same schedule)."""
-  return [run_epochs(a, [k])["process_s"] for k in range(a.folds)]
+  return [run_training(a, [k])["process_s"] for k in range(a.folds)]
 
 
 def emit(figure: str, value: float, unit: str, context: Dict, torch_value: Optional[float] = None,
@@ -343,8 +355,8 @@ def define_flags() -> None:
   flags.DEFINE_list("only", None, f"Figures to measure, of {','.join(FIGURES)} (default: all; epoch with "
                     "--data_dir).")
   flags.DEFINE_string("data_dir", None, "Real data for the epoch figures (Kaggle layout).")
-  flags.DEFINE_string("epoch_config", str(REPO / "configs" / "cpu_small.py"), "Config the epoch run starts "
-                      "from (model, dtype, batch and schedule are overridden).")
+  flags.DEFINE_string("epoch_config", str(EPOCH_CONFIG), "Config the epoch run starts from (model, dtype, "
+                      "batch and schedule are overridden).")
   flags.DEFINE_integer("epoch_warmup", 2, "BCE+Dice epochs of the epoch run.", lower_bound=0)
   flags.DEFINE_integer("epoch_cycle", 3, "Lovasz epochs of the epoch run (its first is left out).",
                        lower_bound=2)
@@ -359,8 +371,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("vs_torch", False, "Also time the PyTorch reference (one model: not with --folds > 1 "
                     "for training).")
   flags.DEFINE_alias("vs-torch", "vs_torch")
-  flags.DEFINE_string("torch_reference", str(REPO.parent / "shared" / "bench" / "torch_reference.py"),
-                      "The PyTorch reference script.")
+  flags.DEFINE_string("torch_reference", str(TORCH_REFERENCE), "The PyTorch reference script.")
   flags.DEFINE_string("device", None, "Torch device for --vs-torch (default: cuda if JAX has a GPU).")
   flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s for the utilisation figure (default: PEAK_TFLOPS).")
 
@@ -377,6 +388,8 @@ def figures_to_run(a) -> Set[str]:
   if "epoch" in only:
     if not a.data_dir:
       raise app.UsageError("the epoch figures train on the real data: give --data_dir")
+    if not pathlib.Path(a.epoch_config).is_file():
+      raise app.UsageError(f"--epoch_config {a.epoch_config} not found")
     kept = pathlib.Path(a.epoch_workdir) if a.epoch_workdir else None
     if kept and kept.exists() and any(kept.iterdir()):
       raise app.UsageError(f"--epoch_workdir {a.epoch_workdir} is not empty (a finished run there would not "
@@ -458,7 +471,7 @@ def main(argv) -> List[Dict]:
   del argv
   only = figures_to_run(FLAGS)
   # Before this process touches a device: on a GPU the child would otherwise find its memory taken.
-  epoch = run_epochs(FLAGS) if "epoch" in only else None
+  epoch = run_training(FLAGS) if "epoch" in only else None
   sequential = run_sequential(FLAGS) if epoch is not None and FLAGS.sequential else None
   dev = jax.devices()[0]
   context = dict(model=FLAGS.model, batch=FLAGS.batch, size=FLAGS.input_size, dtype=FLAGS.dtype,

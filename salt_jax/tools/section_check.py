@@ -20,7 +20,7 @@ from salt_jax.data import sources
 from salt_jax.geometry import TILE
 from salt_jax.inference import ensemble
 from salt_jax.jigsaw import tables
-from salt_jax.seismic import segment
+from salt_jax.seismic import files, infer
 from salt_jax.workdir import rundir
 
 
@@ -91,20 +91,20 @@ def score_row(method: str, scores: np.ndarray, changed: np.ndarray, reference: n
   return row
 
 
-def segment_cells(workdir, fold: int, sections: Sequence[segment.Section], cells: pd.DataFrame,
+def segment_cells(workdir, fold: int, sections: Sequence[files.Section], cells: pd.DataFrame,
                   stride: int, kind: str, batch_size: Optional[int], phase: int = 0) -> Dict[str, object]:
   """{"masks": {id: mask}, "windows", "seconds"} of the fold's snapshots voted on every section.
 
   Only the windows that overlap a scored cell run: the cells get exactly the whole section's masks.
   """
-  snaps = [segment.find_snapshots(workdir, kind, [fold])]
-  loader = segment.SnapshotLoader(kind, batch_size)
+  snaps = infer.find_snapshots([workdir], kind, [fold])
+  loader = infer.SnapshotLoader(kind, batch_size)
   masks, windows, t0 = {}, 0, time.perf_counter()
   with rundir.RunDir(workdir).lock():
     for item in sections:
       section = item.load()
       here = cells[cells["mosaic_id"] == int(item.name.split("_")[1])]
-      result = segment.segment_section(section, snaps, loader, stride, needed=cell_mask(section.shape, here),
+      result = infer.segment_section(section, snaps, loader, stride, needed=cell_mask(section.shape, here),
                                        phase=phase)
       masks.update(crop_cells(result.mask, here))
       windows += result.windows * len(snaps[0])
@@ -132,7 +132,7 @@ def fold_check(workdir, fold: int, source: sources.Source, mosaics_csv, strides:
   unchanged = np.zeros(len(cells), bool)
   rows = [score_row("predict, one tile at a time", cells["predict"].to_numpy(), unchanged,
                     cells["predict"].to_numpy(), cells, pixel_iou(reference, cells, truth))]
-  sections = segment.mosaic_sections(source, mosaics_csv, sorted(int(m) for m in cells["mosaic_id"].unique()))
+  sections = files.mosaic_sections(source, mosaics_csv, sorted(int(m) for m in cells["mosaic_id"].unique()))
   speed = {}
   for stride, phase in [(s, p) for s in strides for p in phases if p < s]:
     name = f"stride {stride}" + (f", phase {phase}" if phase else "")

@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 
 from salt_jax import configlib, parallel, schedules
-from salt_jax.data import pseudo
+from salt_jax.data import augment, pseudo
 from salt_jax.training import steps
 
 
@@ -56,10 +56,11 @@ class EpochRunner:
 
   def __init__(self, s, folds: Sequence, data: Dict[str, jax.Array], n_pseudo: int, step_key, mesh,
                fold_map: str, on_compile: Callable[[], None]):
-    """s: the config's sections (configlib.sections; read: optim, loss, pseudo.pseudo_prob, data.input_size,
-    runtime.steps_per_call and .cpu_ynn_fusion); folds: the folds' `train_rows` (n,) and `steps` (per
+    """s: the config's sections (configlib.sections; read: optim, loss, augment, pseudo.pseudo_prob,
+    data.input_size, runtime.steps_per_call and .cpu_ynn_fusion); folds: the folds' `train_rows` (n,) and `steps` (per
     epoch); data: the device-resident tiles."""
     self._optim, self._loss, self._pseudo_prob = s.optim, s.loss, s.pseudo.pseudo_prob
+    self._jitter = augment.Jitter.of(s.augment)
     self._canvas, self._ynn_fusion = s.data.input_size, s.runtime.cpu_ynn_fusion
     self._folds, self._data, self._key = list(folds), data, step_key
     self._n_all, self._n_pseudo = len(data["image"]) - n_pseudo, n_pseudo
@@ -110,7 +111,7 @@ class EpochRunner:
       self._compiled[key] = steps.compile_fold_train_steps(
           state, self._data, rows_spec, self._key, active_spec, mesh=self._mesh, fold_map=self._fold_map,
           seg_loss=seg_loss, loss_weights=configlib.loss_weights(self._loss), canvas=self._canvas,
-          compiler_options=steps.train_compiler_options(self._ynn_fusion))
+          loss_on_tile=self._loss.loss_on_tile, jitter=self._jitter, compiler_options=steps.train_compiler_options(self._ynn_fusion))
       logging.info("compiled %d %s train steps of %d fold(s) per call%s in %.1f s", n_steps, seg_loss,
                    n_folds, " (masked)" if masked else "", time.perf_counter() - t0)
       self._on_compile()

@@ -59,25 +59,30 @@ def _update_ema(state: TrainState) -> TrainState:
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *, seg_loss: str,
-               loss_weights: Dict[str, float], canvas: int
-               ) -> Tuple[TrainState, Dict[str, jax.Array]]:
+               loss_weights: Dict[str, Any], canvas: int, loss_on_tile: bool = False,
+               jitter: Optional[augment.Jitter] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One optimiser step on a global batch. rng is the run's base key; the step's key is fold_in(rng, step).
 
-  seg_loss: "bce_dice" (warm-up epochs) or "lovasz" (cycles), SPEC 4.5. The model casts the input to
-  its compute dtype; canvas is the padded input size. Returns the new state and scalar metrics (loss, its
-  terms, the learning rate used).
+  seg_loss: "bce_dice" (warm-up epochs) or "lovasz" (cycles), SPEC 4.5; loss_weights: losses.total_loss's
+  keyword options (configlib.loss_weights). The model casts the input to its compute dtype; canvas is the
+  padded input size. loss_on_tile: the segmentation losses see only the tile's own pixels, not its random
+  padding (augment.tile_mask); jitter: the training jitter (None or off: the original's pad and flip). The
+  empty/non-empty labels are the augmented masks' (a warp may move salt off the tile). Returns the new state
+  and scalar metrics (loss, its terms, the learning rate used).
   """
   step_key = jax.random.fold_in(rng, state.step)
   aug_key, drop_key = jax.random.split(step_key)
-  x, y = augment.train_augment(aug_key, batch["image"], batch["mask"], canvas=canvas)
-  is_empty = (jnp.max(batch["mask"], axis=(1, 2)) == 0).astype(jnp.int32)
+  x, y, *valid = augment.train_augment(aug_key, batch["image"], batch["mask"], canvas=canvas, jitter=jitter,
+                                       return_valid=loss_on_tile)
+  valid = valid[0] if valid else None
+  is_empty = (jnp.max(y, axis=(1, 2)) == 0).astype(jnp.int32)
 
   def loss_fn(params):
     (class_logits, no_empty_logits, final_logits), updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, x, train=True,
         mutable=["batch_stats"], rngs={"dropout": drop_key})
     loss, terms = losses.total_loss(class_logits, no_empty_logits, final_logits, y, is_empty,
-                                    seg_loss=seg_loss, **loss_weights)
+                                    seg_loss=seg_loss, valid=valid, **loss_weights)
     return loss, (terms, updates["batch_stats"])
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -88,24 +93,25 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
 
 
 def train_steps(state: TrainState, data: Dict[str, jax.Array], rows: jax.Array, rng: jax.Array,
-                active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, float],
-                canvas: int, batch_sharding=None
-                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
+                active: Optional[jax.Array] = None, *, seg_loss: str, loss_weights: Dict[str, Any],
+                canvas: int, batch_sharding=None, loss_on_tile: bool = False,
+                jitter: Optional[augment.Jitter] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """Many train_steps in one call, on data that stays on the devices (a lax.scan over the steps).
 
   data: {"image", "mask"} (N,101,101) uint8, every training sample; rows: (S,B) int32, the samples of
   each step. Step s trains on data[rows[s]] exactly as train_step would on that batch (same key:
   fold_in(rng, step)). active: optional (S,) bool; a step with False leaves the state unchanged (a fold
   with fewer steps per epoch than the others it trains with). batch_sharding (optional; a sharding, or
-  a PartitionSpec of the context mesh) shards each gathered batch over the devices. Returns the state
-  after S steps and the per-step metrics, each (S,).
+  a PartitionSpec of the context mesh) shards each gathered batch over the devices; loss_on_tile and
+  jitter: train_step's. Returns the state after S steps and the per-step metrics, each (S,).
   """
   def body(state, step_input):
     idx, on = step_input
     batch = {k: v[idx] for k, v in data.items()}
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights, canvas=canvas)
+    new, metrics = train_step(state, batch, rng, seg_loss=seg_loss, loss_weights=loss_weights, canvas=canvas,
+                              loss_on_tile=loss_on_tile, jitter=jitter)
     if on is not None:
       new = jax.tree.map(lambda n, o: jnp.where(on, n, o), new, state)
     return new, metrics
@@ -149,10 +155,11 @@ def train_compiler_options(cpu_ynn_fusion: str = "") -> Optional[Dict[str, str]]
 
 
 def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, mesh, fold_map, seg_loss,
-                              loss_weights, canvas: int,
+                              loss_weights, canvas: int, loss_on_tile: bool = False,
+                              jitter: Optional[augment.Jitter] = None,
                               compiler_options: Optional[Dict[str, str]] = None):
   """AOT-compiles fold_train_steps for one loss variant and one number of steps (rows_spec (F,S,B) int32,
-  active_spec (F,S) bool or None).
+  active_spec (F,S) bool or None; loss_on_tile and jitter: train_step's).
 
   The stacked state, the rows and active are sharded along 'folds'; the data, the rng and the returned
   metrics are replicated; each fold's batch is sharded along 'data'. Over several fold groups the
@@ -162,7 +169,7 @@ def compile_fold_train_steps(state, data, rows_spec, rng, active_spec=None, *, m
   """
   folds, repl = parallel.fold_sharded(mesh), parallel.replicated(mesh)
   fn = functools.partial(fold_train_steps, fold_map=fold_map, seg_loss=seg_loss, loss_weights=loss_weights,
-                         canvas=canvas, batch_sharding=P("data"))
+                         canvas=canvas, batch_sharding=P("data"), loss_on_tile=loss_on_tile, jitter=jitter)
   if active_spec is None:
     fn = functools.partial(lambda f, state, data, rows, rng: f(state, data, rows, rng), fn)
   if mesh.shape["folds"] > 1:

@@ -10,7 +10,7 @@ import pathlib
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -123,16 +123,6 @@ class LatestCheckpoint:
 
   def latest_epoch(self) -> Optional[int]:
     return self._manager.latest_step()
-
-  def epochs(self) -> List[int]:
-    """The epochs whose states are kept, ascending."""
-    return sorted(self._manager.all_steps())
-
-  def discard_after(self, epoch: int) -> None:
-    """Deletes the states of epochs after `epoch` (a fold going back to train with others from there)."""
-    for later in self.epochs():
-      if later > epoch:
-        self._manager.delete(later)
 
   def save(self, epoch: int, state, loop: Dict[str, Any]) -> None:
     """Starts writing the state of `epoch` in the background (the previous write is finished first);

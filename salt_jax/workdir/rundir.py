@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import ml_collections
 import numpy as np
 
-from salt_jax import configlib, errors, fileio
+from salt_jax import configlib, errors, fileio, schedules
 from salt_jax.data import folds as folds_lib
 
 try:
@@ -101,6 +101,14 @@ class RunDir:
   def prediction_file(self, kind: str, fold: int, cycle: int) -> pathlib.Path:
     return self.predictions_dir(kind) / f"fold_{fold}_cycle_{cycle}.npz"
 
+  def current_prediction(self, kind: str, fold: int, cycle: int) -> Optional[pathlib.Path]:
+    """The prediction file of snapshot (fold, cycle, kind) when it is not older than the snapshot (one
+    training rewrote after predict ran is stale), else None (also when either is missing)."""
+    pred, snap = self.prediction_file(kind, fold, cycle), self.snapshot_dir(fold, cycle, kind)
+    if pred.is_file() and snap.exists() and pred.stat().st_mtime >= snap.stat().st_mtime:
+      return pred
+    return None
+
   def pseudo_split_csv(self, pseudo) -> pathlib.Path:
     """The test-half split of a pseudo-label run: the pseudo section's pseudo_split_file, else the workdir's."""
     return pathlib.Path(pseudo.pseudo_split_file) if pseudo.pseudo_split_file else self.root / "pseudo_split.csv"
@@ -157,7 +165,9 @@ class RunDir:
     """Refuses a training run of `fold` (default config.fold) this workdir must not take; reads only.
 
     The model must be the workdir's, and a fold trained before must be re-run with the same value of
-    every key in configlib.RESUME_FIXED_KEYS (the others, e.g. logging or the eval batch, may change).
+    every key in configlib.fixed_keys (the others, e.g. logging or the eval batch, may change), and with
+    no fewer epochs than it has trained (a `restarts` run may change cycle_num, never below the cycles it
+    trained into).
     """
     fold = config.fold if fold is None else fold
     held = self.recorded_model()
@@ -172,6 +182,22 @@ class RunDir:
             f"fold {fold} of {self.root} was trained with other settings ({diff}); these keys must "
             f"stay as recorded in {self.config_json(fold)} to resume or re-run it: use another "
             "workdir for other settings")
+      optim = configlib.section(config, "optim")
+      trained, total = self.trained_epochs(fold), schedules.run_epochs(optim)
+      if trained > total:
+        cycles = schedules.cycle_of_epoch(trained - 1, optim.warmup_epochs, optim.cycle_len) + 1
+        raise WorkdirError(
+            f"fold {fold} of {self.root} has trained {trained} epochs, into Lovasz cycle {cycles}; "
+            f"cycle_num={optim.cycle_num} would end before that: resume it with cycle_num >= {cycles}")
+
+  def trained_epochs(self, fold: int) -> int:
+    """How many epochs fold `fold` has finished, by its records: one more than the latest epoch of its
+    history.jsonl or of a state in checkpoints/ (0 if none)."""
+    epochs = [int(p.name) for p in self.checkpoints_dir(fold).glob("*") if p.name.isdigit()]
+    history = self.history_jsonl(fold)
+    if history.is_file():
+      epochs += [json.loads(line)["epoch"] for line in history.read_text().splitlines() if line.strip()]
+    return max(epochs, default=-1) + 1
 
   def record_run(self, config, fold: Optional[int] = None) -> None:
     """Writes run.json (if new) and the config.json of `fold` (default config.fold; if changed); call

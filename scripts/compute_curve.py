@@ -1,0 +1,130 @@
+"""Validation mAP and losses against training compute (image-steps) for finished or running training runs.
+
+One image-step is one training image through one step: an epoch of a fold costs (train images // batch) x
+batch image-steps. Each run is given as LABEL=WORKDIR; runs sharing a label are seeds of one recipe (their
+spread is drawn as a band). Writes a PNG of two panels (validation mAP; train and validation loss, each
+against image-steps) and prints, per run, the table that docs/recipes.md carries.
+
+  python scripts/compute_curve.py --fold=0 --out=docs/compute_curve.png \
+      --runs="today=runs/curve_1x_s0,today=runs/curve_2x_s0,regularised=runs/curve_2x_pc_s0"
+"""
+import collections
+import json
+import pathlib
+from typing import Dict, List
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from absl import app, flags
+
+from salt_jax import cli, fileio
+from salt_jax.workdir import rundir
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("runs", None, "Comma-separated LABEL=WORKDIR (one label per recipe; repeated for seeds).")
+  flags.DEFINE_integer("fold", 0, "The fold whose history is read.")
+  flags.DEFINE_string("out", None, "PNG to write (optional).")
+  flags.mark_flags_as_required(["runs"])
+
+
+def epoch_image_steps(workdir: pathlib.Path, fold: int) -> int:
+  """Image-steps of one epoch of `fold`: (its training images // batch) x batch, from the run's own
+  folds.csv and recorded config (a train_subset caps the images)."""
+  config = json.loads((workdir / f"fold_{fold}" / "config.json").read_text())
+  split = pd.read_csv(workdir / "folds.csv", dtype={"id": str})
+  n_train = int((split["fold"] != fold).sum())
+  if config.get("train_subset"):
+    n_train = min(n_train, int(config["train_subset"]))
+  batch = int(config["batch_size"])
+  return n_train // batch * batch
+
+
+def run_history(workdir, fold: int) -> pd.DataFrame:
+  """One row per finished epoch of the run's fold: epoch, image_steps (cumulative), loss, seg_loss, and
+  val_map / val_loss where it was validated."""
+  workdir = pathlib.Path(workdir)
+  path = rundir.RunDir(workdir).history_jsonl(fold)
+  if not path.exists():
+    raise rundir.WorkdirError(f"{path} not found: no epoch of fold {fold} has finished in {workdir}")
+  frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines()])
+  frame["image_steps"] = (frame["epoch"] + 1) * epoch_image_steps(workdir, fold)
+  for key in ("val_map", "val_loss"):
+    if key not in frame:
+      frame[key] = np.nan
+  return frame
+
+
+def summary(label: str, workdir: str, history: pd.DataFrame) -> Dict:
+  """The table row of one run: its compute, best and last validation, last losses of each phase."""
+  validated = history.dropna(subset=["val_map"])
+  last = history.iloc[-1]
+  lovasz = history[history["seg_loss"] == "lovasz"]
+  return {"recipe": label, "run": pathlib.Path(workdir).name, "epochs": int(last["epoch"]) + 1,
+          "image_steps": int(last["image_steps"]),
+          "best_val_map": validated["val_map"].max() if len(validated) else np.nan,
+          "last_val_map": validated["val_map"].iloc[-1] if len(validated) else np.nan,
+          "last_val_loss": validated["val_loss"].iloc[-1] if len(validated) else np.nan,
+          "last_train_loss_lovasz": lovasz["loss"].iloc[-1] if len(lovasz) else np.nan}
+
+
+def plot(histories: Dict[str, List[pd.DataFrame]], out) -> None:
+  """Two panels against image-steps: validation mAP of every validated epoch (one line per run, the
+  recipe's seeds in one colour, the min-max band of their best snapshots at each run's compute), and the
+  train (solid) and validation (dashed) losses."""
+  fig, (ax_map, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for i, (label, runs) in enumerate(histories.items()):
+    colour = colours[i % len(colours)]
+    by_compute = collections.defaultdict(list)
+    for j, h in enumerate(runs):
+      v = h.dropna(subset=["val_map"])
+      ax_map.plot(v["image_steps"], v["val_map"], "o-", color=colour, alpha=0.8, ms=4,
+                  label=label if j == 0 else None)
+      by_compute[int(h["image_steps"].iloc[-1])].append(v["val_map"].max())
+      ax_loss.plot(h["image_steps"], h["loss"], "-", color=colour, alpha=0.6,
+                   label=f"{label} train" if j == 0 else None)
+      ax_loss.plot(v["image_steps"], v["val_loss"], "o--", color=colour, ms=3,
+                   label=f"{label} validation" if j == 0 else None)
+    for x, bests in by_compute.items():
+      if len(bests) > 1:
+        ax_map.vlines(x, min(bests), max(bests), color=colour, lw=6, alpha=0.3)
+  ax_map.set(xlabel="image-steps", ylabel="validation mAP (fold's 361 tiles)", title="validation mAP")
+  ax_loss.set(xlabel="image-steps", ylabel="loss", title="train (solid) and validation (dashed) loss")
+  for ax in (ax_map, ax_loss):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  with fileio.atomic_path(out) as tmp:
+    fig.savefig(tmp, format="png", dpi=100)
+  plt.close(fig)
+
+
+def main(argv) -> pd.DataFrame:
+  """Reads every run's history, prints the table, writes the PNG with --out; returns the table."""
+  del argv
+  histories: Dict[str, List[pd.DataFrame]] = collections.defaultdict(list)
+  rows = []
+  for item in FLAGS.runs.split(","):
+    label, sep, workdir = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--runs items are LABEL=WORKDIR, got {item!r}")
+    history = run_history(workdir, FLAGS.fold)
+    histories[label].append(history)
+    rows.append(summary(label, workdir, history))
+  table = pd.DataFrame(rows)
+  with pd.option_context("display.width", 160, "display.max_columns", 20):
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+  if FLAGS.out:
+    plot(histories, FLAGS.out)
+  return table
+
+
+if __name__ == "__main__":
+  cli.run(main, define_flags, prog="scripts/compute_curve.py")

@@ -1,0 +1,50 @@
+"""scripts/compute_curve.py: image-steps, the table and the picture from a real (tiny) run's history."""
+import importlib.util
+import json
+import pathlib
+
+import cv2
+import pandas as pd
+import pytest
+
+from salt_jax import cli
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _script():
+  spec = importlib.util.spec_from_file_location("compute_curve", REPO / "scripts" / "compute_curve.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_curve_of_a_tiny_run(tiny_run, tmp_path):
+  """Each epoch costs (train images // batch) x batch image-steps (train_subset 48, batch 8: 48); the table
+  holds the run's best and last validation; the PNG is written whole."""
+  config, workdir, _ = tiny_run
+  mod = _script()
+  assert mod.epoch_image_steps(workdir, 0) == 48
+  history = [json.loads(line) for line in (workdir / "fold_0" / "history.jsonl").read_text().splitlines()]
+  out = tmp_path / "curve.png"
+  table = cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+                  argv=[f"--runs=tiny={workdir},tiny={workdir}", f"--out={out}"])
+  assert isinstance(table, pd.DataFrame) and len(table) == 2
+  row = table.iloc[0]
+  assert row["epochs"] == len(history) == config.warmup_epochs + config.cycle_len
+  assert row["image_steps"] == 48 * len(history)
+  maps = [r["val_map"] for r in history if "val_map" in r]
+  assert row["best_val_map"] == max(maps) and row["last_val_map"] == maps[-1]
+  image = cv2.imread(str(out))
+  assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+  assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+
+
+def test_a_run_without_history_is_refused_in_one_line(tmp_path, capsys):
+  mod = _script()
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py", argv=[f"--runs=x={tmp_path}"])
+  assert exit_.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"scripts/compute_curve.py: {tmp_path}/fold_0/history.jsonl not found: no epoch of fold 0 "
+                 f"has finished in {tmp_path}"]
