@@ -125,8 +125,8 @@ def test_console_keeps_our_lines_and_drops_library_info_unless_verbosity(tiny_ru
   quiet = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert quiet.returncode == 0, quiet.stderr[-2000:]
   lines = quiet.stderr.splitlines()
-  assert any("predict.py" in l and "validation mAP" in l for l in lines)
-  assert not [l for l in lines if "[process=0]" in l or "checkpointer.py" in l or "xla_bridge.py" in l]
+  assert any("validation mAP" in l for l in lines)  # console lines are `HH:MM:SS message`: no file names
+  assert not [l for l in lines if "[process=0]" in l or "Unable to initialize backend" in l]
   loud = subprocess.run(cmd + ["--verbosity=1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert loud.returncode == 0 and "[process=0]" in loud.stderr
   kept = subprocess.run(cmd + [f"--log_dir={tmp_path / 'logs'}"], cwd=REPO, env=env, capture_output=True,
