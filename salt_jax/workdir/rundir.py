@@ -194,10 +194,23 @@ class RunDir:
     """How many epochs fold `fold` has finished, by its records: one more than the latest epoch of its
     history.jsonl or of a state in checkpoints/ (0 if none)."""
     epochs = [int(p.name) for p in self.checkpoints_dir(fold).glob("*") if p.name.isdigit()]
-    history = self.history_jsonl(fold)
-    if history.is_file():
-      epochs += [json.loads(line)["epoch"] for line in history.read_text().splitlines() if line.strip()]
+    epochs += [record["epoch"] for record in self.history(fold)]
     return max(epochs, default=-1) + 1
+
+  def history(self, fold: int) -> List[Dict[str, Any]]:
+    """The epoch records of fold `fold`'s history.jsonl ([] without the file); WorkdirError naming the file
+    when it cannot be read or a line is not a JSON record with an integer epoch."""
+    path = self.history_jsonl(fold)
+    if not path.is_file():
+      return []
+    try:
+      records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+      if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+        raise ValueError("a line without an integer 'epoch'")
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 or not JSON lines (all ValueErrors)
+      raise WorkdirError(f"cannot read {path} ({errors.one_line(e)}); move it away to resume without the "
+                         "earlier epochs' records") from e
+    return records
 
   def record_run(self, config, fold: Optional[int] = None) -> None:
     """Writes run.json (if new) and the config.json of `fold` (default config.fold; if changed); call
