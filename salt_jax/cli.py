@@ -36,9 +36,9 @@ statuses:
 
 A program with `commands` takes one command word (`python -m salt_jax.jigsaw solve --data_dir=...`), passed
 to `main` as argv[1]; its lines read `<prog> <command>: error: <message>`, the form its commands have always
-printed. On the console, lines read `HH:MM:SS message` (`--log_format=absl`: absl's full prefix) and other
-libraries' INFO lines are dropped unless `--verbosity=1`; `--log_dir=DIR` keeps every line, with the full
-prefix, in DIR/<prog>.log (route_logs).
+printed. On the console, lines read `HH:MM:SS message` (`--log_format=absl`: absl's full prefix); other
+libraries' INFO lines and orbax's tracebacks of failed reads and writes are dropped unless `--verbosity=1`;
+`--log_dir=DIR` keeps every line, with the full prefix, in DIR/<prog>.log (route_logs).
 Given `argv` (the arguments after the program name), `run` runs the program in this process as a
 shell would (tests): its flags exist for that call only, and `main`'s result is returned.
 """

@@ -6,10 +6,11 @@
                  derives from it
     IOFailure    (an OSError) the environment failed at one of our reads or writes: a full or read-only
                  disk, a missing or unreadable file; the message names the path
+    (others)     a result the user acts on, e.g. training.records.Diverged (a non-finite loss)
 """
 import os
 import pathlib
-from typing import Union
+from typing import Type, Union
 
 
 class Refusal(Exception):
@@ -22,7 +23,10 @@ class BadInput(Refusal, ValueError):
 
 class IOFailure(Refusal, OSError):
   """The environment failed at one of our reads or writes (full or read-only disk, missing file); the
-  message names the path."""
+  message names the path. io_failure's keep the OSError's errno, strerror and filename (the path)."""
+
+  def __str__(self) -> str:
+    return str(self.args[0]) if self.args else ""
 
 
 def one_line(e: BaseException, width: int = 160) -> str:
@@ -33,9 +37,12 @@ def one_line(e: BaseException, width: int = 160) -> str:
   return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def io_failure(error: OSError, path: Union[str, os.PathLike], doing: str = "write") -> IOFailure:
-  """An IOFailure for `error` (e.g. ENOSPC) met while doing `doing` ("write", "read") at `path`:
-  "cannot write PATH ([Errno 28] No space left on device)" (its own errno stays unset: str() is the
-  message). Raise it `from error`."""
+def io_failure(error: OSError, path: Union[str, os.PathLike], doing: str = "write",
+               kind: Type[IOFailure] = IOFailure) -> IOFailure:
+  """An IOFailure (or subclass `kind`) for `error` (e.g. ENOSPC) met while doing `doing` ("write", "read")
+  at `path`: "cannot write PATH ([Errno 28] No space left on device)", with the error's errno and strerror
+  and `path` as its filename. Raise it `from error`."""
   reason = f"[Errno {error.errno}] {error.strerror}" if error.errno is not None else str(error)
-  return IOFailure(f"cannot {doing} {pathlib.Path(path)} ({reason})")
+  failure = kind(f"cannot {doing} {pathlib.Path(path)} ({reason})")
+  failure.errno, failure.strerror, failure.filename = error.errno, error.strerror, str(path)
+  return failure

@@ -48,7 +48,7 @@ def atomic_path(path) -> Iterator[pathlib.Path]:
   except errors.IOFailure:
     raise
   except OSError as e:
-    raise UnwritableError(str(errors.io_failure(e, path))) from e
+    raise errors.io_failure(e, path, kind=UnwritableError) from e
   finally:
     with contextlib.suppress(OSError):
       tmp.unlink()

@@ -62,6 +62,7 @@ def test_the_refusals_share_one_base_and_keep_their_builtin_kind():
   assert issubclass(errors.BadInput, errors.Refusal) and issubclass(errors.IOFailure, errors.Refusal)
   failure = errors.io_failure(OSError(errno.ENOSPC, "No space left on device"), "/w/lock")
   assert str(failure) == "cannot write /w/lock ([Errno 28] No space left on device)"
+  assert (failure.errno, failure.filename) == (errno.ENOSPC, "/w/lock")  # an OSError's fields, kept
 
 
 def test_an_environment_failure_is_one_line_and_anything_else_is_a_bug(capsys):

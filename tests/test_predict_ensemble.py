@@ -1,14 +1,17 @@
 """Prediction files, cycle voting, submissions and the out-of-fold table."""
 import json
+import os
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from salt_jax import metrics
+from salt_jax import cli, metrics
 from salt_jax.data import DataError, DataSource, submission
 from salt_jax.inference import ensemble, gating, predict
+from salt_jax.seismic import segment
 from salt_jax.workdir import checkpoints, rundir
 
 
@@ -99,6 +102,34 @@ def test_tiny_run_goes_through_predict_and_ensemble(tiny_run, tmp_path, capsys):
   ensemble.ensemble([str(workdir)], str(prob), source, mode="prob", oof=False)
   np.testing.assert_array_equal(submission.read_submission(prob).masks, np.stack([dict(zip(
       pred["test_ids"], z >= 0))[i] for i in ids]))
+
+
+@pytest.mark.slow
+def test_a_truncated_prediction_file_is_one_line_naming_it_in_each_program(tiny_run, tmp_path, capsys):
+  """predict's file of a snapshot cut in half (a copy or a disk that stopped): ensemble, segment (its
+  threshold) and predict (reading a finished snapshot back) each stop with exit 1 and one line naming the
+  file, and write nothing; before, a BadZipFile traceback that did not name it."""
+  config, workdir, _ = tiny_run
+  copy = tmp_path / "wd"
+  shutil.copytree(workdir, copy)
+  predict.predict_workdir(copy)
+  path = rundir.RunDir(copy).prediction_file("max_map", 0, 0)
+  os.truncate(path, path.stat().st_size // 2)
+  tiles = DataSource(config.data_dir).train().images[:4]
+  section = tmp_path / "section.png"
+  cv2.imwrite(str(section), np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]]))  # 202 x 202 px
+  message = (f"cannot read prediction file {path} (BadZipFile: File is not a zip file); run salt_jax.predict "
+             "with --overwrite to write it again")
+  for prog, main, define, argv in (
+      ("salt_jax.ensemble", ensemble.main, ensemble.define_flags,
+       [f"--workdirs={copy}", f"--out={tmp_path / 'sub.csv'}", f"--data_dir={config.data_dir}"]),
+      ("salt_jax.segment", segment.main, segment.define_flags,
+       [f"--workdirs={copy}", f"--input={section}", f"--out={tmp_path / 'seg'}"]),
+      ("salt_jax.predict", predict.main, predict.define_flags, [f"--workdir={copy}"])):
+    with pytest.raises(SystemExit) as info:
+      cli.run(main, define, prog=prog, argv=argv)
+    assert (info.value.code, capsys.readouterr().err) == (1, f"{prog}: {message}\n"), prog
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["section.png", "wd"]
 
 
 def test_predict_tunes_and_applies_the_configured_gate(tiny_run, tmp_path):

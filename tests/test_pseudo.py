@@ -5,6 +5,7 @@ import pytest
 
 from salt_jax import configlib, parallel
 from salt_jax.data import kaggle, pseudo, rle
+from salt_jax.data.errors import DataError
 from salt_jax.inference import tta
 from salt_jax.training import epochs, train
 from salt_jax.workdir import rundir
@@ -124,8 +125,13 @@ def test_read_confidence_checks_columns_and_ids(tmp_path):
   with pytest.raises(ValueError, match="lacks 1 of the pseudo-labelled ids"):
     pseudo.read_confidence(path, ["a", "zz"])
   pd.DataFrame({"id": ["a"], "score": [0.1]}).to_csv(path, index=False)
-  with pytest.raises(ValueError, match="expected the columns id,confidence"):
+  with pytest.raises(DataError, match="expected the columns id,confidence"):
     pseudo.read_confidence(path, ["a"])
+  path.write_bytes(b"id,confidence\n\xff\xfe,1\n")
+  with pytest.raises(DataError, match=f"cannot read {path}: UnicodeDecodeError: "):
+    pseudo.read_confidence(path, ["a"])
+  with pytest.raises(DataError, match=f"cannot read {tmp_path / 'none.csv'}: FileNotFoundError: "):
+    pseudo.read_confidence(tmp_path / "none.csv", ["a"])
 
 
 def test_pseudo_data_keeps_the_most_confident_of_every_test_tile(tiny_config, mini_data_dir, tmp_path):

@@ -15,8 +15,9 @@ pytest.importorskip("array_record.python.array_record_module", reason="ArrayReco
 import tensorflow_datasets as tfds  # noqa: E402
 
 from fake_kaggle import make_fake_kaggle  # noqa: E402
-from salt_jax import configlib, geometry  # noqa: E402
+from salt_jax import cli, configlib, geometry  # noqa: E402
 from salt_jax.data import kaggle, sources, tfds_tgs_salt  # noqa: E402
+from salt_jax.training import train  # noqa: E402
 from salt_jax.data.errors import DataError  # noqa: E402
 from salt_jax.workdir import rundir  # noqa: E402
 
@@ -180,6 +181,26 @@ def test_missing_or_incomplete_build_is_one_line_naming_the_path(mini_tfds, tmp_
   with pytest.raises(DataError, match=f"cannot read the test split of {broken}/tgs_salt/1.0.0") as e:
     sources.of(config).test()
   assert "\n" not in str(e.value)
+
+
+def test_a_garbage_dataset_info_is_one_line_naming_it(mini_tfds, tmp_path, monkeypatch, capsys):
+  """train from a build whose dataset_info.json is not JSON: one line naming that file (protobuf's
+  ParseError, first line) and how to rebuild, exit 1, no workdir; before, a protobuf traceback."""
+  broken = tmp_path / "broken"
+  shutil.copytree(mini_tfds, broken)
+  info = broken / "tgs_salt" / "1.0.0" / "dataset_info.json"
+  info.write_text("{garbage")
+  argv = [f"--config={REPO / 'configs' / 'tiny.py'}", f"--workdir={tmp_path / 'wd'}",
+          "--config.data_source=tfds", f"--config.tfds_data_dir={broken}"]
+  monkeypatch.setattr(sys, "argv", ["salt_jax.train", *argv])  # where ml_collections finds --config.* flags
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(train.main, train.define_flags, prog="salt_jax.train", argv=argv)
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 1 and err.count("\n") == 1, err
+  assert err.startswith(f"salt_jax.train: unreadable tgs_salt dataset info {info} (ParseError: ")
+  assert err.endswith(f"python -m salt_jax.data.tfds_tgs_salt --data_dir=<Kaggle folder> --out={broken} "
+                      "--overwrite\n")
+  assert not (tmp_path / "wd").exists()
 
 
 def test_data_source_keys_are_checked():

@@ -9,7 +9,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from salt_jax import fileio
+from salt_jax import errors, fileio
 from salt_jax.data.errors import DataError, plain, preview
 
 NUM_CLASSES = 11
@@ -70,8 +70,10 @@ def read_folds(path, ids: Sequence[str], num_folds: int) -> np.ndarray:
   path = pathlib.Path(path)
   try:
     frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
-  except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+  except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise DataError(f"cannot parse fold file {path}: {e}") from e
+  except OSError as e:
+    raise errors.io_failure(e, path, "read") from e
   if list(frame.columns) != ["id", "fold"] or not pd.api.types.is_integer_dtype(frame["fold"]):
     raise DataError(f"{path}: expected columns id,fold with integer folds")
   if frame["id"].duplicated().any():

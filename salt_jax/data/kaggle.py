@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 import pandas as pd
 
-from salt_jax import fileio
+from salt_jax import errors, fileio
 from salt_jax.data import rle as rle_lib
 from salt_jax.data.errors import DataError
 from salt_jax.geometry import TILE, TILE_SHAPE
@@ -71,6 +71,8 @@ def read_frame(path, columns: Sequence[str], dtype=str) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype=dtype, keep_default_na=False)
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise DataError(f"cannot parse {path}: {e}") from e
+  except OSError as e:  # e.g. no permission to read it
+    raise errors.io_failure(e, path, "read") from e
   if list(frame.columns) != list(columns):
     raise DataError(f"{path}: expected columns {','.join(columns)}, got {','.join(map(str, frame.columns))}")
   return frame

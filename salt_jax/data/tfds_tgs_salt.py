@@ -20,14 +20,17 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from google.protobuf import json_format
 
+from salt_jax import errors
 from salt_jax.data import kaggle
 from salt_jax.data.errors import DataError
 from salt_jax.geometry import TILE_SHAPE
 
 NAME = "tgs_salt"
 FILE_FORMAT = "array_record"
-_READ_ERRORS = (RuntimeError, ValueError, OSError, IndexError, AssertionError)
+# What tfds raises reading a damaged build (json_format.Error: a dataset_info.json that is not its JSON).
+_READ_ERRORS = (RuntimeError, ValueError, OSError, IndexError, AssertionError, json_format.Error)
 _CHUNK = 1024
 
 
@@ -131,7 +134,8 @@ def load_split(data_dir, split: str) -> kaggle.Samples:
     builder = TgsSalt(data_dir=str(data_dir))
     info = builder.info
   except _READ_ERRORS as e:
-    raise DataError(f"unreadable {NAME} dataset info in {root}: {e}") from e
+    raise DataError(f"unreadable {NAME} dataset info {root / 'dataset_info.json'} ({errors.one_line(e)}); "
+                    f"{_build_hint(data_dir)} --overwrite") from e
   if split not in info.splits:
     raise DataError(f"incomplete {NAME} dataset at {root}: no {split} split; {_build_hint(data_dir)}")
   if info.file_format.value != FILE_FORMAT:
@@ -158,7 +162,7 @@ def load_split(data_dir, split: str) -> kaggle.Samples:
         if masks is not None:
           masks[i] = example["mask"][..., 0]
   except _READ_ERRORS as e:
-    raise DataError(f"cannot read the {split} split of {root}: {e}") from e
+    raise DataError(f"cannot read the {split} split of {root} ({errors.one_line(e)})") from e
   return kaggle.Samples(ids=np.array(ids, dtype=str), images=images, masks=masks, depths=depths)
 
 

@@ -14,16 +14,19 @@ With `--config` and `--config.init_from=<file.pth>`, a checkpoint of the origina
 (models.convert.load_original) is predicted instead, as snapshot (config.fold, --cycle) of the workdir: the
 config is recorded there like a training run's, so `ensemble` votes it with the workdir's other snapshots.
 """
+import contextlib
 import json
 import time
-from typing import Any, Dict, List, Optional, Tuple
+import zipfile
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import jax
 import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from salt_jax import configlib, fileio, models, parallel, weights
+from salt_jax import configlib, errors, fileio, models, parallel, weights
 from salt_jax.data import kaggle, pseudo, rle, sources
 from salt_jax.inference import gating, tta
 from salt_jax.workdir import checkpoints, rundir
@@ -53,23 +56,37 @@ def save_prediction(path, *, meta: Dict[str, Any], valid_ids, valid_masks, test_
     np.savez_compressed(tmp, **arrays)
 
 
+# What reading a damaged prediction file raises: truncated (BadZipFile, EOFError), a damaged member
+# (zlib.error, BadZipFile's CRC check), a missing member (KeyError) or metadata (ValueError for bad JSON).
+_UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def _prediction_npz(path) -> Iterator[Any]:
+  """The open `.npz` of a prediction file, the one way every reader opens one: a file that cannot be read
+  (truncated, damaged, not an npz) is a WorkdirError naming it, also when the block fails reading it."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      yield z
+  except _UNREADABLE as e:
+    raise rundir.WorkdirError(f"cannot read prediction file {path} ({errors.one_line(e)}); run "
+                              "salt_jax.predict with --overwrite to write it again") from e
+
+
 def load_prediction(path) -> Dict[str, Any]:
   """{'meta', 'valid_ids', 'valid_masks' (N,101,101), 'test_ids', 'test_masks', optional logits and
   per-tile confidences (N,)}."""
-  try:
-    with np.load(path) as z:
-      out = {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError) as e:
-    raise rundir.WorkdirError(f"cannot read prediction file {path}: {e}") from e
-  out["meta"] = json.loads(str(out["meta"]))
-  out["valid_masks"] = rle.unpack_masks(out["valid_masks"])
-  out["test_masks"] = rle.unpack_masks(out["test_masks"])
+  with _prediction_npz(path) as z:
+    out = {k: z[k] for k in z.files}
+    out["meta"] = json.loads(str(out["meta"]))
+    out["valid_masks"] = rle.unpack_masks(out["valid_masks"])
+    out["test_masks"] = rle.unpack_masks(out["test_masks"])
   return out
 
 
 def has_logits(path) -> bool:
   """Whether a prediction file keeps its logits (predict --save_logits)."""
-  with np.load(path) as z:
+  with _prediction_npz(path) as z:
     return "test_logits" in z.files
 
 
@@ -122,11 +139,8 @@ class Predictors:
 
 def prediction_meta(path) -> Dict[str, Any]:
   """The metadata of a prediction file (threshold, gate, val_map, ...) without unpacking its masks."""
-  try:
-    with np.load(path) as z:
-      return json.loads(str(z["meta"]))
-  except (OSError, ValueError, KeyError, EOFError) as e:
-    raise rundir.WorkdirError(f"cannot read prediction file {path}: {e}") from e
+  with _prediction_npz(path) as z:
+    return json.loads(str(z["meta"]))
 
 
 def predict_workdir(workdir, *, kind: str = "max_map", folds: Optional[List[int]] = None,

@@ -6,7 +6,6 @@ kill -9 between the folds' saves, or a fold trained alone before) idles until th
 no fold's progress is ever discarded to line them up.
 """
 import dataclasses
-import json
 import math
 from typing import Any, Callable, Dict, List, Optional
 
@@ -79,9 +78,8 @@ class FoldGroup:
       if restored is not None:
         f.done, states[f.index], loop = restored
         f.bests = loop["bests"]
-      path = self.run.history_jsonl(f.index)
-      if f.done >= 0 and path.exists():
-        f.history = [r for r in map(json.loads, path.read_text().splitlines()) if r["epoch"] <= f.done]
+      if f.done >= 0:
+        f.history = [r for r in self.run.history(f.index) if r["epoch"] <= f.done]
     self.todo = [f for f in self.folds if f.done < self.total - 1]
     for f in self.folds:
       if f not in self.todo:

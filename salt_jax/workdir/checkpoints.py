@@ -1,11 +1,15 @@
 """Orbax checkpoints: the resumable latest states of a fold run and the per-cycle snapshots.
 
-Where they live is `rundir`'s business; this module only reads and writes them.
+Where they live is `rundir`'s business; this module only reads and writes them. A state or snapshot that
+cannot be read or written is one line naming its path (a log line, or the refusal's message), never
+orbax's or tensorstore's pages of tracebacks.
 """
 import errno
 import os
 import pathlib
 import shutil
+import sys
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -14,6 +18,47 @@ from absl import logging
 
 from salt_jax import errors, models
 from salt_jax.workdir.rundir import WorkdirError
+
+
+def _is_late_callback(unraisable) -> bool:
+  """Whether sys.unraisablehook got what a tensorstore read or write reports when it completes after another
+  one that orbax awaited with it failed: orbax has closed that event loop, so its result cannot be
+  delivered."""
+  error = unraisable.exc_value
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def _drop_late_callbacks() -> None:
+  """Makes sys.unraisablehook drop the late callbacks' reports (_is_late_callback) and hand any other
+  exception to the hook it had; done once, before the first orbax read or write. Otherwise one damaged
+  state, or a disk that fills during a write, prints a traceback for each read or write still in flight
+  (hundreds, over the rest of the run or at exit) besides the one line that says what failed."""
+  if getattr(sys.unraisablehook, "drops_late_callbacks", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_late_callback(unraisable):
+      previous(unraisable)
+
+  hook.drops_late_callbacks = True
+  sys.unraisablehook = hook
+
+
+def _remove_partial(final: pathlib.Path, quiet: float = 2.0, limit: float = 60.0) -> None:
+  """Removes what a failed orbax write of `final` left: its folders <name>.orbax-checkpoint-tmp*. The other
+  items' writes may still be in flight (tensorstore's, no longer awaited by orbax) and make them again, so
+  they are removed until none has appeared for `quiet` seconds (at most `limit` seconds in all)."""
+  start = last_seen = time.monotonic()
+  while time.monotonic() - start < limit:
+    found = list(final.parent.glob(f"{final.name}.orbax-checkpoint-tmp*"))
+    for tmp in found:
+      shutil.rmtree(tmp, ignore_errors=True)
+    if found:
+      last_seen = time.monotonic()
+    elif time.monotonic() - last_seen >= quiet:
+      return
+    time.sleep(0.05)
 
 
 class DiskError(errors.IOFailure):
@@ -66,6 +111,8 @@ class LatestCheckpoint:
     self._keep = keep
     self._directory = pathlib.Path(directory).absolute()
     self._corrupt_dir = pathlib.Path(corrupt_dir).absolute() if corrupt_dir else None
+    self._writing: Optional[int] = None   # the epoch whose state is being written in the background
+    _drop_late_callbacks()
     self._manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
@@ -82,11 +129,12 @@ class LatestCheckpoint:
     a disk that cannot take it is a DiskError before anything is written."""
     self.wait()
     check_room(self._directory, _nbytes(state))
+    self._writing = epoch
     try:
       self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         loop=ocp.args.JsonSave(loop)))
     except Exception as e:  # orbax raises many types; the user needs the path
-      raise DiskError(f"cannot save checkpoint {self._directory / str(epoch)} ({errors.one_line(e)})") from e
+      self._failed(e)
 
   def restore(self, epoch: int, abstract_state) -> Tuple[Any, Dict[str, Any]]:
     out = self._manager.restore(epoch, args=ocp.args.Composite(
@@ -136,12 +184,22 @@ class LatestCheckpoint:
     self._manager = self._open()
 
   def wait(self) -> None:
-    """Waits for the background write; one that failed (e.g. the disk filled up) is a DiskError."""
+    """Waits for the background write; one that failed (e.g. the disk filled up) is a DiskError naming
+    the state's path, and what it had written is removed."""
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # orbax re-raises its writer thread's error, of many types
-      raise DiskError(f"cannot save checkpoint in {self._directory} ({errors.one_line(e)}); free space, then "
-                      "re-run the same command to resume from the last saved epoch") from e
+      self._failed(e)
+    self._writing = None
+
+  def _failed(self, error: Exception) -> None:
+    """Removes what the failed write of the current epoch left and raises the DiskError naming its path."""
+    path = self._directory if self._writing is None else self._directory / str(self._writing)
+    if self._writing is not None:
+      _remove_partial(path)
+    self._writing = None
+    raise DiskError(f"cannot save checkpoint {path} ({errors.one_line(error)}); free space, then re-run the "
+                    "same command to resume from the last saved epoch") from error
 
   def close(self) -> None:
     self._manager.close()
@@ -151,11 +209,13 @@ def save_snapshot(path, variables, meta: Dict[str, Any]) -> None:
   """Saves {'params','batch_stats'} and its metadata (threshold, mAP, loss, epoch) atomically."""
   path = pathlib.Path(path).absolute()
   check_room(path.parent, _nbytes(variables))
+  _drop_late_callbacks()
   try:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
       ckptr.save(path, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
                                                meta=ocp.args.JsonSave(meta)), force=True)
   except Exception as e:  # orbax raises many types; the user needs the path
+    _remove_partial(path)
     raise DiskError(f"cannot save snapshot {path} ({errors.one_line(e)})") from e
 
 
@@ -164,6 +224,7 @@ def load_snapshot(path, abstract_variables=None) -> Tuple[Any, Dict[str, Any]]:
   path = pathlib.Path(path).absolute()
   if not path.is_dir():
     raise WorkdirError(f"snapshot {path} does not exist")
+  _drop_late_callbacks()
   try:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
       out = ckptr.restore(path, args=ocp.args.Composite(
@@ -190,6 +251,7 @@ def snapshot_meta(path) -> Dict[str, Any]:
   path = pathlib.Path(path).absolute()
   if not path.is_dir():
     raise WorkdirError(f"snapshot {path} does not exist")
+  _drop_late_callbacks()
   try:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
       return ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta

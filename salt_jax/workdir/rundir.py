@@ -194,10 +194,23 @@ class RunDir:
     """How many epochs fold `fold` has finished, by its records: one more than the latest epoch of its
     history.jsonl or of a state in checkpoints/ (0 if none)."""
     epochs = [int(p.name) for p in self.checkpoints_dir(fold).glob("*") if p.name.isdigit()]
-    history = self.history_jsonl(fold)
-    if history.is_file():
-      epochs += [json.loads(line)["epoch"] for line in history.read_text().splitlines() if line.strip()]
+    epochs += [record["epoch"] for record in self.history(fold)]
     return max(epochs, default=-1) + 1
+
+  def history(self, fold: int) -> List[Dict[str, Any]]:
+    """The epoch records of fold `fold`'s history.jsonl ([] without the file); WorkdirError naming the file
+    when it cannot be read or a line is not a JSON record with an integer epoch."""
+    path = self.history_jsonl(fold)
+    if not path.is_file():
+      return []
+    try:
+      records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+      if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+        raise ValueError("a line without an integer 'epoch'")
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 or not JSON lines (all ValueErrors)
+      raise WorkdirError(f"cannot read {path} ({errors.one_line(e)}); move it away to resume without the "
+                         "earlier epochs' records") from e
+    return records
 
   def record_run(self, config, fold: Optional[int] = None) -> None:
     """Writes run.json (if new) and the config.json of `fold` (default config.fold; if changed); call
@@ -239,13 +252,14 @@ class RunDir:
 
     When the block raises (e.g. a start refused for a missing data folder), a lock file this call created
     is removed again, and so are the folders it created while nothing else was written into them: a
-    workdir that did not exist stays absent.
+    workdir that did not exist stays absent. A lock file that existed gets its bytes and times back: it
+    still names its last holder that ended normally.
     """
     path = self.lock_file if process_index == 0 else self.root / f"lock.process{process_index}"
     fd, created = self._acquire(path)
+    before = None if created is not None else (os.pread(fd, 1 << 16, 0), os.fstat(fd))
     try:
-      os.ftruncate(fd, 0)
-      os.write(fd, _holder().encode())
+      _write_lock(fd, path, _holder().encode())
       yield
     except BaseException:
       if created is not None:
@@ -255,6 +269,10 @@ class RunDir:
             folder.rmdir()
           except OSError:  # something else was written into it
             break
+      else:
+        with contextlib.suppress(OSError):  # the first error is the one to report
+          _write_lock(fd, path, before[0])
+          os.utime(fd, ns=(before[1].st_atime_ns, before[1].st_mtime_ns))
       raise
     finally:
       os.close(fd)  # closing the descriptor releases the flock
@@ -281,6 +299,16 @@ class RunDir:
         os.close(fd)
         raise
       os.close(fd)  # locked a file that a refused holder had created and removed: lock the new one
+
+
+def _write_lock(fd: int, path: pathlib.Path, text: bytes) -> None:
+  """Replaces the lock file's content with `text`: written over the old bytes, then cut to length (a full
+  disk still takes a holder no longer than the last); an error is an IOFailure naming the file."""
+  try:
+    os.pwrite(fd, text, 0)
+    os.ftruncate(fd, len(text))
+  except OSError as e:
+    raise errors.io_failure(e, path) from e
 
 
 def _names(path: pathlib.Path, fd: int) -> bool:
