@@ -5,6 +5,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from salt_jax import fileio
+
 PRED_COLOR = (0, 0, 255)    # BGR red: predicted mask
 TRUE_COLOR = (0, 255, 0)    # BGR green: ground truth
 
@@ -42,10 +44,12 @@ def mask_grid(images: np.ndarray, pred_masks: Optional[np.ndarray] = None,
 
 
 def save_png(path, image_bgr: np.ndarray) -> None:
-  """Writes a (H,W) or (H,W,3) BGR uint8 image as a PNG. Encoded in memory and written by Python, so a
-  failed write raises OSError: cv2.imwrite reports success for a small image whose bytes a full disk
-  refuses (the C library's buffer hides the error until the file is closed)."""
+  """Writes a (H,W) or (H,W,3) BGR uint8 image as a PNG under a temporary name, renamed when complete. The
+  bytes are encoded in memory and written by Python, so a failed write is an UnwritableError naming `path`:
+  cv2.imwrite reports success for a small image whose bytes a full disk refuses (the C library's buffer
+  hides the error until the file is closed)."""
   ok, encoded = cv2.imencode(".png", image_bgr)
   if not ok:
     raise ValueError(f"OpenCV cannot encode an image of shape {image_bgr.shape} and dtype {image_bgr.dtype}")
-  pathlib.Path(path).write_bytes(encoded.tobytes())
+  with fileio.atomic_path(path) as tmp:
+    tmp.write_bytes(encoded.tobytes())

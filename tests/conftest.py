@@ -42,6 +42,23 @@ def highest_precision():
       torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@pytest.fixture
+def full_disk(monkeypatch):
+  """Call it to fill the disk: from then on every temporary output of fileio.atomic_path is the full device
+  /dev/full, so each write fails with ENOSPC (a small file fits in the C library's buffer: only its close
+  sees the error)."""
+  import contextlib
+  from salt_jax import fileio
+  real_atomic_path = fileio.atomic_path
+
+  @contextlib.contextmanager
+  def on_a_full_disk(path):
+    with real_atomic_path(path) as tmp:
+      tmp.symlink_to("/dev/full")
+      yield tmp
+  return lambda: monkeypatch.setattr(fileio, "atomic_path", on_a_full_disk)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
   """The Kaggle folder (train/, test/, train.csv, ...); tests needing it skip without it, or fail when

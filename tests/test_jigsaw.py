@@ -462,6 +462,22 @@ def test_solve_postprocess_render_tasks_on_real_tiles(mini_data_dir, tmp_path):
   assert len(paths) == 2 and all(p.stat().st_size > 0 for p in paths)
 
 
+def test_a_mosaic_png_that_fails_on_a_full_disk_is_never_renamed_into_place(mini_data_dir, tmp_path,
+                                                                            full_disk):
+  import errno
+  from salt_jax import errors
+  mosaics = tmp_path / "mosaics.csv"
+  source = DataSource(mini_data_dir)
+  tasks.solve(source, mosaics)
+  out = tmp_path / "png"
+  full_disk()
+  with pytest.raises(errors.IOFailure) as info:
+    tasks.render(source, mosaics, out, top=1)
+  want = out / f"mosaic_{render.largest_mosaics(tables.read_mosaics(mosaics), 1)[0]:04d}.png"
+  assert str(info.value) == f"cannot write {want} ([Errno {errno.ENOSPC}] No space left on device)"
+  assert list(out.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------------------- real data
 def _edge_agreement(table, masks):
   """Mean fraction of equal mask pixels across the shared edge of adjacent train tiles, and the pair count."""

@@ -434,21 +434,13 @@ def test_the_check_at_stride_tile_reproduces_predict_on_the_fold_tiles(tmp_path,
   assert table.attrs["speed"]["stride 101, phase 50"]["windows"] == 13
 
 
-def test_a_png_that_fails_on_a_full_disk_is_never_renamed_into_place(tmp_path, data_dir, monkeypatch):
-  """Every temporary output is the full device /dev/full (each write fails with ENOSPC). A small PNG fits
-  in the C library's buffer, so only the file's close sees the error: the write must still raise, naming
-  the output, and leave no file under the output's name nor a temporary one beside it."""
-  import contextlib
+def test_a_png_that_fails_on_a_full_disk_is_never_renamed_into_place(tmp_path, data_dir, full_disk):
+  """A small PNG fits in the C library's buffer, so only the file's close sees the full disk: the write must
+  still raise, naming the output, and leave no file under the output's name nor a temporary one beside
+  it."""
   import errno
-  from salt_jax import errors, fileio
-  real_atomic_path = fileio.atomic_path
-
-  @contextlib.contextmanager
-  def on_a_full_disk(path):
-    with real_atomic_path(path) as tmp:
-      tmp.symlink_to("/dev/full")
-      yield tmp
-  monkeypatch.setattr(fileio, "atomic_path", on_a_full_disk)
+  from salt_jax import errors
+  full_disk()
   section = _real_tiles(data_dir, 2)[:, :75].reshape(150, 101)
   result = infer.segment_section(section, _snaps([0]), _FakeLoader(_contextual, {0: 0.0}), TILE,
                                    save_probs=True)

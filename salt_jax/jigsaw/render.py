@@ -11,6 +11,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from salt_jax import viz
 from salt_jax.geometry import TILE
 
 TRAIN_TINT = (0, 255, 0)  # RGB
@@ -59,12 +60,8 @@ def largest_mosaics(mosaics: pd.DataFrame, top: int) -> list:
 
 
 def write_png(rgb: np.ndarray, path) -> None:
-  """Writes an RGB uint8 image (OpenCV wants BGR)."""
-  import cv2  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
-    raise OSError(f"could not write {path}")
+  """Writes an RGB uint8 image (OpenCV wants BGR), complete or not at all (viz.save_png)."""
+  viz.save_png(path, np.ascontiguousarray(rgb[..., ::-1]))
 
 
 def render_top(mosaics: pd.DataFrame, images: Dict[str, np.ndarray], out_dir, top: int = 3,

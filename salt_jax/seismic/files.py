@@ -146,8 +146,7 @@ def write_outputs(paths: Dict[str, pathlib.Path], section: np.ndarray, mask: np.
   (when `paths` has "probs"), each atomically."""
   pictures = {"mask": mask.astype(np.uint8) * 255, "overlay": overlay(section, mask)}
   for what, image in pictures.items():
-    with fileio.atomic_path(paths[what]) as tmp:
-      viz.save_png(tmp, image)
+    viz.save_png(paths[what], image)
   if "probs" in paths:
     with fileio.atomic_path(paths["probs"]) as tmp:
       np.save(tmp, probs.astype(np.float16))

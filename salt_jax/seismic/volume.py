@@ -347,8 +347,7 @@ def segment_volume(volume, workdirs: Sequence[str], out_dir, *, directions: str 
                                 job.hi).T
     mask = ensemble.is_salt(kept[p] / len(job.directions)).T
     for what, image in (("mask", mask.astype(np.uint8) * 255), ("overlay", files.overlay(section, mask))):
-      with fileio.atomic_path(paths[f"{what} {il}"]) as tmp:
-        viz.save_png(tmp, image)
+      viz.save_png(paths[f"{what} {il}"], image)
   if paths["output"].is_dir():  # an MDIO output replaced with --overwrite
     shutil.rmtree(paths["output"])
   os.replace(job.partial, paths["output"])
