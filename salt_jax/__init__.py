@@ -20,9 +20,10 @@ Layout (each layer imports only the ones above it; tests/test_architecture.py ch
   training/  the training program (train), epochs, steps, foldgroup, records
   jigsaw/    mosaics of the tiles and the post-processing rules
   seismic/   whole sections and SEG-Y volumes (sections, segy, segment), the Segmenter of the API
-  tools/     experiments: bench, section_check
+  tools/     experiments: bench, section_check, accelerator_check
   pipeline   the whole solution, every stage above, in one command
-train, predict, ensemble, segment, bench: the command modules (`python -m salt_jax.train`), one block each.
+train, predict, ensemble, segment, bench, accelerator_check: the command modules (`python -m salt_jax.train`),
+one block each.
 """
 import importlib
 

@@ -93,7 +93,8 @@ BELOW = {
 }
 # `python -m salt_jax.<command>`: the module that starts it -> the module of its main and define_flags.
 COMMANDS = {"train": "training.train", "predict": "inference.predict", "ensemble": "inference.ensemble",
-            "segment": "seismic.segment", "bench": "tools.bench"}
+            "segment": "seismic.segment", "bench": "tools.bench",
+            "accelerator_check": "tools.accelerator_check"}
 
 
 def _component(module: str) -> str:

@@ -16,6 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.accelerator
 def test_bfloat16_train_and_predict_smoke(tmp_path):
   config = configlib.load_config_file(REPO / "configs" / "tiny.py")
   config.data_dir = str(make_learnable_kaggle(tmp_path / "data"))

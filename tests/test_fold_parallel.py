@@ -67,6 +67,7 @@ def test_fold_axis_size_spreads_folds_over_devices(folds, devices, fold_map, gro
   assert parallel.fold_axis_size(folds, devices, fold_map) == groups
 
 
+@pytest.mark.accelerator
 def test_fold_map_auto_is_loop_on_cpu_and_one_fold_never_batches():
   assert parallel.resolve_fold_map("auto", 2) == ("loop" if jax.default_backend() == "cpu" else "vmap")
   assert parallel.resolve_fold_map("vmap", 1) == "loop"
@@ -115,6 +116,7 @@ _KWARGS = dict(seg_loss="lovasz", loss_weights=WEIGHTS, canvas=128)
 _alone_steps = jax.jit(functools.partial(steps.train_steps, **_KWARGS))
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize("fold_map", ["vmap", "loop"])
 def test_fold_steps_equal_each_fold_alone(fold_map, highest_precision):
   """Two folds with different initial states and samples, one step per call as the training loop runs

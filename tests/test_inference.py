@@ -80,6 +80,7 @@ class _ConvNet(nn.Module):
     return final[:, :1, 0], final[:, :1, 0], final
 
 
+@pytest.mark.accelerator
 def test_tta_logits_of_a_flax_model_equal_hand_computation(highest_precision):
   model = _ConvNet()
   images, _ = _tiles(2, seed=2)

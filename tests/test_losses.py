@@ -291,6 +291,7 @@ def test_total_loss_all_empty_batch(seg_loss):
   assert not np.asarray(grads[1]).any()
 
 
+@pytest.mark.accelerator
 def test_bfloat16_logits_give_float32_loss():
   z, y = random_batch(13, b=3, h=16, w=16)
   zb = jnp.asarray(z, jnp.bfloat16)
