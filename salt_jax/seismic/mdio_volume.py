@@ -35,7 +35,7 @@ def _open(path):
 
 
 @dataclasses.dataclass(frozen=True)
-class MdioVolume:
+class MdioVolume(segy.Grid):
   """An MDIO dataset's geometry: inline and crossline numbers of a 3-D volume (a 2-D line: ilines [0],
   xlines its trace indices), samples per trace, the variable read and its dimension names and chunks."""
   path: pathlib.Path
@@ -46,18 +46,6 @@ class MdioVolume:
   variable: str
   dims: Tuple[str, ...]
   chunks: Tuple[int, ...]
-
-  @property
-  def shape(self) -> Tuple[int, int, int]:
-    return len(self.ilines), len(self.xlines), self.n_samples
-
-  @property
-  def n_traces(self) -> int:
-    return len(self.ilines) * len(self.xlines)
-
-  @property
-  def geometry(self) -> str:
-    return "3-D" if self.is_3d else "2-D line"
 
   @property
   def write_align(self) -> Dict[str, int]:

@@ -55,20 +55,9 @@ class SegyError(errors.BadInput):
   """A SEG-Y file segment cannot use (unreadable, truncated, irregular, unsupported samples); names it."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Volume:
-  """A SEG-Y file's geometry: inline numbers (n_il,) and crossline numbers (n_xl,) of a 3-D volume, or
-  for a 2-D line ilines [0] and xlines the trace indices (n_traces,); n_samples per trace."""
-  path: pathlib.Path
-  ilines: np.ndarray
-  xlines: np.ndarray
-  n_samples: int
-  sample_format: int
-  iline_byte: int
-  xline_byte: int
-  is_3d: bool
-  endian: str = "big"
-  inline_sorted: bool = True  # a 3-D file's traces run inline by inline (else crossline by crossline)
+class Grid:
+  """What a post-stack volume's grid says of it, for any format: its fields ilines (n_il,), xlines
+  (n_xl,), n_samples and is_3d (a 2-D line: ilines [0], xlines the trace indices)."""
 
   @property
   def shape(self) -> Tuple[int, int, int]:
@@ -82,6 +71,22 @@ class Volume:
   @property
   def geometry(self) -> str:
     return "3-D" if self.is_3d else "2-D line"
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume(Grid):
+  """A SEG-Y file's geometry: inline numbers (n_il,) and crossline numbers (n_xl,) of a 3-D volume, or
+  for a 2-D line ilines [0] and xlines the trace indices (n_traces,); n_samples per trace."""
+  path: pathlib.Path
+  ilines: np.ndarray
+  xlines: np.ndarray
+  n_samples: int
+  sample_format: int
+  iline_byte: int
+  xline_byte: int
+  is_3d: bool
+  endian: str = "big"
+  inline_sorted: bool = True  # a 3-D file's traces run inline by inline (else crossline by crossline)
 
   def open(self) -> segyio.SegyFile:
     """The file opened by segyio (read only) with this geometry."""
