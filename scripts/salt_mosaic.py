@@ -11,7 +11,6 @@ in red, each tile is labelled with its competition score, and their mAP is logge
 import pathlib
 import sys
 
-import cv2
 import numpy as np
 from absl import flags, logging
 
@@ -19,7 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import salt_jax  # noqa: E402
-from salt_jax import cli, configlib, fileio, metrics, viz  # noqa: E402
+from salt_jax import cli, configlib, metrics, viz  # noqa: E402
 from salt_jax.data import folds as folds_lib, kaggle  # noqa: E402
 from salt_jax.workdir import rundir  # noqa: E402
 
@@ -70,12 +69,11 @@ def main(argv) -> dict:
     labels = [f"{s:.1f}" for s in scores]
     record.update(workdir=FLAGS.workdir, map=round(float(scores.mean()), 4))
   grid = viz.mask_grid(images, pred, truth, labels, cols=FLAGS.cols, scale=FLAGS.scale)
-  with fileio.atomic_path(pathlib.Path(FLAGS.out)) as tmp:
-    viz.save_png(tmp, grid)
+  viz.save_png(FLAGS.out, grid)
   logging.info("%s: %d validation tiles of fold %d%s", FLAGS.out, len(rows), FLAGS.fold,
                f", mAP {record['map']:.4f} ({FLAGS.workdir})" if pred is not None else ", truth only")
   return record
 
 
 if __name__ == "__main__":
-  cli.run(main, define_flags, prog="scripts/salt_mosaic.py", errors=(ValueError, OSError, cv2.error))
+  cli.run(main, define_flags, prog="scripts/salt_mosaic.py")

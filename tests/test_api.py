@@ -159,3 +159,18 @@ def test_sections_smaller_than_a_tile_are_padded_as_segment_pads_them(page):
   assert seg.section(np.zeros((60, 300))).mask.shape == (60, 300)
   result = seg.volume(np.zeros((2, 120, 50), np.uint8))
   assert result.mask.shape == result.probs.shape == (2, 120, 50)
+
+
+def test_the_readme_picture_script_draws_a_trained_runs_masks(tiny_run, mini_data_dir, tmp_path):
+  """scripts/salt_mosaic.py as the README runs it (its own process): a PNG of 16 validation tiles, 8 per row
+  of 101 + 2 px cells, and the mAP of the run's vote logged; nothing else is left in the folder."""
+  _, workdir, _ = tiny_run
+  out = tmp_path / "mosaic.png"
+  done = subprocess.run([sys.executable, "scripts/salt_mosaic.py", f"--workdir={workdir}",
+                         f"--data_dir={mini_data_dir}", f"--out={out}"], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert re.search(rf"{re.escape(str(out))}: 16 validation tiles of fold 0, mAP [01]\.\d{{4}}", done.stderr)
+  image = cv2.imread(str(out))
+  assert image is not None and image.shape[1] > 8 * TILE and image.shape[0] > 2 * TILE
+  assert [p.name for p in tmp_path.iterdir()] == ["mosaic.png"]
