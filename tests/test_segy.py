@@ -557,6 +557,7 @@ def test_an_mdio_volume_made_by_multidimio_is_segmented_and_exported_with_the_so
     np.testing.assert_array_equal(out[name].values, original[name].values)
   assert out["headers"].values.tobytes() == original["headers"].values.tobytes()
   assert out["salt"].encoding["chunks"] == original["amplitude"].encoding["chunks"]
+  assert out["salt"].dtype == np.float32 and out["salt"].encoding["dtype"] == np.float32  # stored so
   export = get_segy_standard(1.0)  # its traces default to IBM floats; the result is IEEE float32
   export.trace.data.format = ScalarType.FLOAT32
   mdio.mdio_to_segy(export, str(tmp_path / "out" / "v_probs.mdio"), str(tmp_path / "e.sgy"))

@@ -97,7 +97,8 @@ class MdioVolume(segy.Grid):
     ds = _open(self.path)
     source = ds[self.variable]
     out = ds.drop_vars(self.variable)
-    out[OUTPUT_VARIABLE] = (source.dims, dask.array.zeros(source.shape, np.float32, chunks=self.chunks))
+    out[OUTPUT_VARIABLE] = (source.dims, dask.array.zeros(source.shape, dtype=np.float32, chunks=self.chunks))
+    # (dask.array.zeros takes dtype by keyword only: a positional one is ignored and gives float64)
     out[OUTPUT_VARIABLE].encoding = {"chunks": self.chunks, "fill_value": np.float32(0)}
     attributes = dict(out.attrs.get("attributes", {}))
     attributes["defaultVariableName"] = OUTPUT_VARIABLE
