@@ -46,8 +46,6 @@ from absl import flags, logging
 from salt_jax import configlib, errors, fileio, repo
 from salt_jax.tools import bench
 
-REPO = repo.ROOT
-
 
 class CheckError(errors.BadInput):
   """The check cannot start: JAX sees no GPU or TPU (and no --dry_run), or --out is not a new folder."""
@@ -112,14 +110,14 @@ def plan(sizes: Sizes, data_dir: str, out: pathlib.Path, dry_run: bool = False) 
   collects the accelerator tests (running them is the accelerator's job)."""
   epoch = [*sizes.epoch_args, f"--cache_dir={out / 'cache'}"]
   tests = [sys.executable, "-m", "pytest", "-q", "-m", "accelerator", "-p", "no:cacheprovider",
-           *(["--collect-only"] if dry_run else []), str(REPO / "tests")]
+           *(["--collect-only"] if dry_run else []), str(repo.ROOT / "tests")]
   rows = (("model_34", "float32"), ("model_34", "bfloat16"), ("model_50A", "bfloat16"),
           ("model_50A", "float32"))
   train = [Outcome("train step", f"{model} {dtype}", bench_command(sizes, model, dtype, "train", data_dir),
                    120) for model, dtype in rows]
 
   def epoch_loop(config: str) -> Outcome:
-    path = REPO / "configs" / f"{config}.py"
+    path = repo.ROOT / "configs" / f"{config}.py"
     n = configlib.load_config_file(path).steps_per_call
     per_call = "whole epoch per call" if n == 0 else f"{n} step(s) per call"
     return Outcome("epoch loop", f"model_34 bfloat16, {per_call} (configs/{config}.py)",
@@ -132,7 +130,8 @@ def plan(sizes: Sizes, data_dir: str, out: pathlib.Path, dry_run: bool = False) 
                                  f"--fold_map={fold_map}"), 120)
 
   quick = Outcome("gpu_quick", f"configs/gpu_quick.py, first {sizes.quick_epochs} epoch(s)",
-                  [sys.executable, "-m", "salt_jax.train", f"--config={REPO / 'configs' / 'gpu_quick.py'}",
+                  [sys.executable, "-m", "salt_jax.train",
+                   f"--config={repo.ROOT / 'configs' / 'gpu_quick.py'}",
                    f"--workdir={out / 'gpu_quick'}", f"--config.data_dir={data_dir}",
                    f"--config.cache_dir={out / 'cache'}", "--config.compilation_cache_dir=",
                    *sizes.quick_overrides])
@@ -174,7 +173,7 @@ def run_step(step: Outcome, timeout: float, env: Dict[str, str], logs: pathlib.P
   with open(log, "w") as f:
     f.write(f"$ {shown(step.command)}\n")
     f.flush()
-    proc = subprocess.Popen(step.command, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+    proc = subprocess.Popen(step.command, stdout=f, stderr=subprocess.STDOUT, cwd=repo.ROOT, env=env,
                             start_new_session=True)
     previous = signal.signal(signal.SIGTERM, _terminated)
     status = None
@@ -253,7 +252,7 @@ def check(out, data_dir: str, *, dry_run: bool = False, budget_s: float = 540.0,
   logs = out / "logs"
   logs.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ if env is None else env)
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo.ROOT), env.get("PYTHONPATH")]))
   if dry_run:
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
     env.update(JAX_COMPILATION_CACHE_DIR=str(out / "jax_cache"),
