@@ -78,9 +78,12 @@ def run(main: Callable[[Sequence[str]], Any], define_flags: Optional[Callable[[]
     def program(args):
       _call(main, args, prog, commands, setup=lambda: route_logs(prog))  # app.run: main's result to sys.exit
     app.run(program, flags_parser=configlib.parse_flags)
+  saved = sys.argv  # ml_collections' config flags read their `--config.key` overrides from sys.argv
+  sys.argv = [prog, *argv]
   try:
-    return _call(main, configlib.parse_flags([prog, *argv]), prog, commands)
+    return _call(main, configlib.parse_flags(sys.argv), prog, commands)
   finally:
+    sys.argv = saved
     for name in set(flags.FLAGS) - before:
       delattr(flags.FLAGS, name)
 

@@ -2,9 +2,11 @@
 import errno
 import os
 import re
+import sys
 
 import pytest
 from absl import app, flags
+from ml_collections import config_flags
 
 from salt_jax import cli, configlib, errors, fileio
 from salt_jax.data import DataError
@@ -40,6 +42,23 @@ def test_a_program_returns_what_main_returns_and_its_flags_last_one_call():
   assert _run("--data_dir=x", "--n=3") == (["salt_jax.demo"], "x", 3)
   assert _run() == (["salt_jax.demo"], None, 1)  # defaults again: the flags were defined afresh
   assert "data_dir" not in flags.FLAGS
+
+
+def test_an_in_process_run_applies_its_config_overrides_not_sys_argv_s(monkeypatch):
+  monkeypatch.setattr("sys.argv", ["pytest", "--config.seed=9"])  # what the caller's own command line says
+
+  def define():
+    config_flags.DEFINE_config_file("config", None, "A config file.", lock_config=True)
+
+  def main(argv):
+    del argv
+    return flags.FLAGS.config.fold, flags.FLAGS.config.seed, flags.FLAGS.config.model
+
+  config = os.path.join(REPO, "configs", "cpu_small.py")
+  assert cli.run(main, define, prog="salt_jax.demo", argv=[f"--config={config}", "--config.fold=2",
+                                                            "--config.seed=5"]) == (2, 5, "model_tiny_s2")
+  assert cli.run(main, define, prog="salt_jax.demo", argv=[f"--config={config}"]) == (0, 0, "model_tiny_s2")
+  assert sys.argv == ["pytest", "--config.seed=9"]
 
 
 @pytest.mark.parametrize("argv,status,line", [
