@@ -6,7 +6,9 @@ Stage 1: train every listed model on its listed folds (together, in one program:
 predict, cycle-vote ensemble, jigsaw post-process (config.jigsaw_steps). Stage 2: train the pseudo-label
 models, part k on fold `part_folds[k]`, with pseudo labels from the stage-1 submission (the original) or
 from that fold's own stage-1 models (stage2.labels='fold'), from random weights or fine-tuning the stage-1
-model (stage2.init); predict, ensemble, post-process -> final submission. Every finished step leaves a
+model (stage2.init), or pretrained on every test tile's pseudo label alone and then fine-tuned on the fold's
+training tiles without pseudo labels (stage2.init='pretrain', the first place's order); predict, ensemble,
+post-process -> final submission. Every finished step leaves a
 marker under <outdir>/done/, so re-running after a crash continues where it stopped (training itself also
 resumes mid-fold). Every step reads the data through one `salt_jax.data.sources.Source`, the one the
 models' configs name (the Kaggle folder config.data_dir with the decoded-data cache, by default
@@ -39,7 +41,7 @@ from salt_jax.training import train
 from salt_jax.workdir import rundir
 
 PSEUDO_LABELS = ("ensemble", "fold")
-STAGE2_INITS = ("random", "stage1")
+STAGE2_INITS = ("random", "stage1", "pretrain")
 
 
 class Pipeline:
@@ -131,6 +133,12 @@ def run_stage(pipe: Pipeline, stage: str, runs: List[Dict[str, Any]], source: so
     workdirs.append(str(workdir))
     config = run["config"].copy_and_resolve_references()
     config.folds = ",".join(map(str, run["folds"]))  # the folds train together in one program
+    if "pretrain" in run:  # the student's first phase, whose last snapshot config.init_from names
+      pre = run["pretrain"]["config"].copy_and_resolve_references()
+      pre.folds = config.folds
+      pipe.step(f"{stage}/pretrain/{run['pretrain']['name']}/folds_{pre.folds}",
+                lambda c=pre, w=sdir / run["pretrain"]["name"]: _train_summary(train.train_and_evaluate(c, str(w))),
+                _train_inputs(pre, run["folds"], data))
     pipe.step(f"{stage}/train/{run['name']}/folds_{config.folds}",
               lambda c=config, w=workdir: _train_summary(train.train_and_evaluate(c, str(w))),
               _train_inputs(config, run["folds"], data))
@@ -216,21 +224,54 @@ def stage2_runs(config, stage2_base, stage1_runs, pipe: Pipeline, pseudo_csv: st
                pseudo_split=part if s2.halves else -1, pseudo_prob=s2.pseudo_prob, pseudo_tiles=s2.pseudo_tiles,
                pseudo_split_file=str(pipe.outdir / "pseudo_split.csv"), pseudo_seed=s2.pseudo_seed,
                pseudo_predict_other_half=s2.predict_other_half)
+      name = f"{e['name']}_pseudo_part{part}"
       if s2.init == "stage1":
         workdir, c1 = stage1_dirs[e["name"]]
         c.init_from = str(rundir.RunDir(workdir).snapshot_dir(fold, c1.cycle_num - 1, "max_map"))
-      runs.append(dict(name=f"{e['name']}_pseudo_part{part}", folds=[fold], config=c))
+      if s2.init == "pretrain":
+        runs.append(pretrained_run(c, name, fold, s2, pipe.outdir / "stage2"))
+      else:
+        runs.append(dict(name=name, folds=[fold], config=c))
   return runs
 
 
-def check_stage2(config, stage1_runs) -> None:
-  """ConfigError for stage-2 settings the stage-1 runs cannot serve (before anything is written)."""
+def pretrained_run(labelled: ml_collections.ConfigDict, name: str, fold: int, s2, sdir: pathlib.Path
+                   ) -> Dict[str, Any]:
+  """A stage-2 run of stage2.init='pretrain' on `fold`: its first phase (`pretrain`, <name>_pretrain) trains
+  from random weights on the pseudo-labelled test tiles alone (every slot of every batch is one of them:
+  pseudo_prob 1), with stage2.pretrain_overrides on top of the model's config; the run itself then fine-tunes
+  that phase's last max-mAP snapshot on the fold's training tiles, without pseudo labels. labelled: the
+  model's config with the fold's pseudo-label keys set."""
+  pre = labelled.copy_and_resolve_references()
+  pre.update(configlib.set_overrides(s2.pretrain_overrides))
+  pre.update(pseudo_prob=1.0, init_from="")
+  fine = labelled.copy_and_resolve_references()
+  fine.update(pseudo_csv="", pseudo_confidence_csv="", pseudo_tiles=0,
+              init_from=str(rundir.RunDir(sdir / f"{name}_pretrain").snapshot_dir(fold, pre.cycle_num - 1,
+                                                                                   "max_map")))
+  return dict(name=name, folds=[fold], config=fine, pretrain=dict(name=f"{name}_pretrain", config=pre))
+
+
+def check_stage2(config, stage1_runs, stage2_base=()) -> None:
+  """ConfigError for stage-2 settings the stage-1 runs cannot serve, or pretraining configs (stage2_base's
+  with stage2.pretrain_overrides) that cannot run (before anything is written)."""
   s2 = config.stage2
   for key, value, choices in (("labels", s2.labels, PSEUDO_LABELS), ("init", s2.init, STAGE2_INITS)):
     if value not in choices:
       raise configlib.ConfigError(f"pipeline stage2.{key} must be one of {', '.join(choices)}, got {value!r}")
   if s2.halves and len(s2.part_folds) > 2:
     raise configlib.ConfigError("pipeline stage2.halves pairs part k with test half k: at most 2 part_folds")
+  if s2.init == "pretrain" and (s2.labels != "fold" or s2.halves):
+    raise configlib.ConfigError("pipeline stage2.init='pretrain' pretrains each fold's student on every test "
+                                "tile labelled by that fold's own stage-1 models: it needs labels='fold' and "
+                                "halves=False")
+  for e, base in stage2_base if s2.init == "pretrain" else ():
+    try:
+      pre = base.copy_and_resolve_references()
+      pre.update(configlib.set_overrides(s2.pretrain_overrides))
+      configlib.validate(pre)
+    except configlib.ConfigError as err:
+      raise configlib.ConfigError(f"pipeline stage2.pretrain_overrides (model {e['name']!r}): {err}") from None
   stage1_folds = set(config.stage1.folds)
   if s2.labels == "fold" or s2.init == "stage1":
     missing = sorted(set(s2.part_folds) - stage1_folds)
@@ -280,7 +321,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str, given: Sequence
   steps = jigsaw.check_steps(config.jigsaw_steps)
   # Every model config is built and validated before anything is written.
   stage1, stage2_base = model_configs(config, outdir, given)
-  check_stage2(config, stage1)
+  check_stage2(config, stage1, stage2_base)
   source = one_source([r["config"] for r in stage1] + [c for _, c in stage2_base])
   source.train()  # fail early on bad data, before any output
   data = source.fingerprint()
@@ -305,7 +346,7 @@ def run_pipeline(config: ml_collections.ConfigDict, outdir: str, given: Sequence
   return table
 
 
-STAGE2_DEFAULTS = dict(labels="ensemble", halves=True, init="random", pseudo_tiles=0)
+STAGE2_DEFAULTS = dict(labels="ensemble", halves=True, init="random", pseudo_tiles=0, pretrain_overrides={})
 
 
 def with_pipeline_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -340,6 +381,11 @@ def stage_table(records: List[Dict[str, Any]]) -> pd.DataFrame:
     held = by_step.get(f"{stage}/held_out", {"folds": {}, "pooled": []})
     votes = []
     for m in models:
+      for pretrained in (r["result"] for r in records
+                         if r["step"].startswith(f"{stage}/pretrain/{m['model']}_pretrain/")):
+        best = [f["best_val_map"] for f in pretrained.values() if f["best_val_map"] is not None]
+        add(stage, "pretrained on test pseudo labels only", m["model"], float(np.mean(best)) if best else np.nan,
+            m["images"], "its first phase before fine-tuning: best validation mAP (mean over its folds)")
       one = add(stage, "one snapshot (mean of snapshots)", m["model"], m["mean snapshot mAP"], m["images"],
                 f"{m['snapshots']} snapshots")
       single = m["snapshots"] == len([k for k in m if k.startswith("fold ")])

@@ -69,8 +69,8 @@ def test_pipeline_config_names_existing_model_configs(path):
   config = pipeline.with_pipeline_defaults(configlib.load_config_file(path))
   entries = list(config.stage1.models) + list(config.stage2.models)
   assert entries and config.stage1.folds and config.stage2.part_folds
-  stage1 = [dict(name=e["name"]) for e in config.stage1.models]
-  pipeline.check_stage2(config, stage1)  # the stage-2 choices fit the stage-1 runs
+  stage1, stage2_base = pipeline.model_configs(config, "unused_outdir")  # built and validated, nothing written
+  pipeline.check_stage2(config, stage1, stage2_base)  # the stage-2 choices fit the stage-1 runs
   for entry in entries:
     model_config = configlib.load_config_file(REPO / entry["config"])
     assert model_config.model in models.MODELS

@@ -3,9 +3,11 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
+import cv2
 import ml_collections
 import numpy as np
 import pandas as pd
@@ -290,6 +292,52 @@ def test_budget_stage2_fine_tunes_each_fold_on_its_own_held_out_pseudo_labels(mi
   assert not (outdir / "stage2" / "ensemble-vertical-empty-smooth.csv").exists()
 
 
+def test_pretrain_stage_trains_first_on_the_test_pseudo_labels_alone_then_fine_tunes(mini_data_dir, tmp_path):
+  """stage2.init='pretrain': the student's first phase trains from random weights on every test tile, labelled
+  by fold 0's own stage-1 model after the jigsaw rules with fold 0's labels hidden, and on nothing else (the
+  same phase on data whose training tiles are scrambled learns exactly the same); the second phase starts
+  from its last snapshot and trains on the fold's training tiles without pseudo labels. The stage table gives
+  the first phase's own row."""
+  config = tiny_pipeline_config(mini_data_dir)
+  config.stage1.folds = [0]
+  config.jigsaw_steps = ["vertical", "empty"]
+  config.stage2.update(labels="fold", init="pretrain", halves=False, part_folds=[0], predict_other_half=False,
+                       pretrain_overrides=dict(cycle_len=1, eval_start=1))
+  outdir = tmp_path / "pretrain"
+  table = pipeline.run_pipeline(config, str(outdir))
+  pre_dir, fine_dir = outdir / "stage2" / "tiny_pseudo_part0_pretrain", outdir / "stage2" / "tiny_pseudo_part0"
+  pre = json.loads((pre_dir / "fold_0" / "config.json").read_text())
+  assert pre["pseudo_csv"] == str(outdir / "stage1" / "held_out" / "fold_0.csv")
+  assert (pre["pseudo_prob"], pre["pseudo_split"], pre["init_from"], pre["cycle_len"]) == (1.0, -1, "", 1)
+  fine = json.loads((fine_dir / "fold_0" / "config.json").read_text())
+  assert (fine["pseudo_csv"], fine["cycle_len"]) == ("", 2)
+  assert fine["init_from"] == str(pre_dir / "fold_0" / "snapshots" / "cycle_0_max_map")
+  history = [json.loads(l) for l in (pre_dir / "fold_0" / "history.jsonl").read_text().splitlines()]
+  (row,) = table[table["step"] == "pretrained on test pseudo labels only"].to_dict(orient="records")
+  assert (row["stage"], row["model"]) == ("stage2", "tiny_pseudo_part0")
+  assert row["OOF mAP"] == pytest.approx(max(r["val_map"] for r in history if "val_map" in r))
+  assert table["step"].iloc[-1] == "pseudo-labelled stage (total)"
+
+  # The first phase again, on a copy of the data whose training tiles (all but fold 0's validation) are
+  # scrambled: the same losses and validation, so it saw none of them.
+  scrambled = tmp_path / "scrambled"
+  shutil.copytree(mini_data_dir, scrambled)
+  folds = pd.read_csv(outdir / "stage1" / "tiny" / "folds.csv", dtype={"id": str})
+  labels = pd.read_csv(scrambled / "train.csv", dtype=str, keep_default_na=False).set_index("id")
+  for i in folds.loc[folds["fold"] != 0, "id"]:
+    for sub in ("images", "masks"):
+      path = scrambled / "train" / sub / f"{i}.png"
+      cv2.imwrite(str(path), np.roll(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), 37, axis=1)[::-1])
+    labels.loc[i, "rle_mask"] = rle.rle_encode(cv2.imread(str(path), cv2.IMREAD_UNCHANGED) > 0)
+  labels.reset_index().to_csv(scrambled / "train.csv", index=False)
+  again = ml_collections.ConfigDict(pre)
+  again.update(data_dir=str(scrambled), cache_dir="")
+  train.train_and_evaluate(again, str(tmp_path / "again"))
+  redone = [json.loads(l) for l in (tmp_path / "again" / "fold_0" / "history.jsonl").read_text().splitlines()]
+  keys = ("epoch", "loss", "seg_loss", "val_loss", "val_map")
+  assert [{k: r.get(k) for k in keys} for r in redone] == [{k: r.get(k) for k in keys} for r in history]
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda c: c.stage2.update(labels="mine"), "stage2.labels must be one of ensemble, fold, got 'mine'"),
     (lambda c: c.stage2.update(init="stage1", models=[dict(name="other", config="configs/tiny.py")]),
@@ -297,6 +345,12 @@ def test_budget_stage2_fine_tunes_each_fold_on_its_own_held_out_pseudo_labels(mi
     (lambda c: c.stage2.update(labels="fold", part_folds=[0, 3]), r"stage2.part_folds \[3\] were not trained"),
     (lambda c: c.stage2.update(part_folds=[0, 1, 2]), "at most 2 part_folds"),
     (lambda c: c.update(jigsaw_steps=["vertical", "glue"]), "unknown rule step"),
+    (lambda c: c.stage2.update(init="pretrain"), "stage2.init='pretrain' .* needs labels='fold' and halves=False"),
+    (lambda c: c.stage2.update(init="pretrain", labels="fold", halves=False,
+                               pretrain_overrides=dict(cycle_len=0)),
+     r"stage2.pretrain_overrides \(model 'tiny'\): config.cycle_len"),
+    (lambda c: c.stage2.update(init="pretrain", labels="fold", halves=False, pretrain_overrides=dict(cycle=3)),
+     r"stage2.pretrain_overrides \(model 'tiny'\): unknown"),
 ])
 def test_bad_stage2_settings_are_refused_before_any_output(mini_data_dir, tmp_path, change, message):
   config = tiny_pipeline_config(mini_data_dir)
