@@ -73,6 +73,8 @@ def test_the_dry_run_runs_every_step_and_reports_each_figure_with_its_command(tm
   assert result["dry_run"] is True
   assert [s["status"] for s in steps if not s["status"].startswith("ok")] == [], [
       (s["name"], s["status"], s["tail"]) for s in steps if not s["status"].startswith("ok")]
+  assert [s["name"] for s in steps if "(the same command as " in s["status"]] == [
+      "model_50A bfloat16", "model_50A float32", "model_50A bfloat16, 2 folds, vmap"]  # run once each
   by = {}
   for s in steps:
     by.setdefault(s["section"], []).append(s)
