@@ -31,6 +31,9 @@ def define_flags() -> None:
   flags.DEFINE_string("runs", None, "Comma-separated LABEL=WORKDIR (one label per recipe; repeated for seeds).")
   flags.DEFINE_integer("fold", 0, "The fold whose history is read.")
   flags.DEFINE_string("out", None, "PNG to write (optional).")
+  flags.DEFINE_bool("breakdown", False, "Also segment the fold's validation tiles with each run's max_map "
+                    "snapshots (salt_jax.load, flip TTA) and add the mean score on the empty tiles and on the "
+                    "salt tiles, and the mAP each gives away.")
   flags.mark_flags_as_required(["runs"])
 
 
@@ -72,6 +75,28 @@ def summary(label: str, workdir: str, history: pd.DataFrame) -> Dict:
           "last_val_map": validated["val_map"].iloc[-1] if len(validated) else np.nan,
           "last_val_loss": validated["val_loss"].iloc[-1] if len(validated) else np.nan,
           "last_train_loss_lovasz": lovasz["loss"].iloc[-1] if len(lovasz) else np.nan}
+
+
+def empty_and_salt(workdir, fold: int) -> Dict:
+  """The run's vote on its fold's validation tiles, split by the truth: mean score and the mAP given away
+  ("lost", breakdown.coverage_table's: the two add up to 1 - mAP) on the empty tiles and on the salt tiles,
+  and the mAP of the vote (its max_map snapshots at their own thresholds, as salt_jax.load votes)."""
+  import salt_jax  # pylint: disable=import-outside-toplevel  # JAX only for --breakdown
+  from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
+  from salt_jax.inference import breakdown  # pylint: disable=import-outside-toplevel
+  workdir = pathlib.Path(workdir)
+  config = json.loads((workdir / f"fold_{fold}" / "config.json").read_text())
+  split = pd.read_csv(workdir / "folds.csv", dtype={"id": str})
+  train = kaggle.DataSource(config["data_dir"]).train()
+  rows = np.flatnonzero(np.isin(train.ids, split["id"][split["fold"] == fold].to_numpy()))
+  pred = salt_jax.load([str(workdir)], folds=[fold]).tiles(train.images[rows])
+  table = breakdown.coverage_table(pred.mask, train.masks[rows]).set_index("bucket")
+  empty, all_ = table.loc["empty"], table.loc["all"]
+  salt_tiles = all_["tiles"] - empty["tiles"]
+  salt_score = (all_["mean_score"] * all_["tiles"] - empty["mean_score"] * empty["tiles"]) / salt_tiles
+  return {"vote_map": all_["mean_score"], "empty_tiles": int(empty["tiles"]), "empty_score": empty["mean_score"],
+          "empty_lost": empty["lost"], "salt_tiles": int(salt_tiles), "salt_score": salt_score,
+          "salt_lost": all_["lost"] - empty["lost"]}
 
 
 def plot(histories: Dict[str, List[pd.DataFrame]], out) -> None:
@@ -118,8 +143,10 @@ def main(argv) -> pd.DataFrame:
     history = run_history(workdir, FLAGS.fold)
     histories[label].append(history)
     rows.append(summary(label, workdir, history))
+    if FLAGS.breakdown:
+      rows[-1].update(empty_and_salt(workdir, FLAGS.fold))
   table = pd.DataFrame(rows)
-  with pd.option_context("display.width", 160, "display.max_columns", 20):
+  with pd.option_context("display.width", 250, "display.max_columns", 30):
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   if FLAGS.out:
     plot(histories, FLAGS.out)

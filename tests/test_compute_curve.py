@@ -40,6 +40,27 @@ def test_curve_of_a_tiny_run(tiny_run, tmp_path):
   assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
 
 
+def test_the_breakdown_splits_the_vote_s_map_between_the_empty_and_the_salt_tiles(tiny_run, mini_data_dir):
+  """--breakdown: the one max_map snapshot's vote on fold 0's validation tiles scores the run's best
+  validation mAP; the empty and salt tiles are the fold's validation tiles by their truth, their scores
+  average to that mAP and what they give away adds up to 1 - mAP."""
+  config, workdir, _ = tiny_run
+  mod = _script()
+  table = cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+                  argv=[f"--runs=tiny={workdir}", "--breakdown"])
+  row = table.iloc[0]
+  split = pd.read_csv(workdir / "folds.csv", dtype={"id": str})
+  valid = set(split["id"][split["fold"] == 0])
+  masks = {p.stem: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (mini_data_dir / "train" / "masks").iterdir()
+           if p.stem in valid}
+  assert row["empty_tiles"] == sum(not m.any() for m in masks.values())
+  assert row["empty_tiles"] + row["salt_tiles"] == len(valid)
+  assert row["vote_map"] == pytest.approx(row["best_val_map"], abs=1e-9)
+  assert (row["empty_score"] * row["empty_tiles"] + row["salt_score"] * row["salt_tiles"]) / len(valid) == (
+      pytest.approx(row["vote_map"]))
+  assert row["empty_lost"] + row["salt_lost"] == pytest.approx(1 - row["vote_map"])
+
+
 def test_a_run_without_history_is_refused_in_one_line(tmp_path, capsys):
   mod = _script()
   with pytest.raises(SystemExit) as exit_:
