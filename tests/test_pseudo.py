@@ -27,6 +27,12 @@ def test_split_file_is_reused_and_checked(tmp_path):
   np.testing.assert_array_equal(again, first[::-1])
   with pytest.raises(ValueError, match="is not a split of these 19 test ids"):
     pseudo.load_or_make_split(path, ids[:19], seed=0)
+  path.write_text("id,part\nt0,0\n")
+  with pytest.raises(DataError, match=f"^{path}: expected columns id,half, got id,part$"):
+    pseudo.load_or_make_split(path, ids, seed=0)
+  path.write_text("id,half\n" + "".join(f"{i},2\n" for i in ids))
+  with pytest.raises(DataError, match="is not a split of these 20 test ids"):
+    pseudo.load_or_make_split(path, ids, seed=0)
 
 
 @pytest.mark.parametrize("prob", [0.0, 0.3, 0.5, 1.0])
@@ -125,12 +131,15 @@ def test_read_confidence_checks_columns_and_ids(tmp_path):
   with pytest.raises(ValueError, match="lacks 1 of the pseudo-labelled ids"):
     pseudo.read_confidence(path, ["a", "zz"])
   pd.DataFrame({"id": ["a"], "score": [0.1]}).to_csv(path, index=False)
-  with pytest.raises(DataError, match="expected the columns id,confidence"):
+  with pytest.raises(DataError, match=f"^{path}: expected columns id,confidence, got id,score$"):
+    pseudo.read_confidence(path, ["a"])
+  path.write_text("id,confidence\na,0.5\nb,\n")
+  with pytest.raises(DataError, match=f"^{path}: the confidence of id 'b' is not a number$"):
     pseudo.read_confidence(path, ["a"])
   path.write_bytes(b"id,confidence\n\xff\xfe,1\n")
-  with pytest.raises(DataError, match=f"cannot read {path}: UnicodeDecodeError: "):
+  with pytest.raises(DataError, match=f"^cannot parse {path}: "):
     pseudo.read_confidence(path, ["a"])
-  with pytest.raises(DataError, match=f"cannot read {tmp_path / 'none.csv'}: FileNotFoundError: "):
+  with pytest.raises(DataError, match=f"^missing file: {tmp_path / 'none.csv'}$"):
     pseudo.read_confidence(tmp_path / "none.csv", ["a"])
 
 

@@ -10,8 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from salt_jax import errors
-from salt_jax.data import submission
+from salt_jax.data import kaggle, submission
 from salt_jax.data.errors import DataError
 
 
@@ -23,22 +22,14 @@ def split_halves(ids: Sequence[str], seed: int) -> np.ndarray:
   return half
 
 
-def _read_csv(path) -> pd.DataFrame:
-  """A CSV with an `id` column (str); DataError naming it when it is missing or cannot be parsed."""
-  try:
-    return pd.read_csv(path, dtype={"id": str})
-  except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-    raise DataError(f"cannot read {path}: {errors.one_line(e)}") from e
-
-
 def load_or_make_split(path, ids: Sequence[str], seed: int, save: bool = True) -> np.ndarray:
   """The saved split of `ids` at `path`, else a new seeded one (written there if `save`); a split of other
   ids is an error."""
   path = pathlib.Path(path)
   ids = np.asarray(ids)
   if path.exists():
-    frame = _read_csv(path)
-    if list(frame.columns) != ["id", "half"] or set(frame["id"]) != set(ids) or len(frame) != len(ids):
+    frame = kaggle.read_frame(path, ["id", "half"], dtype={"id": str})
+    if set(frame["id"]) != set(ids) or len(frame) != len(ids) or not frame["half"].isin([0, 1]).all():
       raise DataError(f"{path} is not a split of these {len(ids)} test ids; delete it to make a new one")
     return frame.set_index("id").loc[ids, "half"].to_numpy()
   half = split_halves(ids, seed)
@@ -59,9 +50,11 @@ def read_pseudo_masks(csv_path, ids: Sequence[str]) -> np.ndarray:
 
 def read_confidence(csv_path, ids: Sequence[str]) -> np.ndarray:
   """(N,) float confidence of `ids` from a CSV id,confidence; an id it lacks is an error."""
-  frame = _read_csv(csv_path)
-  if list(frame.columns) != ["id", "confidence"]:
-    raise DataError(f"{csv_path}: expected the columns id,confidence, got {','.join(frame.columns)}")
+  frame = kaggle.read_frame(csv_path, ["id", "confidence"])
+  frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce")
+  if frame["confidence"].isna().any():
+    bad = frame["id"][frame["confidence"].isna()].iloc[0]
+    raise DataError(f"{csv_path}: the confidence of id {bad!r} is not a number")
   table = frame.set_index("id")["confidence"]
   missing = [i for i in ids if i not in table.index]
   if missing:
