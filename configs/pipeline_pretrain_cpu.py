@@ -7,17 +7,15 @@ validation and test tiles; the jigsaw rules vertical and empty with fold 0's lab
 label every test tile (stage1/held_out/fold_0.csv). The teacher never saw fold 0's validation tiles.
 
 Stage 2, the student (stage2.init='pretrain'): cpu_small with the warp that let 2x training use its compute
-(GEO, docs/recipes.md "The compute curve"), trained first from random weights on the 18,000 pseudo-labelled
-test tiles alone for cpu_small's 40 epochs (129,280 image-steps), then fine-tuned from that on fold 0's
-training tiles for another 40 (no pseudo labels). Its equal-compute control is the same recipe trained from
+(configlib.WARP, docs/recipes.md "The compute curve"), trained first from random weights on the 18,399
+pseudo-labelled test tiles alone for cpu_small's 40 epochs (129,280 image-steps), then fine-tuned from that
+on fold 0's training tiles for another 40 (no pseudo labels). Its equal-compute control is the same recipe trained from
 random weights for 80 epochs on the training tiles (`curve_2x_geo_s0` in docs/recipes.md: the command there).
 The stage table (<outdir>/stages.csv) has the student before fine-tuning, after it, and against the teacher.
 """
 import ml_collections
 
 from salt_jax import configlib
-
-GEO = dict(aug_scale=0.1, aug_rotate=8.0, aug_shear=5.0, aug_warp_prob=0.5)
 
 
 def get_config():
@@ -30,7 +28,7 @@ def get_config():
   c.stage1.folds = [0]
   c.stage2 = ml_collections.ConfigDict()
   c.stage2.models = [dict(name="small", config="configs/cpu_small.py", overrides=dict(seed=0))]
-  c.stage2.overrides = ml_collections.ConfigDict(GEO)  # both phases
+  c.stage2.overrides = ml_collections.ConfigDict(configlib.WARP)  # both phases
   c.stage2.pretrain_overrides = ml_collections.ConfigDict()  # the first phase: cpu_small's 40 epochs
   c.stage2.part_folds = [0]
   c.stage2.labels = "fold"       # fold 0's own stage-1 model labels the test tiles

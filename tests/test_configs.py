@@ -1,5 +1,6 @@
 """Every config file loads, names a registered model and keeps the contract keys."""
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -100,3 +101,15 @@ def test_the_levers_keys_are_checked(key, value, message):
   bad = ml_collections.ConfigDict({**config.to_dict(), key: value})  # a config file may set any type
   with pytest.raises(configlib.ConfigError, match=message):
     configlib.validate(bad)
+
+
+def test_a_stretched_recipe_multiplies_both_phases_and_the_validation_epochs():
+  """configlib.stretched(cpu_small, 2) is the 2x of docs/recipes.md's compute curve (its flags)."""
+  doubled = configlib.stretched(configlib.load_config_file(REPO / "configs" / "cpu_small.py"), 2)
+  flags = re.search(r"2x is `(--config\.warmup_epochs=\S+ --config\.cycle_len=\S+ --config\.eval_start=\S+\s+"
+                    r"--config\.eval_every=\S+)`", (REPO / "docs" / "recipes.md").read_text()).group(1).split()
+  assert {f.split("=")[0][len("--config."):]: int(f.split("=")[1]) for f in flags} == {
+      k: doubled[k] for k in ("warmup_epochs", "cycle_len", "eval_start", "eval_every")} == dict(
+          warmup_epochs=40, cycle_len=40, eval_start=28, eval_every=4)
+  configlib.validate(doubled)
+  configlib.validate(ml_collections.ConfigDict({**doubled.to_dict(), **configlib.WARP}))
