@@ -242,14 +242,21 @@ def pretrained_run(labelled: ml_collections.ConfigDict, name: str, fold: int, s2
   pseudo_prob 1), with stage2.pretrain_overrides on top of the model's config; the run itself then fine-tunes
   that phase's last max-mAP snapshot on the fold's training tiles, without pseudo labels. labelled: the
   model's config with the fold's pseudo-label keys set."""
-  pre = labelled.copy_and_resolve_references()
-  pre.update(configlib.set_overrides(s2.pretrain_overrides))
-  pre.update(pseudo_prob=1.0, init_from="")
+  pre = pretrain_config(labelled, s2)
   fine = labelled.copy_and_resolve_references()
   fine.update(pseudo_csv="", pseudo_confidence_csv="", pseudo_tiles=0,
               init_from=str(rundir.RunDir(sdir / f"{name}_pretrain").snapshot_dir(fold, pre.cycle_num - 1,
                                                                                    "max_map")))
   return dict(name=name, folds=[fold], config=fine, pretrain=dict(name=f"{name}_pretrain", config=pre))
+
+
+def pretrain_config(base: ml_collections.ConfigDict, s2) -> ml_collections.ConfigDict:
+  """The first phase's training config of stage2.init='pretrain': `base` with stage2.pretrain_overrides, on
+  the pseudo-labelled tiles alone (pseudo_prob 1) from random weights."""
+  pre = base.copy_and_resolve_references()
+  pre.update(configlib.set_overrides(s2.pretrain_overrides))
+  pre.update(pseudo_prob=1.0, init_from="")
+  return pre
 
 
 def check_stage2(config, stage1_runs, stage2_base=()) -> None:
@@ -267,9 +274,7 @@ def check_stage2(config, stage1_runs, stage2_base=()) -> None:
                                 "halves=False")
   for e, base in stage2_base if s2.init == "pretrain" else ():
     try:
-      pre = base.copy_and_resolve_references()
-      pre.update(configlib.set_overrides(s2.pretrain_overrides))
-      configlib.validate(pre)
+      configlib.validate(pretrain_config(base, s2))
     except configlib.ConfigError as err:
       raise configlib.ConfigError(f"pipeline stage2.pretrain_overrides (model {e['name']!r}): {err}") from None
   stage1_folds = set(config.stage1.folds)
