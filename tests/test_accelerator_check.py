@@ -11,6 +11,7 @@ import pytest
 
 from salt_jax import cli, repo
 from salt_jax.tools import accelerator_check
+from salt_jax.workdir import rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,17 @@ def test_the_plan_holds_every_pending_gpu_row_and_the_bench_finds_the_configs():
   assert all(c.startswith("--folds=10") for s in steps if s.section == "fold-parallel"
              for c in s.command if c.startswith("--folds"))
   assert (repo.ROOT / "configs" / "gpu_quick.py").is_file()  # the bench's epoch runs read configs/ there
+
+
+def test_the_quick_runs_rows_are_its_first_epochs_even_when_it_ran_past_them(tmp_path):
+  """The gpu_quick run is stopped at the first poll after its epochs; an idle machine may have recorded more
+  by then, and the report keeps only the epochs it names."""
+  history = rundir.RunDir(tmp_path).history_jsonl(0)
+  history.parent.mkdir(parents=True)
+  history.write_text("".join(json.dumps(dict(epoch=e, loss=1.0 - e / 10)) + "\n" for e in range(3)))
+  assert accelerator_check.quick_rows(tmp_path, 1) == [dict(epoch=0, loss=1.0)]
+  assert [r["epoch"] for r in accelerator_check.quick_rows(tmp_path, 3)] == [0, 1, 2]
+  assert accelerator_check.quick_rows(tmp_path / "none", 3) == []
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import pathlib
@@ -318,11 +319,35 @@ def _run_program(tmp_path, program: str, fault: str) -> subprocess.CompletedProc
                         env=dict(os.environ, JAX_PLATFORMS="cpu", FAULT=fault, ROOT=str(tmp_path)))
 
 
+def test_only_orphaned_tensorstore_reads_are_dropped_from_the_asyncio_log():
+  """The asyncio filter drops "Task exception was never retrieved" for a tensorstore error (a read that failed
+  after orbax stopped awaiting it) and keeps the same message for any other error (a dask task's, a bug) and
+  every other asyncio record."""
+  def record(msg, error):
+    exc_info = (type(error), error, None) if error is not None else None
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, exc_info)
+
+  never = "Task exception was never retrieved\nfuture: <Task finished name='Task-9' coro=<_wrap_awaitable()>"
+  read = ValueError('OUT_OF_RANGE: Error reading "a118/0" in OCDBT database at local file "/x/state/": '
+                    "Requested byte range [5023932, 5082345) is not valid for value of size 3244032")
+  keep = checkpoints._DropOrphanedReads()
+  assert not keep.filter(record(never, read))
+  assert not keep.filter(record(never, ValueError("DATA_LOSS: Error reading local file")))
+  assert keep.filter(record(never, ValueError("could not convert string to float: 'x'")))
+  assert keep.filter(record(never, KeyError("OUT_OF_RANGE")))
+  assert keep.filter(record(never, None))
+  assert keep.filter(record("Unclosed client session", read))
+  checkpoints._drop_late_callbacks()
+  checkpoints._drop_late_callbacks()
+  assert sum(isinstance(f, checkpoints._DropOrphanedReads) for f in logging.getLogger("asyncio").filters) == 1
+
+
 def test_a_damaged_state_or_snapshot_prints_a_few_lines_not_the_reads_tracebacks(tmp_path):
   """States of 200 arrays (a training state has hundreds), the largest data file cut in half: resuming sets
   the latest state aside in three warning lines (what, where to, from which epoch) and a damaged snapshot
   is one refusal line, nothing else. Before, each read still in flight when the first failed printed a
-  traceback ('Event loop is closed'; hundreds, during the run and at exit)."""
+  traceback ('Event loop is closed', or asyncio's 'Task exception was never retrieved' when the loop was
+  still open; hundreds, during the run and at exit)."""
   done = _run_program(tmp_path, "checkpoint_faults.py", "damaged")
   assert done.returncode == 1 and done.stdout == "resumed after epoch 0\n", done.stderr[-3000:]
   # orbax's note on a slow save (a loaded machine) is the one other line a save may print

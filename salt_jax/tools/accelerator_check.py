@@ -232,12 +232,14 @@ def quick_epochs_done(workdir: pathlib.Path, epochs: int) -> Callable[[], bool]:
   return lambda: history.is_file() and len(history.read_text().splitlines()) >= epochs
 
 
-def quick_rows(workdir: pathlib.Path) -> List[Dict]:
-  """The gpu_quick run's history records so far (bench.read_histories), fold 0."""
+def quick_rows(workdir: pathlib.Path, epochs: int) -> List[Dict]:
+  """The gpu_quick run's history records of its first `epochs` epochs (bench.read_histories), fold 0. The
+  run is stopped at the first poll after that many, so a fast machine may have recorded another since."""
   try:
-    return bench.read_histories(workdir, [0])[0]
+    rows = bench.read_histories(workdir, [0])[0]
   except (OSError, ValueError):
     return []
+  return [r for r in rows if r["epoch"] < epochs]
 
 
 def check(out, data_dir: str, *, dry_run: bool = False, budget_s: float = 540.0,
@@ -284,7 +286,7 @@ def check(out, data_dir: str, *, dry_run: bool = False, budget_s: float = 540.0,
       stop = quick_epochs_done(out / "gpu_quick", sizes.quick_epochs) if step.section == "gpu_quick" else None
       run_step(step, timeout, env, logs, stop)
       if step.section == "gpu_quick":
-        step.rows = quick_rows(out / "gpu_quick")
+        step.rows = quick_rows(out / "gpu_quick", sizes.quick_epochs)
       logging.info("%s: %s: %s in %.0f s", step.section, step.name, step.status, step.seconds)
       ran[tuple(step.command)] = step
     outcomes.append(step)

@@ -5,8 +5,10 @@ cannot be read or written is one line naming its path (a log line, or the refusa
 orbax's or tensorstore's pages of tracebacks.
 """
 import errno
+import logging as logging_std
 import os
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -20,6 +22,12 @@ from salt_jax import errors, models
 from salt_jax.workdir.rundir import WorkdirError
 
 
+# The codes that open a tensorstore error's message (absl status codes), e.g. "OUT_OF_RANGE: Error reading ...".
+_TENSORSTORE_ERROR = re.compile(r"^(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|"
+                                r"PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|"
+                                r"UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED): ")
+
+
 def _is_late_callback(unraisable) -> bool:
   """Whether sys.unraisablehook got what a tensorstore read or write reports when it completes after another
   one that orbax awaited with it failed: orbax has closed that event loop, so its result cannot be
@@ -28,11 +36,31 @@ def _is_late_callback(unraisable) -> bool:
   return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
 
+def _is_orphaned_read(record: logging_std.LogRecord) -> bool:
+  """Whether an `asyncio` log record is the other way the same late reads are reported: the loop is still
+  open, the task of a tensorstore read or write that failed after orbax stopped awaiting it is collected,
+  and asyncio logs "Task exception was never retrieved" with that error's traceback."""
+  error = record.exc_info[1] if record.exc_info else None
+  return (str(record.msg).startswith("Task exception was never retrieved") and error is not None
+          and bool(_TENSORSTORE_ERROR.match(str(error))))
+
+
+class _DropOrphanedReads(logging_std.Filter):
+  """The `asyncio` logger's filter that drops _is_orphaned_read records and keeps every other one."""
+
+  def filter(self, record):
+    return not _is_orphaned_read(record)
+
+
 def _drop_late_callbacks() -> None:
-  """Makes sys.unraisablehook drop the late callbacks' reports (_is_late_callback) and hand any other
-  exception to the hook it had; done once, before the first orbax read or write. Otherwise one damaged
-  state, or a disk that fills during a write, prints a traceback for each read or write still in flight
-  (hundreds, over the rest of the run or at exit) besides the one line that says what failed."""
+  """Makes sys.unraisablehook drop the late callbacks' reports (_is_late_callback), handing any other
+  exception to the hook it had, and the `asyncio` logger drop the orphaned reads' (_is_orphaned_read); done
+  once, before the first orbax read or write. Otherwise one damaged state, or a disk that fills during a
+  write, prints a traceback for each read or write still in flight (hundreds, over the rest of the run or
+  at exit) besides the one line that says what failed."""
+  asyncio_log = logging_std.getLogger("asyncio")
+  if not any(isinstance(f, _DropOrphanedReads) for f in asyncio_log.filters):
+    asyncio_log.addFilter(_DropOrphanedReads())
   if getattr(sys.unraisablehook, "drops_late_callbacks", False):
     return
   previous = sys.unraisablehook
