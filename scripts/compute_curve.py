@@ -7,11 +7,17 @@ against image-steps) and prints, per run, the table that docs/recipes.md carries
 
   python scripts/compute_curve.py --fold=0 --out=docs/compute_curve.png \
       --runs="today=runs/curve_1x_s0,today=runs/curve_2x_s0,regularised=runs/curve_2x_pc_s0"
+
+Workdirs do not outlive the machine that trained them; --save_csv keeps the histories drawn (one row per
+epoch: label, run and the history's columns), and --from_csv draws them again beside new runs:
+
+  python scripts/compute_curve.py --from_csv=docs/compute_curve.csv --save_csv=docs/compute_curve.csv \
+      --out=docs/compute_curve.png --runs="4x + warp=runs/curve_4x_geo_s0"
 """
 import collections
 import json
 import pathlib
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import matplotlib
 import numpy as np
@@ -34,7 +40,9 @@ def define_flags() -> None:
   flags.DEFINE_bool("breakdown", False, "Also segment the fold's validation tiles with each run's max_map "
                     "snapshots (salt_jax.load, flip TTA) and add the mean score on the empty tiles and on the "
                     "salt tiles, and the mAP each gives away.")
-  flags.mark_flags_as_required(["runs"])
+  flags.DEFINE_string("from_csv", None, "A --save_csv file whose runs are drawn and tabled too (before --runs; a "
+                      "run of the same label and name in --runs replaces its rows).")
+  flags.DEFINE_string("save_csv", None, "CSV to write with every run's history drawn (those of --from_csv too).")
 
 
 def epoch_image_steps(workdir: pathlib.Path, fold: int) -> int:
@@ -131,25 +139,57 @@ def plot(histories: Dict[str, List[pd.DataFrame]], out) -> None:
   plt.close(fig)
 
 
+HISTORY_COLUMNS = ["label", "run", "epoch", "image_steps", "loss", "seg_loss", "val_map", "val_loss"]
+
+
+def saved_histories(path) -> List[Tuple[str, str, pd.DataFrame]]:
+  """The (label, run, history) of each run a --save_csv file holds, the history as run_history returns it."""
+  try:
+    frame = pd.read_csv(path, dtype={"label": str, "run": str})
+  except (OSError, ValueError) as e:
+    raise rundir.WorkdirError(f"cannot read {path} ({type(e).__name__}: {e})") from None
+  if missing := sorted(set(HISTORY_COLUMNS) - set(frame.columns)):
+    raise rundir.WorkdirError(f"{path} is not a compute_curve.py --save_csv file (no column {missing[0]!r})")
+  return [(label, run, group.drop(columns=["label", "run"]).reset_index(drop=True))
+          for (label, run), group in frame.groupby(["label", "run"], sort=False)]
+
+
+def save_histories(runs: List[Tuple[str, str, pd.DataFrame]], path) -> None:
+  """Writes every run's history as one CSV (HISTORY_COLUMNS), whole or not at all."""
+  frame = pd.concat([h.assign(label=label, run=run) for label, run, h in runs], ignore_index=True)
+  with fileio.atomic_path(path) as tmp:
+    frame[HISTORY_COLUMNS].to_csv(tmp, index=False)
+
+
 def main(argv) -> pd.DataFrame:
-  """Reads every run's history, prints the table, writes the PNG with --out; returns the table."""
+  """Reads every run's history (--from_csv's, then --runs'), prints the table, writes the PNG with --out and
+  the histories with --save_csv; returns the table."""
   del argv
-  histories: Dict[str, List[pd.DataFrame]] = collections.defaultdict(list)
-  rows = []
-  for item in FLAGS.runs.split(","):
+  if not FLAGS.runs and not FLAGS.from_csv:
+    raise app.UsageError("give --runs, --from_csv or both")
+  saved = saved_histories(FLAGS.from_csv) if FLAGS.from_csv else []
+  given, breakdowns = [], []
+  for item in FLAGS.runs.split(",") if FLAGS.runs else []:
     label, sep, workdir = item.partition("=")
     if not sep:
       raise app.UsageError(f"--runs items are LABEL=WORKDIR, got {item!r}")
-    history = run_history(workdir, FLAGS.fold)
+    given.append((label, pathlib.Path(workdir).name, run_history(workdir, FLAGS.fold)))
+    breakdowns.append(empty_and_salt(workdir, FLAGS.fold) if FLAGS.breakdown else {})
+  replaced = {(label, run) for label, run, _ in given}
+  runs = [r for r in saved if r[:2] not in replaced] + given
+  breakdowns = [{}] * (len(runs) - len(given)) + breakdowns
+  histories: Dict[str, List[pd.DataFrame]] = collections.defaultdict(list)
+  rows = []
+  for (label, run, history), extra in zip(runs, breakdowns):
     histories[label].append(history)
-    rows.append(summary(label, workdir, history))
-    if FLAGS.breakdown:
-      rows[-1].update(empty_and_salt(workdir, FLAGS.fold))
+    rows.append({**summary(label, run, history), **extra})
   table = pd.DataFrame(rows)
   with pd.option_context("display.width", 250, "display.max_columns", 30):
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
   if FLAGS.out:
     plot(histories, FLAGS.out)
+  if FLAGS.save_csv:
+    save_histories(runs, FLAGS.save_csv)
   return table
 
 

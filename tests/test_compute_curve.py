@@ -69,3 +69,33 @@ def test_a_run_without_history_is_refused_in_one_line(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert err == [f"scripts/compute_curve.py: {tmp_path}/fold_0/history.jsonl not found: no epoch of fold 0 "
                  f"has finished in {tmp_path}"]
+
+
+def test_saved_histories_draw_and_table_again_without_their_workdirs(tiny_run, tmp_path):
+  """--save_csv keeps each run's history; --from_csv gives the same table rows (and a picture) once the
+  workdirs are gone, and a run given again in --runs replaces its saved rows instead of doubling them."""
+  _, workdir, _ = tiny_run
+  mod = _script()
+  saved = tmp_path / "curve.csv"
+  first = cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+                  argv=[f"--runs=a={workdir},b={workdir}", f"--save_csv={saved}"])
+  again = cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+                  argv=[f"--from_csv={saved}", f"--out={tmp_path / 'curve.png'}"])
+  pd.testing.assert_frame_equal(again, first)
+  assert cv2.imread(str(tmp_path / "curve.png")) is not None
+  resaved = tmp_path / "again.csv"
+  both = cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+                 argv=[f"--from_csv={saved}", f"--runs=b={workdir}", f"--save_csv={resaved}"])
+  assert list(both["recipe"]) == ["a", "b"] and len(pd.read_csv(resaved)) == len(pd.read_csv(saved))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["again.csv", "curve.csv", "curve.png"]
+
+
+def test_a_csv_that_is_not_a_saved_history_is_refused_in_one_line(tmp_path, capsys):
+  mod = _script()
+  other = tmp_path / "other.csv"
+  other.write_text("id,rle_mask\n0a,1 2\n")
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py", argv=[f"--from_csv={other}"])
+  assert exit_.value.code == 1
+  assert capsys.readouterr().err.strip().splitlines() == [
+      f"scripts/compute_curve.py: {other} is not a compute_curve.py --save_csv file (no column 'epoch')"]
