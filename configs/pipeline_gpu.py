@@ -2,7 +2,7 @@
 
     python -m salt_jax.pipeline --config=configs/pipeline_gpu.py --outdir=runs/pipeline_gpu
 
-Stage 1: gpu_quick (model_34, bfloat16, the budget recipe) twice (seeds 0, 1) on folds 0-9, each model's
+Stage 1: gpu_quick (model_34, bfloat16, the budget recipe with configlib.WARP) twice (seeds 0, 1) on folds 0-9, each model's
 folds trained together; the votes; the jigsaw rules. Stage 2: each stage-1 model
 fine-tuned for 6 Lovasz epochs (peak lr 5e-4) on every test tile, pseudo-labelled by its fold's own
 stage-1 models after the jigsaw rules with the fold's labels hidden (stage2.labels='fold'), p=0.25; vote;
