@@ -115,10 +115,10 @@ def test_a_stretched_recipe_multiplies_both_phases_and_the_validation_epochs():
   configlib.validate(ml_collections.ConfigDict({**doubled.to_dict(), **configlib.WARP}))
 
 
-def test_cpu_long_is_the_quick_start_at_4x_with_the_warp():
-  """configs/cpu_long.py is docs/recipes.md's `curve_4x_geo_s0`: cpu_small with both phases and the
-  validation epochs times 4 and configlib.WARP, every other key as the quick start has it."""
+def test_cpu_long_is_the_quick_start_at_2x_with_the_warp():
+  """configs/cpu_long.py is docs/recipes.md's `curve_2x_geo_s0`: cpu_small with both phases and the
+  validation epochs times 2 and configlib.WARP, every other key as the quick start has it."""
   small = configlib.load_config_file(REPO / "configs" / "cpu_small.py").to_dict()
   long = configlib.load_config_file(REPO / "configs" / "cpu_long.py").to_dict()
-  stretched = dict(warmup_epochs=80, cycle_len=80, eval_start=56, eval_every=8)
+  stretched = dict(warmup_epochs=40, cycle_len=40, eval_start=28, eval_every=4)
   assert {k: v for k, v in long.items() if small[k] != v} == {**stretched, **configlib.WARP}
