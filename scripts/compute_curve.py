@@ -72,12 +72,12 @@ def run_history(workdir, fold: int) -> pd.DataFrame:
   return frame
 
 
-def summary(label: str, workdir: str, history: pd.DataFrame) -> Dict:
+def summary(label: str, run: str, history: pd.DataFrame) -> Dict:
   """The table row of one run: its compute, best and last validation, last losses of each phase."""
   validated = history.dropna(subset=["val_map"])
   last = history.iloc[-1]
   lovasz = history[history["seg_loss"] == "lovasz"]
-  return {"recipe": label, "run": pathlib.Path(workdir).name, "epochs": int(last["epoch"]) + 1,
+  return {"recipe": label, "run": run, "epochs": int(last["epoch"]) + 1,
           "image_steps": int(last["image_steps"]),
           "best_val_map": validated["val_map"].max() if len(validated) else np.nan,
           "last_val_map": validated["val_map"].iloc[-1] if len(validated) else np.nan,
@@ -168,21 +168,21 @@ def main(argv) -> pd.DataFrame:
   if not FLAGS.runs and not FLAGS.from_csv:
     raise app.UsageError("give --runs, --from_csv or both")
   saved = saved_histories(FLAGS.from_csv) if FLAGS.from_csv else []
-  given, breakdowns = [], []
+  given, breakdowns = [], {}
   for item in FLAGS.runs.split(",") if FLAGS.runs else []:
     label, sep, workdir = item.partition("=")
     if not sep:
       raise app.UsageError(f"--runs items are LABEL=WORKDIR, got {item!r}")
-    given.append((label, pathlib.Path(workdir).name, run_history(workdir, FLAGS.fold)))
-    breakdowns.append(empty_and_salt(workdir, FLAGS.fold) if FLAGS.breakdown else {})
-  replaced = {(label, run) for label, run, _ in given}
-  runs = [r for r in saved if r[:2] not in replaced] + given
-  breakdowns = [{}] * (len(runs) - len(given)) + breakdowns
+    run = pathlib.Path(workdir).name
+    given.append((label, run, run_history(workdir, FLAGS.fold)))
+    if FLAGS.breakdown:
+      breakdowns[label, run] = empty_and_salt(workdir, FLAGS.fold)
+  runs = [r for r in saved if r[:2] not in {g[:2] for g in given}] + given
   histories: Dict[str, List[pd.DataFrame]] = collections.defaultdict(list)
   rows = []
-  for (label, run, history), extra in zip(runs, breakdowns):
+  for label, run, history in runs:
     histories[label].append(history)
-    rows.append({**summary(label, run, history), **extra})
+    rows.append({**summary(label, run, history), **breakdowns.get((label, run), {})})
   table = pd.DataFrame(rows)
   with pd.option_context("display.width", 250, "display.max_columns", 30):
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
