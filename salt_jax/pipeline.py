@@ -277,6 +277,8 @@ def check_stage2(config, stage1_runs, stage2_base=()) -> None:
       configlib.validate(pretrain_config(base, s2))
     except configlib.ConfigError as err:
       raise configlib.ConfigError(f"pipeline stage2.pretrain_overrides (model {e['name']!r}): {err}") from None
+  if not s2.models:
+    return  # stage 2 off: its folds and models need nothing from stage 1
   stage1_folds = set(config.stage1.folds)
   if s2.labels == "fold" or s2.init == "stage1":
     missing = sorted(set(s2.part_folds) - stage1_folds)

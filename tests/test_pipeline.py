@@ -385,14 +385,14 @@ def _readme_example():
 def test_the_documented_train_overrides_flags_win_over_every_models_own_overrides(name, extra, tmp_path,
                                                                               monkeypatch):
   """docs/pipeline.md's `--config.train_overrides.cycle_len=2` (README before; refused before: "unknown config key
-  'train_overrides.cycle_len'") sets the cycle_len of every model of both stages, over each model's own
-  overrides in the file (pipeline_cpu's 16-epoch cycles, pipeline_gpu's stage2.overrides)."""
+  'train_overrides.cycle_len'") sets the cycle_len of every model of both stages, over each model's config
+  file and own overrides in the pipeline file (cpu_long's 40-epoch cycle, pipeline_gpu's stage2.overrides)."""
   flags_ = _readme_example()
   assert "--config.train_overrides.cycle_len=2" in flags_
   stage1, stage2 = _model_configs([f"--config={REPO / 'configs' / f'{name}.py'}", f"--outdir={tmp_path / 'out'}",
                                    *flags_, *extra], monkeypatch)
   file_config = configlib.load_config_file(REPO / "configs" / f"{name}.py")
-  assert len(stage1) == len(file_config.stage1.models) == 2 and len(stage2) == len(file_config.stage2.models)
+  assert len(stage1) == len(file_config.stage1.models) and len(stage2) == len(file_config.stage2.models)
   assert [c.cycle_len for c in stage1 + stage2] == [2] * len(stage1 + stage2)
   assert [c.seed for c in stage1] == [e["overrides"]["seed"] for e in file_config.stage1.models]  # kept
   assert not (tmp_path / "out").exists()
@@ -401,6 +401,8 @@ def test_the_documented_train_overrides_flags_win_over_every_models_own_override
 def test_train_overrides_in_the_file_yield_to_the_models_own():
   """In the config file, a model's own overrides win over train_overrides (the flag is the last word)."""
   config = pipeline.with_pipeline_defaults(configlib.load_config_file(REPO / "configs" / "pipeline_cpu.py"))
+  config.stage1.models = [dict(name=n, config="configs/cpu_small.py",
+                               overrides=dict(seed=s, cycle_len=16, eval_start=10)) for n, s in (("a", 0), ("b", 1))]
   config.train_overrides.update(cycle_len=12, batch_size=8)
   stage1, _ = pipeline.model_configs(config, "unused")
   assert [(r["config"].cycle_len, r["config"].batch_size) for r in stage1] == [(16, 8), (16, 8)]
@@ -408,10 +410,50 @@ def test_train_overrides_in_the_file_yield_to_the_models_own():
   assert [(r["config"].cycle_len, r["config"].batch_size) for r in stage1] == [(12, 8), (12, 8)]
 
 
+def test_pipeline_cpu_trains_what_configs_cpu_long_trains_on_folds_0_to_2():
+  """configs/pipeline_cpu.py's stage 1 is one cpu_long model (seed 0) per fold on folds 0-2, stage 2 off; its
+  training config is configs/cpu_long.py's, but for the data cache the pipeline keeps in its outdir."""
+  config = pipeline.with_pipeline_defaults(configlib.load_config_file(REPO / "configs" / "pipeline_cpu.py"))
+  (run,), stage2 = pipeline.model_configs(config, "outdir")
+  assert (run["name"], run["folds"], stage2) == ("long", [0, 1, 2], [])
+  long = configlib.load_config_file(REPO / "configs" / "cpu_long.py")
+  got = run["config"].to_dict()
+  differ = {k for k in set(got) | set(long) if got.get(k) != long.get(k)}
+  assert differ == {"cache_dir"} and got["cache_dir"] == str(pathlib.Path("outdir") / "cache")
+  assert tuple(config.jigsaw_steps) == ("vertical", "empty")
+
+
+def test_a_flag_sets_the_folds_of_a_pipeline_with_stage2_off(tmp_path, monkeypatch):
+  """`--config.stage1.folds='(1,)'` (the fold lists are tuples, which flags can set; a list field was refused
+  by the flag parser) trains fold 1 alone; with stage 2 off, its part_folds (0, 1, 2) are not checked against
+  stage 1's folds (they were: a refusal of a stage that does not run). Nothing is written."""
+  monkeypatch.setattr(sys, "argv", ["salt_jax.pipeline", f"--config={REPO / 'configs' / 'pipeline_cpu.py'}",
+                                    f"--outdir={tmp_path / 'out'}", "--config.stage1.folds=(1,)"])
+
+  def main(_):
+    config = pipeline.with_pipeline_defaults(pipeline.FLAGS.config)
+    stage1, stage2_base = pipeline.model_configs(config, pipeline.FLAGS.outdir, pipeline.flag_overrides())
+    pipeline.check_stage2(config, stage1, stage2_base)
+    return [r["folds"] for r in stage1]
+  assert cli.run(main, pipeline.define_flags, prog="salt_jax.pipeline", argv=sys.argv[1:]) == [[1]]
+  assert not (tmp_path / "out").exists()
+
+
+def test_stage2_part_folds_outside_stage1_are_refused_only_when_stage2_runs():
+  config = pipeline.with_pipeline_defaults(configlib.load_config_file(REPO / "configs" / "pipeline_cpu.py"))
+  config.stage1.folds = (1,)
+  stage1, stage2_base = pipeline.model_configs(config, "unused")
+  pipeline.check_stage2(config, stage1, stage2_base)  # stage 2 off: nothing to serve
+  config.stage2.models = [dict(name="long", config="configs/cpu_long.py", overrides=dict(seed=2))]
+  stage1, stage2_base = pipeline.model_configs(config, "unused")
+  with pytest.raises(configlib.ConfigError, match=r"stage2.part_folds \[0, 2\] were not trained in stage 1"):
+    pipeline.check_stage2(config, stage1, stage2_base)
+
+
 @pytest.mark.parametrize("flag,message", [
     ("--config.train_overrides.cycle_lenn=2", "FATAL Flags parsing error: --config.train_overrides.cycle_lenn=2: "
      "unknown config key 'train_overrides.cycle_lenn'; closest known keys: train_overrides.cycle_len"),
-    ("--config.train_overrides.cycle_len=0", "salt_jax.pipeline: pipeline model 'small' (configs/cpu_small.py): "
+    ("--config.train_overrides.cycle_len=0", "salt_jax.pipeline: pipeline model 'long' (configs/cpu_long.py): "
      "config.cycle_len must be"),
     ("--config.train_overrides.folds=0,1", "salt_jax.pipeline: pipeline train_overrides.folds: the pipeline sets "
      "it from stage1.folds and stage2.part_folds"),
