@@ -18,10 +18,10 @@ def get_config():
   c.train_overrides = configlib.overrides_dict(cache_dir="")  # any KEYS key; cache_dir "": <outdir>/cache
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name=m, config=f"configs/{m}.py", overrides={}) for m in STAGE1]
-  c.stage1.folds = list(range(10))
+  c.stage1.folds = tuple(range(10))
   c.stage2 = ml_collections.ConfigDict()
   c.stage2.models = [dict(name=m, config=f"configs/{m}.py", overrides={}) for m in STAGE2]
-  c.stage2.part_folds = [0, 1]
+  c.stage2.part_folds = (0, 1)
   c.stage2.pseudo_prob = 0.5
   c.stage2.pseudo_seed = 0
   c.stage2.predict_other_half = False  # the original: every pseudo model predicts all test tiles

@@ -21,8 +21,8 @@ def get_config():
   c = configlib.load_config_file(pathlib.Path(__file__).with_name("pipeline_cpu.py"))
   c.stage1.models = [dict(name="m34", config="configs/gpu_quick.py", overrides=dict(seed=0)),
                      dict(name="m34_b", config="configs/gpu_quick.py", overrides=dict(seed=1))]
-  c.stage1.folds = list(range(10))
+  c.stage1.folds = tuple(range(10))
   c.stage2.models = [dict(name="m34", config="configs/gpu_quick.py", overrides=dict(seed=2)),
                      dict(name="m34_b", config="configs/gpu_quick.py", overrides=dict(seed=3))]
-  c.stage2.part_folds = list(range(10))
+  c.stage2.part_folds = tuple(range(10))
   return c

@@ -22,15 +22,15 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.data_dir = "../shared/tgs"
   c.train_overrides = configlib.overrides_dict(cache_dir="")  # cache_dir "": <outdir>/cache
-  c.jigsaw_steps = ["vertical", "empty"]
+  c.jigsaw_steps = ("vertical", "empty")
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name="small", config="configs/cpu_small.py", overrides=dict(seed=0))]
-  c.stage1.folds = [0]
+  c.stage1.folds = (0,)
   c.stage2 = ml_collections.ConfigDict()
   c.stage2.models = [dict(name="small", config="configs/cpu_small.py", overrides=dict(seed=0))]
   c.stage2.overrides = ml_collections.ConfigDict(configlib.WARP)  # both phases
   c.stage2.pretrain_overrides = ml_collections.ConfigDict()  # the first phase: cpu_small's 40 epochs
-  c.stage2.part_folds = [0]
+  c.stage2.part_folds = (0,)
   c.stage2.labels = "fold"       # fold 0's own stage-1 model labels the test tiles
   c.stage2.halves = False        # every test tile
   c.stage2.init = "pretrain"

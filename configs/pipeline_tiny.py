@@ -23,10 +23,10 @@ def get_config():
   c.train_overrides = configlib.overrides_dict(cache_dir="", **SHORT_SCHEDULE)
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.models = [dict(name="tiny", config="configs/tiny.py", overrides=dict(seed=0))]
-  c.stage1.folds = [0, 1]
+  c.stage1.folds = (0, 1)
   c.stage2 = ml_collections.ConfigDict()
   c.stage2.models = [dict(name="tiny", config="configs/tiny.py", overrides=dict(seed=1))]
-  c.stage2.part_folds = [0, 1]     # part k: pseudo labels of test half k, trained on fold part_folds[k]
+  c.stage2.part_folds = (0, 1)     # part k: pseudo labels of test half k, trained on fold part_folds[k]
   c.stage2.pseudo_prob = 0.5
   c.stage2.pseudo_seed = 0
   c.stage2.predict_other_half = True
