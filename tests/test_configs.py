@@ -123,14 +123,3 @@ def test_cpu_long_is_the_quick_start_at_2x_with_the_warp():
   stretched = dict(warmup_epochs=40, cycle_len=40, eval_start=28, eval_every=4)
   assert {k: v for k, v in long.items() if small[k] != v} == {**stretched, **configlib.WARP}
 
-
-@pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.stem)
-def test_a_flag_sets_a_pipeline_configs_folds(path, monkeypatch, tmp_path):
-  """The fold lists are tuples, which `--config.stage1.folds='(1,)'` sets on `python -m salt_jax.pipeline`
-  (ml_collections refuses to set a list field by flag)."""
-  from salt_jax import cli, pipeline
-  argv = [f"--config={path}", f"--outdir={tmp_path / 'out'}", "--config.stage1.folds=(1,)",
-          "--config.stage2.part_folds=(1,)"]
-  monkeypatch.setattr(sys, "argv", ["salt_jax.pipeline", *argv])  # ml_collections reads the overrides there
-  folds = lambda _: (pipeline.FLAGS.config.stage1.folds, pipeline.FLAGS.config.stage2.part_folds)
-  assert cli.run(folds, pipeline.define_flags, prog="salt_jax.pipeline", argv=argv) == ((1,), (1,))

@@ -360,17 +360,22 @@ def test_bad_stage2_settings_are_refused_before_any_output(mini_data_dir, tmp_pa
   assert not (tmp_path / "out").exists()
 
 
-def _model_configs(argv, monkeypatch):
-  """(stage-1 training configs, stage-2 ones) of `python -m salt_jax.pipeline <argv>`: its flags parsed as the
-  program parses them (ml_collections reads `--config.*` overrides from sys.argv), the models' configs built
-  as its main builds them (nothing runs or is written)."""
+def _pipeline_command(argv, monkeypatch, fn):
+  """fn(config) on the config of `python -m salt_jax.pipeline <argv>`: its flags parsed as the program parses
+  them (ml_collections reads `--config.*` overrides from sys.argv), with the pipeline's defaults (nothing
+  runs or is written)."""
   monkeypatch.setattr(sys, "argv", ["salt_jax.pipeline", *argv])
+  main = lambda _: fn(pipeline.with_pipeline_defaults(pipeline.FLAGS.config))
+  return cli.run(main, pipeline.define_flags, prog="salt_jax.pipeline", argv=argv)
 
-  def main(_):
-    config = pipeline.with_pipeline_defaults(pipeline.FLAGS.config)
+
+def _model_configs(argv, monkeypatch):
+  """(stage-1 training configs, stage-2 ones) of `python -m salt_jax.pipeline <argv>`, built as its main
+  builds them."""
+  def configs(config):
     stage1, stage2 = pipeline.model_configs(config, pipeline.FLAGS.outdir, pipeline.flag_overrides())
     return [r["config"] for r in stage1], [c for _, c in stage2]
-  return cli.run(main, pipeline.define_flags, prog="salt_jax.pipeline", argv=argv)
+  return _pipeline_command(argv, monkeypatch, configs)
 
 
 def _readme_example():
@@ -423,19 +428,18 @@ def test_pipeline_cpu_trains_what_configs_cpu_long_trains_on_folds_0_to_2():
   assert tuple(config.jigsaw_steps) == ("vertical", "empty")
 
 
-def test_a_flag_sets_the_folds_of_a_pipeline_with_stage2_off(tmp_path, monkeypatch):
-  """`--config.stage1.folds='(1,)'` (the fold lists are tuples, which flags can set; a list field was refused
-  by the flag parser) trains fold 1 alone; with stage 2 off, its part_folds (0, 1, 2) are not checked against
-  stage 1's folds (they were: a refusal of a stage that does not run). Nothing is written."""
-  monkeypatch.setattr(sys, "argv", ["salt_jax.pipeline", f"--config={REPO / 'configs' / 'pipeline_cpu.py'}",
-                                    f"--outdir={tmp_path / 'out'}", "--config.stage1.folds=(1,)"])
-
-  def main(_):
-    config = pipeline.with_pipeline_defaults(pipeline.FLAGS.config)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("pipeline_*.py")), ids=lambda p: p.stem)
+def test_a_flag_sets_the_folds_of_every_pipeline_config(path, tmp_path, monkeypatch):
+  """`--config.stage1.folds='(1,)'` trains fold 1 alone (the fold lists are tuples, which flags can set:
+  ml_collections refuses to set a list field by flag), and the stage-2 choices still fit. Nothing is written."""
+  def folds(config):
     stage1, stage2_base = pipeline.model_configs(config, pipeline.FLAGS.outdir, pipeline.flag_overrides())
     pipeline.check_stage2(config, stage1, stage2_base)
-    return [r["folds"] for r in stage1]
-  assert cli.run(main, pipeline.define_flags, prog="salt_jax.pipeline", argv=sys.argv[1:]) == [[1]]
+    return [r["folds"] for r in stage1], config.stage2.part_folds
+  argv = [f"--config={path}", f"--outdir={tmp_path / 'out'}", "--config.stage1.folds=(1,)",
+          "--config.stage2.part_folds=(1,)"]
+  stage1_folds, part_folds = _pipeline_command(argv, monkeypatch, folds)
+  assert stage1_folds == [[1]] * len(configlib.load_config_file(path).stage1.models) and part_folds == (1,)
   assert not (tmp_path / "out").exists()
 
 
