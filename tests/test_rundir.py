@@ -320,9 +320,9 @@ def _run_program(tmp_path, program: str, fault: str) -> subprocess.CompletedProc
 
 
 def test_only_orphaned_tensorstore_reads_are_dropped_from_the_asyncio_log():
-  """The asyncio filter drops "Task exception was never retrieved" for a tensorstore error (a read that failed
-  after orbax stopped awaiting it) and keeps the same message for any other error (a dask task's, a bug) and
-  every other asyncio record."""
+  """The asyncio filter drops "Task (or Future) exception was never retrieved" for a tensorstore error (a read
+  or write that failed after orbax stopped awaiting it) and keeps the same message for any other error (a
+  dask task's, a bug) and every other asyncio record."""
   def record(msg, error):
     exc_info = (type(error), error, None) if error is not None else None
     return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, exc_info)
@@ -337,6 +337,12 @@ def test_only_orphaned_tensorstore_reads_are_dropped_from_the_asyncio_log():
   assert keep.filter(record(never, KeyError("OUT_OF_RANGE")))
   assert keep.filter(record(never, None))
   assert keep.filter(record("Unclosed client session", read))
+  future = "Future exception was never retrieved\nfuture: <Future finished exception=ValueError('NOT_FOUND: ...')>"
+  write = ValueError('NOT_FOUND: Error writing "a193/0" in OCDBT database at local file "/x/state/": Error '
+                     'reading Byte range [58441, 58860) of local file "/x/state/d/6c00"')
+  assert not keep.filter(record(future, write))
+  assert keep.filter(record(future, ValueError("could not convert string to float: 'x'")))
+  assert keep.filter(record("A Task exception was never retrieved", read))
   checkpoints._drop_late_callbacks()
   checkpoints._drop_late_callbacks()
   assert sum(isinstance(f, checkpoints._DropOrphanedReads) for f in logging.getLogger("asyncio").filters) == 1

@@ -36,12 +36,18 @@ def _is_late_callback(unraisable) -> bool:
   return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
 
+# What asyncio logs when a task or future that holds an exception is collected unawaited: "Task exception
+# was never retrieved", "Future exception was never retrieved" (the class's name first).
+_NEVER_RETRIEVED = re.compile(r"^\w+ exception was never retrieved")
+
+
 def _is_orphaned_read(record: logging_std.LogRecord) -> bool:
-  """Whether an `asyncio` log record is the other way the same late reads are reported: the loop is still
-  open, the task of a tensorstore read or write that failed after orbax stopped awaiting it is collected,
-  and asyncio logs "Task exception was never retrieved" with that error's traceback."""
+  """Whether an `asyncio` log record is the other way the same late reads and writes are reported: the loop
+  is still open, the task or future of a tensorstore read or write that failed after orbax stopped awaiting
+  it is collected, and asyncio logs "Task (or Future) exception was never retrieved" with that error's
+  traceback."""
   error = record.exc_info[1] if record.exc_info else None
-  return (str(record.msg).startswith("Task exception was never retrieved") and error is not None
+  return (bool(_NEVER_RETRIEVED.match(str(record.msg))) and error is not None
           and bool(_TENSORSTORE_ERROR.match(str(error))))
 
 
