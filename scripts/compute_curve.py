@@ -13,6 +13,8 @@ epoch: label, run and the history's columns), and --from_csv draws them again be
 
   python scripts/compute_curve.py --from_csv=docs/compute_curve.csv --save_csv=docs/compute_curve.csv \
       --out=docs/compute_curve.png --runs="4x + warp=runs/curve_4x_geo_s0"
+
+--labels=A,B tables and draws only those recipes (the CSV keeps them all).
 """
 import collections
 import json
@@ -43,6 +45,8 @@ def define_flags() -> None:
   flags.DEFINE_string("from_csv", None, "A --save_csv file whose runs are drawn and tabled too (before --runs; a "
                       "run of the same label and name in --runs replaces its rows).")
   flags.DEFINE_string("save_csv", None, "CSV to write with every run's history drawn (those of --from_csv too).")
+  flags.DEFINE_list("labels", None, "Only these labels are tabled and drawn (default: all); --save_csv still "
+                    "keeps every run.")
 
 
 def epoch_image_steps(workdir: pathlib.Path, fold: int) -> int:
@@ -162,8 +166,8 @@ def save_histories(runs: List[Tuple[str, str, pd.DataFrame]], path) -> None:
 
 
 def main(argv) -> pd.DataFrame:
-  """Reads every run's history (--from_csv's, then --runs'), prints the table, writes the PNG with --out and
-  the histories with --save_csv; returns the table."""
+  """Reads every run's history (--from_csv's, then --runs'), prints the table of those --labels keeps, writes
+  their PNG with --out and every history with --save_csv; returns the table."""
   del argv
   if not FLAGS.runs and not FLAGS.from_csv:
     raise app.UsageError("give --runs, --from_csv or both")
@@ -178,9 +182,12 @@ def main(argv) -> pd.DataFrame:
     if FLAGS.breakdown:
       breakdowns[label, run] = empty_and_salt(workdir, FLAGS.fold)
   runs = [r for r in saved if r[:2] not in {g[:2] for g in given}] + given
+  if unknown := sorted(set(FLAGS.labels or ()) - {label for label, _, _ in runs}):
+    raise app.UsageError(f"--labels: no run is labelled {unknown[0]!r}")
+  shown = [r for r in runs if FLAGS.labels is None or r[0] in FLAGS.labels]
   histories: Dict[str, List[pd.DataFrame]] = collections.defaultdict(list)
   rows = []
-  for label, run, history in runs:
+  for label, run, history in shown:
     histories[label].append(history)
     rows.append({**summary(label, run, history), **breakdowns.get((label, run), {})})
   table = pd.DataFrame(rows)

@@ -99,3 +99,24 @@ def test_a_csv_that_is_not_a_saved_history_is_refused_in_one_line(tmp_path, caps
   assert exit_.value.code == 1
   assert capsys.readouterr().err.strip().splitlines() == [
       f"scripts/compute_curve.py: {other} is not a compute_curve.py --save_csv file (no column 'epoch')"]
+
+
+def test_labels_table_and_draw_only_those_recipes_and_the_csv_keeps_every_run(tiny_run, tmp_path, capsys):
+  """--labels=b: the table holds b's row alone, the CSV still holds a's and b's histories; a label no run
+  has is refused in one line before anything is written."""
+  _, workdir, _ = tiny_run
+  mod = _script()
+  saved = tmp_path / "curve.csv"
+  table = cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+                  argv=[f"--runs=a={workdir},b={workdir}", "--labels=b", f"--save_csv={saved}",
+                        f"--out={tmp_path / 'curve.png'}"])
+  assert list(table["recipe"]) == ["b"]
+  assert set(pd.read_csv(saved)["label"]) == {"a", "b"}
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(mod.main, mod.define_flags, prog="scripts/compute_curve.py",
+            argv=[f"--from_csv={saved}", "--labels=b,c", f"--save_csv={saved}", f"--out={tmp_path / 'curve.png'}"])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err.strip().splitlines() == ["scripts/compute_curve.py: --labels: no run is labelled 'c'"]
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
