@@ -40,8 +40,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("fold", 0, "The fold whose history is read.")
   flags.DEFINE_string("out", None, "PNG to write (optional).")
   flags.DEFINE_bool("breakdown", False, "Also segment the fold's validation tiles with each run's max_map "
-                    "snapshots (salt_jax.load, flip TTA) and add the mean score on the empty tiles and on the "
-                    "salt tiles, and the mAP each gives away.")
+                    "snapshots (salt_jax.load, flip TTA) and add the mean score on the empty tiles, on the "
+                    "salt tiles and on the small bodies (under 10 % salt), and the mAP each gives away.")
   flags.DEFINE_string("from_csv", None, "A --save_csv file whose runs are drawn and tabled too (before --runs; a "
                       "run of the same label and name in --runs replaces its rows).")
   flags.DEFINE_string("save_csv", None, "CSV to write with every run's history drawn (those of --from_csv too).")
@@ -92,7 +92,9 @@ def summary(label: str, run: str, history: pd.DataFrame) -> Dict:
 def empty_and_salt(workdir, fold: int) -> Dict:
   """The run's vote on its fold's validation tiles, split by the truth: mean score and the mAP given away
   ("lost", breakdown.coverage_table's: the two add up to 1 - mAP) on the empty tiles and on the salt tiles,
-  and the mAP of the vote (its max_map snapshots at their own thresholds, as salt_jax.load votes)."""
+  the same and the tiles left empty ("missed") among the small bodies (salt tiles of the 0-10 % coverage
+  bucket, part of the salt tiles), and the mAP of the vote (its max_map snapshots at their own thresholds,
+  as salt_jax.load votes)."""
   import salt_jax  # pylint: disable=import-outside-toplevel  # JAX only for --breakdown
   from salt_jax.data import kaggle  # pylint: disable=import-outside-toplevel
   from salt_jax.inference import breakdown  # pylint: disable=import-outside-toplevel
@@ -106,9 +108,12 @@ def empty_and_salt(workdir, fold: int) -> Dict:
   empty, all_ = table.loc["empty"], table.loc["all"]
   salt_tiles = all_["tiles"] - empty["tiles"]
   salt_score = (all_["mean_score"] * all_["tiles"] - empty["mean_score"] * empty["tiles"]) / salt_tiles
+  small = table.loc["0-10%"] if "0-10%" in table.index else pd.Series({"tiles": 0, "pred_empty": 0})
   return {"vote_map": all_["mean_score"], "empty_tiles": int(empty["tiles"]), "empty_score": empty["mean_score"],
           "empty_lost": empty["lost"], "salt_tiles": int(salt_tiles), "salt_score": salt_score,
-          "salt_lost": all_["lost"] - empty["lost"]}
+          "salt_lost": all_["lost"] - empty["lost"], "small_tiles": int(small["tiles"]),
+          "small_score": small.get("mean_score", np.nan), "small_lost": small.get("lost", 0.0),
+          "small_missed": int(small["pred_empty"])}
 
 
 def plot(histories: Dict[str, List[pd.DataFrame]], out) -> None:

@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,6 +60,11 @@ def test_the_breakdown_splits_the_vote_s_map_between_the_empty_and_the_salt_tile
   assert (row["empty_score"] * row["empty_tiles"] + row["salt_score"] * row["salt_tiles"]) / len(valid) == (
       pytest.approx(row["vote_map"]))
   assert row["empty_lost"] + row["salt_lost"] == pytest.approx(1 - row["vote_map"])
+  small = [m for m in masks.values() if 0 < np.count_nonzero(m) * 10 <= m.size]
+  assert row["small_tiles"] == len(small) > 0
+  assert 0 <= row["small_missed"] <= row["small_tiles"]
+  assert row["small_lost"] == pytest.approx((1 - row["small_score"]) * row["small_tiles"] / len(valid))
+  assert row["small_lost"] <= row["salt_lost"] + 1e-12
 
 
 def test_a_run_without_history_is_refused_in_one_line(tmp_path, capsys):
