@@ -177,18 +177,18 @@ def main(argv) -> pd.DataFrame:
   if not FLAGS.runs and not FLAGS.from_csv:
     raise app.UsageError("give --runs, --from_csv or both")
   saved = saved_histories(FLAGS.from_csv) if FLAGS.from_csv else []
+  items = [item.partition("=") for item in FLAGS.runs.split(",")] if FLAGS.runs else []
+  if bad := [label + sep + workdir for label, sep, workdir in items if not sep]:
+    raise app.UsageError(f"--runs items are LABEL=WORKDIR, got {bad[0]!r}")
+  if unknown := sorted(set(FLAGS.labels or ()) - {r[0] for r in saved} - {i[0] for i in items}):
+    raise app.UsageError(f"--labels: no run is labelled {unknown[0]!r}")
   given, breakdowns = [], {}
-  for item in FLAGS.runs.split(",") if FLAGS.runs else []:
-    label, sep, workdir = item.partition("=")
-    if not sep:
-      raise app.UsageError(f"--runs items are LABEL=WORKDIR, got {item!r}")
+  for label, _, workdir in items:
     run = pathlib.Path(workdir).name
     given.append((label, run, run_history(workdir, FLAGS.fold)))
-    if FLAGS.breakdown:
+    if FLAGS.breakdown and (FLAGS.labels is None or label in FLAGS.labels):
       breakdowns[label, run] = empty_and_salt(workdir, FLAGS.fold)
   runs = [r for r in saved if r[:2] not in {g[:2] for g in given}] + given
-  if unknown := sorted(set(FLAGS.labels or ()) - {label for label, _, _ in runs}):
-    raise app.UsageError(f"--labels: no run is labelled {unknown[0]!r}")
   shown = [r for r in runs if FLAGS.labels is None or r[0] in FLAGS.labels]
   histories: Dict[str, List[pd.DataFrame]] = collections.defaultdict(list)
   rows = []
