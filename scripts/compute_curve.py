@@ -108,7 +108,8 @@ def empty_and_salt(workdir, fold: int) -> Dict:
   empty, all_ = table.loc["empty"], table.loc["all"]
   salt_tiles = all_["tiles"] - empty["tiles"]
   salt_score = (all_["mean_score"] * all_["tiles"] - empty["mean_score"] * empty["tiles"]) / salt_tiles
-  small = table.loc["0-10%"] if "0-10%" in table.index else pd.Series({"tiles": 0, "pred_empty": 0})
+  small_bucket = breakdown.BUCKET_NAMES[1]  # 0-10 %
+  small = table.loc[small_bucket] if small_bucket in table.index else pd.Series({"tiles": 0, "pred_empty": 0})
   return {"vote_map": all_["mean_score"], "empty_tiles": int(empty["tiles"]), "empty_score": empty["mean_score"],
           "empty_lost": empty["lost"], "salt_tiles": int(salt_tiles), "salt_score": salt_score,
           "salt_lost": all_["lost"] - empty["lost"], "small_tiles": int(small["tiles"]),
@@ -177,9 +178,10 @@ def main(argv) -> pd.DataFrame:
   if not FLAGS.runs and not FLAGS.from_csv:
     raise app.UsageError("give --runs, --from_csv or both")
   saved = saved_histories(FLAGS.from_csv) if FLAGS.from_csv else []
-  items = [item.partition("=") for item in FLAGS.runs.split(",")] if FLAGS.runs else []
-  if bad := [label + sep + workdir for label, sep, workdir in items if not sep]:
+  given_items = FLAGS.runs.split(",") if FLAGS.runs else []
+  if bad := [item for item in given_items if "=" not in item]:
     raise app.UsageError(f"--runs items are LABEL=WORKDIR, got {bad[0]!r}")
+  items = [item.partition("=") for item in given_items]
   if unknown := sorted(set(FLAGS.labels or ()) - {r[0] for r in saved} - {i[0] for i in items}):
     raise app.UsageError(f"--labels: no run is labelled {unknown[0]!r}")
   given, breakdowns = [], {}
