@@ -155,7 +155,7 @@ HISTORY_COLUMNS = ["label", "run", "epoch", "image_steps", "loss", "seg_loss", "
 def saved_histories(path) -> List[Tuple[str, str, pd.DataFrame]]:
   """The (label, run, history) of each run a --save_csv file holds, the history as run_history returns it."""
   try:
-    frame = pd.read_csv(path, dtype={"label": str, "run": str})
+    frame = pd.read_csv(path, dtype={"label": str, "run": str}, float_precision="round_trip")
   except (OSError, ValueError) as e:
     raise rundir.WorkdirError(f"cannot read {path} ({type(e).__name__}: {e})") from None
   if missing := sorted(set(HISTORY_COLUMNS) - set(frame.columns)):
