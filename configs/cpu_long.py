@@ -9,8 +9,9 @@ configs/cpu_small.py (the quick start) at 2x its compute, with the warp that let
 up to 5 (configlib.WARP). Measured (`curve_2x_geo_s0`, seed 0): fold-0 validation mAP 0.8191, against
 0.8008 for the quick start and 0.8006 for plain 2x on the same host. 4x with the same warp
 (`curve_4x_geo_s0` and `curve_4x_geo_s1`, seeds 0 and 1) scored 0.8211 and 0.8186, inside the seeds'
-spread, in twice the time: over 2 hours on a Zen 4 EPYC, so 2x is the long recipe. Time: ~42 min on 2 idle Zen 5 EPYC cores at r10's rate, ~65 min on a Zen 4
-(estimated from the 4x run's idle epochs, 48.7 s each).
+spread, in twice the time: over 2 hours on a Zen 4 EPYC, so 2x is the long recipe. Time: ~42 min on 2
+idle Zen 5 EPYC cores at r10's rate, ~65 min on a Zen 4 (estimated from the 4x run's idle epochs, 48.7 s
+each).
 """
 import pathlib
 
